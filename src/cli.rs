@@ -1,0 +1,181 @@
+//! The command-line tree (DESIGN.md, "Command-line contract"). Raw flags only: validation into
+//! typed values happens where each command starts, once.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vmrun", version, about = "Run a project's tests inside throwaway QEMU virtual machines")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a cloud-init NoCloud seed ISO (volume label `cidata`), like cloud-localds.
+    Seed(SeedArgs),
+    /// Provision an image with cloud-init and store it under a name.
+    Bake(BakeArgs),
+    /// List baked images, or remove one.
+    Images(ImagesArgs),
+    /// Run the project's tests in a throwaway VM.
+    Test(TestArgs),
+    /// Open a shell in the VM of a kept run.
+    Ssh(SshArgs),
+    /// Manage persistent VMs run as systemd user units.
+    #[command(subcommand)]
+    Vm(VmCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Where to write the ISO.
+    #[arg(short = 'o', long = "output", value_name = "OUT.iso")]
+    pub output: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub user_data: PathBuf,
+    /// Default: an instance-id derived from the inputs and a local-hostname.
+    #[arg(long, value_name = "FILE")]
+    pub meta_data: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub network_config: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub vendor_data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// A local qcow2/raw file, an http(s) URL, or debian:bookworm.
+    #[arg(long, value_name = "PATH|URL|debian:bookworm")]
+    pub image: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<ImagesCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Remove a baked image.
+    Rm { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Keep the VM running when the command fails.
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// The command to run in the guest; default: `test.command` from vmrun.yaml.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    pub run_id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create and start a VM.
+    Create(VmCreateArgs),
+    Start { name: String },
+    Stop { name: String },
+    Restart { name: String },
+    Delete { name: String },
+    Status { name: String },
+    Logs { name: String },
+    Ssh {
+        name: String,
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Forward {
+        name: String,
+        #[arg(value_parser = ["add", "remove"])]
+        action: String,
+        #[arg(value_name = "[tcp|udp:]HOST:GUEST")]
+        spec: String,
+    },
+    Snapshot {
+        name: String,
+        #[arg(value_parser = ["save", "load", "list", "delete"])]
+        action: String,
+        tag: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VmCreateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub image: String,
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    #[arg(long, value_name = "[tcp|udp:]HOST:GUEST")]
+    pub forward: Vec<String>,
+}
+
+impl Command {
+    /// The command's name as a user types it, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Seed(_) => "seed",
+            Command::Bake(_) => "bake",
+            Command::Images(_) => "images",
+            Command::Test(_) => "test",
+            Command::Ssh(_) => "ssh",
+            Command::Vm(_) => "vm",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["vmrun", "test", "--repeat", "3", "--", "pytest", "-x"]).unwrap();
+        let Command::Test(args) = cli.command else { panic!("not test") };
+        assert_eq!(args.repeat, Some(3));
+        assert_eq!(args.command, ["pytest", "-x"]);
+    }
+
+    #[test]
+    fn vm_forward_rejects_unknown_action() {
+        assert!(Cli::try_parse_from(["vmrun", "vm", "forward", "db", "move", "8080:80"]).is_err());
+    }
+}
