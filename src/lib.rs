@@ -3,5 +3,9 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod events;
 pub mod exit_code;
+pub mod external;
+pub mod image;
+pub mod qemu;
 pub mod tools;

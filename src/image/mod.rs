@@ -1,0 +1,4 @@
+//! Image sources and the images vmrun builds from them.
+
+pub mod debian;
+pub mod mbr;

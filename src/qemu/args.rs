@@ -1,0 +1,170 @@
+//! Pure functions from a machine description to QEMU's command line. Each piece returns its
+//! own arguments so it can be checked without starting QEMU.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// A TCP forward from the host's loopback to a guest port (user networking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// Everything QEMU needs to know about one VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// The VM's writable disk (a qcow2 overlay).
+    pub disk: PathBuf,
+    /// A cloud-init seed attached read-only, when the boot needs one.
+    pub seed: Option<PathBuf>,
+    pub serial_log: PathBuf,
+    pub forwards: Vec<Forward>,
+}
+
+/// The whole command line, in a stable order.
+pub fn command_line(m: &Machine) -> Vec<OsString> {
+    let mut args = base_args();
+    args.extend(accel_args(m.accel));
+    args.extend(size_args(m.cpus, m.memory_mib));
+    args.extend(disk_args(&m.disk));
+    if let Some(seed) = &m.seed {
+        args.extend(seed_args(seed));
+    }
+    args.extend(net_args(&m.forwards));
+    args.extend(serial_args(&m.serial_log));
+    args.extend(rng_args());
+    args
+}
+
+/// Headless, no default devices, no host config files; a guest reboot ends QEMU so a failed
+/// boot or a guest that panics cannot loop forever.
+pub fn base_args() -> Vec<OsString> {
+    os(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-machine", "q35"])
+}
+
+pub fn accel_args(accel: Accel) -> Vec<OsString> {
+    match accel {
+        Accel::Kvm => os(&["-accel", "kvm", "-cpu", "host"]),
+        // Multi-threaded TCG so each vCPU gets a host thread.
+        Accel::Tcg => os(&["-accel", "tcg,thread=multi"]),
+    }
+}
+
+pub fn size_args(cpus: u32, memory_mib: u64) -> Vec<OsString> {
+    vec!["-smp".into(), cpus.to_string().into(), "-m".into(), format!("{memory_mib}M").into()]
+}
+
+pub fn disk_args(disk: &Path) -> Vec<OsString> {
+    vec!["-drive".into(), option_list("file=", disk, ",if=virtio,format=qcow2,discard=unmap")]
+}
+
+pub fn seed_args(seed: &Path) -> Vec<OsString> {
+    vec!["-drive".into(), option_list("file=", seed, ",if=virtio,format=raw,readonly=on")]
+}
+
+/// User networking; forwards bind 127.0.0.1 only, never every interface.
+pub fn net_args(forwards: &[Forward]) -> Vec<OsString> {
+    let mut netdev = String::from("user,id=net0");
+    for f in forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port));
+    }
+    os(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
+}
+
+pub fn serial_args(log: &Path) -> Vec<OsString> {
+    vec![
+        "-chardev".into(),
+        option_list("file,id=serial0,path=", log, ""),
+        "-serial".into(),
+        "chardev:serial0".into(),
+    ]
+}
+
+/// A virtio RNG: the guest's kernel seeds its pool from the host at boot instead of waiting
+/// for entropy, which under TCG takes long.
+pub fn rng_args() -> Vec<OsString> {
+    os(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"])
+}
+
+/// `prefix` + `path` with commas doubled (QEMU's escape in option lists) + `suffix`.
+fn option_list(prefix: &str, path: &Path, suffix: &str) -> OsString {
+    let mut bytes = prefix.as_bytes().to_vec();
+    for &b in path.as_os_str().as_bytes() {
+        bytes.push(b);
+        if b == b',' {
+            bytes.push(b',');
+        }
+    }
+    bytes.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(bytes)
+}
+
+fn os(items: &[&str]) -> Vec<OsString> {
+    items.iter().map(|s| OsStr::new(s).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            disk: "/runs/a/disk.qcow2".into(),
+            seed: Some("/runs/a/seed.iso".into()),
+            serial_log: "/runs/a/serial.log".into(),
+            forwards: vec![Forward { host_port: 40022, guest_port: 22 }],
+        }
+    }
+
+    #[test]
+    fn whole_command_line() {
+        let line: Vec<String> = command_line(&machine()).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            line.join(" "),
+            "-nodefaults -no-user-config -display none -no-reboot -machine q35 \
+             -accel tcg,thread=multi -smp 2 -m 1024M \
+             -drive file=/runs/a/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
+             -drive file=/runs/a/seed.iso,if=virtio,format=raw,readonly=on \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0 \
+             -chardev file,id=serial0,path=/runs/a/serial.log -serial chardev:serial0 \
+             -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"
+        );
+    }
+
+    #[test]
+    fn no_seed_no_seed_drive() {
+        let m = Machine { seed: None, ..machine() };
+        assert_eq!(command_line(&m).iter().filter(|a| *a == "-drive").count(), 1);
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        assert_eq!(disk_args(Path::new("/a,b/c d.qcow2"))[1], "file=/a,,b/c d.qcow2,if=virtio,format=qcow2,discard=unmap");
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        assert_eq!(accel_args(Accel::Kvm), os(&["-accel", "kvm", "-cpu", "host"]));
+    }
+
+    #[test]
+    fn forwards_bind_loopback_only() {
+        let netdev = net_args(&[Forward { host_port: 1, guest_port: 2 }, Forward { host_port: 3, guest_port: 4 }]);
+        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:1-:2,hostfwd=tcp:127.0.0.1:3-:4");
+    }
+}

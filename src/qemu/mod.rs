@@ -1,0 +1,4 @@
+//! QEMU: command lines (pure) and the processes that run them.
+
+pub mod args;
+pub mod process;

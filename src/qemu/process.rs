@@ -1,0 +1,144 @@
+//! A running QEMU that cannot outlive vmrun: killed when dropped, and by the kernel
+//! (PR_SET_PDEATHSIG) when vmrun dies, even by SIGKILL.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often a wait checks whether QEMU has exited.
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create QEMU's log {}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot wait for QEMU (pid {pid})")]
+    Wait {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct QemuProcess {
+    child: Child,
+}
+
+impl QemuProcess {
+    /// Starts `qemu` with `args`; its stdout and stderr (QEMU's own messages, not the guest's
+    /// console) go to `log`.
+    ///
+    /// The death signal is tied to the thread that spawns, so call this from a thread that
+    /// lives as long as the VM should (the main thread, or one that owns the VM).
+    pub fn spawn(qemu: &Path, args: &[OsString], log: &Path) -> Result<QemuProcess, Error> {
+        let out = File::create(log).map_err(|source| Error::Log { path: log.to_owned(), source })?;
+        let err = out.try_clone().map_err(|source| Error::Log { path: log.to_owned(), source })?;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let mut command = Command::new(qemu);
+        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| Error::Spawn { program: qemu.to_owned(), source })?;
+        Ok(QemuProcess { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
+        let pid = self.pid();
+        self.child.try_wait().map_err(|source| Error::Wait { pid, source })
+    }
+
+    /// Kills QEMU (SIGKILL to its pid, which this process started) and reaps it.
+    pub fn kill(&mut self) -> Result<ExitStatus, Error> {
+        let pid = self.pid();
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        // Already exited between the check and the kill is fine: wait reaps it either way.
+        let _ = self.child.kill();
+        self.child.wait().map_err(|source| Error::Wait { pid, source })
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_timeout_and_kill_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let args: Vec<OsString> = vec!["-c".into(), "echo started; exec sleep 30".into()];
+        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log).unwrap();
+        let pid = p.pid() as i32;
+        assert_eq!(p.wait_timeout(Duration::from_millis(200)).unwrap(), None);
+        drop(p);
+        // SAFETY: signal 0 only checks whether the pid exists.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "process {pid} outlived its handle");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\n");
+    }
+
+    #[test]
+    fn exit_status_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<OsString> = vec!["-c".into(), "exit 3".into()];
+        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &dir.path().join("log")).unwrap();
+        let status = p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn missing_program_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = QemuProcess::spawn(Path::new("/no/qemu"), &[], &dir.path().join("log")).err().unwrap();
+        assert_eq!(err.to_string(), "cannot start /no/qemu");
+    }
+}
