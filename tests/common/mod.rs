@@ -1,0 +1,54 @@
+//! Shared by the integration tests that boot VMs: one Debian guest image per test process,
+//! built by vmrun's own builder and cached on disk by the hash of its inputs.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use vmrun::events::Event;
+use vmrun::image::debian::DebianImage;
+use vmrun::qemu::args::Accel;
+
+/// The test guest image (qcow2, never modified by tests: they boot overlays on it).
+pub fn guest_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let cache = std::env::var_os("VMRUN_TEST_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("images"));
+        let started = Instant::now();
+        let sink = move |event: Event| eprintln!("[guest image +{:>5.1}s] {event:?}", started.elapsed().as_secs_f64());
+        match DebianImage::bookworm().ensure_cached(&cache, &sink) {
+            Ok(path) => path,
+            Err(err) => panic!("building the test guest image failed: {:?}", miette::Report::new(err)),
+        }
+    })
+}
+
+/// KVM only when asked for (GitHub's runners); these machines have no working KVM.
+pub fn accel() -> Accel {
+    match std::env::var("VMRUN_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        _ => Accel::Tcg,
+    }
+}
+
+pub fn qemu_system() -> PathBuf {
+    which::which("qemu-system-x86_64").expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86")
+}
+
+/// A token no earlier run could have printed.
+pub fn unique_token() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
