@@ -74,11 +74,17 @@ pub struct DebianImage {
     pub suite: String,
     /// Size of the whole disk in bytes (the qcow2 stays as small as its contents).
     pub disk_size: u64,
+    /// A Debian mirror URL; `None` uses the host's apt sources. Not part of the cache key:
+    /// every mirror serves the same suite.
+    pub mirror: Option<String>,
 }
 
 impl DebianImage {
+    /// Debian bookworm on a 4 GiB disk, from the mirror in `VMRUN_DEBIAN_MIRROR` if set (hosts
+    /// whose apt sources are not Debian's, e.g. Ubuntu CI runners), else the host's apt sources.
     pub fn bookworm() -> DebianImage {
-        DebianImage { suite: "bookworm".to_owned(), disk_size: 4 << 30 }
+        let mirror = std::env::var("VMRUN_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
+        DebianImage { suite: "bookworm".to_owned(), disk_size: 4 << 30, mirror }
     }
 
     /// Hash of everything that decides the image's contents, for the cache.
@@ -132,7 +138,7 @@ impl DebianImage {
         let rootfs = work.join("rootfs");
         let raw = work.join("disk.raw");
         phase(sink, &format!("bootstrap Debian {} (mmdebstrap)", self.suite), || {
-            rootfs::bootstrap(&mmdebstrap, &self.suite, PACKAGES, &rootfs)
+            rootfs::bootstrap(&mmdebstrap, &self.suite, self.mirror.as_deref(), PACKAGES, &rootfs)
         })?;
         phase(sink, "configure boot, fstab and cloud-init", || rootfs::configure(&rootfs, &tools.grub_dir))?;
         phase(sink, "make the whole-disk image (ext4 root, GRUB)", || {
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(key.len(), 64);
         assert_eq!(key, DebianImage::bookworm().cache_key());
         assert_ne!(key, DebianImage { suite: "trixie".into(), ..base.clone() }.cache_key());
-        assert_ne!(key, DebianImage { disk_size: 8 << 30, ..base }.cache_key());
+        assert_ne!(key, DebianImage { disk_size: 8 << 30, ..base.clone() }.cache_key());
+        assert_eq!(key, DebianImage { mirror: Some("http://mirror.example/debian".into()), ..base }.cache_key());
     }
 }

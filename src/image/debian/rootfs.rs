@@ -14,16 +14,18 @@ pub(super) const TEMPLATES: &[(&str, &str)] = &[
     ("etc/cloud/cloud.cfg.d/90_vmrun.cfg", include_str!("../../../templates/debian/cloud.cfg")),
 ];
 
-pub(super) fn bootstrap(mmdebstrap: &Path, suite: &str, packages: &[&str], rootfs: &Path) -> Result<(), Error> {
-    // No mirror argument: mmdebstrap uses the host's apt sources, the only network here.
-    let output = external::run(
-        Command::new(mmdebstrap)
-            .arg("--variant=minbase")
-            .arg(format!("--include={}", packages.join(",")))
-            .arg(suite)
-            .arg(rootfs),
-    );
-    output.map(drop).map_err(|source| Error::Step { step: "mmdebstrap", source })
+pub(super) fn bootstrap(
+    mmdebstrap: &Path,
+    suite: &str,
+    mirror: Option<&str>,
+    packages: &[&str],
+    rootfs: &Path,
+) -> Result<(), Error> {
+    let mut command = Command::new(mmdebstrap);
+    command.arg("--variant=minbase").arg(format!("--include={}", packages.join(","))).arg(suite).arg(rootfs);
+    // Without a mirror argument mmdebstrap uses the host's apt sources.
+    command.args(mirror);
+    external::run(&mut command).map(drop).map_err(|source| Error::Step { step: "mmdebstrap", source })
 }
 
 /// Writes the templates, GRUB's modules (from the host's `grub_dir`) and an empty machine-id,
