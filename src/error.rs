@@ -14,6 +14,10 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     MissingTool(#[from] MissingTool),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Disk(#[from] crate::disk::Error),
 }
 
 impl Error {
@@ -22,6 +26,7 @@ impl Error {
         match self {
             Error::NotBuilt(_) => exit_code::NOT_BUILT,
             Error::MissingTool(_) => exit_code::MISSING_TOOL,
+            Error::Disk(e) => e.exit_code(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod exit_code;

@@ -1,0 +1,129 @@
+//! Disk images: native qcow2 overlays, and a sniffer that says what an image file is.
+//!
+//! - [`Overlay::create`] writes a qcow2 v3 image backed by a raw or qcow2 base, the way
+//!   `qemu-img create -f qcow2 -b BASE -F FMT` does, without running qemu-img.
+//! - [`format::sniff`] reads a file's header and says whether it is qcow2 (with its backing
+//!   file) or raw, or names the other format it is.
+//! - [`backing_chain`] follows backing files from an overlay down to its base.
+
+mod chain;
+mod foreign;
+pub mod format;
+mod qcow2;
+
+use std::io;
+use std::path::PathBuf;
+
+use miette::Diagnostic;
+
+pub use chain::{ChainEntry, backing_chain};
+pub use foreign::ForeignFormat;
+pub use format::{DiskFormat, sniff};
+pub use qcow2::Overlay;
+
+use crate::exit_code;
+
+/// Why a disk image could not be read or written. Every message names the file at fault.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum Error {
+    #[error("`{}` does not exist", .path.display())]
+    #[diagnostic(code(vmrun::disk::missing))]
+    Missing { path: PathBuf },
+
+    #[error("backing file `{}` of `{}` does not exist", .backing.display(), .overlay.display())]
+    #[diagnostic(
+        code(vmrun::disk::missing_backing),
+        help("the base image was moved or deleted; put it back, or recreate the overlay")
+    )]
+    MissingBacking { overlay: PathBuf, backing: PathBuf },
+
+    #[error("cannot read `{}`", .path.display())]
+    #[diagnostic(code(vmrun::disk::read))]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot write `{}`", .path.display())]
+    #[diagnostic(code(vmrun::disk::write))]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("`{}` already exists", .path.display())]
+    #[diagnostic(
+        code(vmrun::disk::exists),
+        help("an overlay is never written over an existing file")
+    )]
+    AlreadyExists { path: PathBuf },
+
+    #[error("`{}` is empty", .path.display())]
+    #[diagnostic(code(vmrun::disk::empty))]
+    Empty { path: PathBuf },
+
+    #[error(
+        "`{}` is not a disk image: it has no partition table and its {len} bytes are not a whole number of 512-byte sectors",
+        .path.display()
+    )]
+    #[diagnostic(code(vmrun::disk::not_a_disk))]
+    NotADisk { path: PathBuf, len: u64 },
+
+    #[error("`{}` is {}; {}", .path.display(), .format.description(), .format.remedy())]
+    #[diagnostic(code(vmrun::disk::foreign_format))]
+    Foreign {
+        path: PathBuf,
+        format: ForeignFormat,
+    },
+
+    #[error("`{}` is a damaged qcow2 image: {reason}", .path.display())]
+    #[diagnostic(code(vmrun::disk::corrupt_qcow2))]
+    CorruptQcow2 { path: PathBuf, reason: String },
+
+    #[error("`{}` is a qcow2 version {version} image; only versions 2 and 3 are supported", .path.display())]
+    #[diagnostic(code(vmrun::disk::qcow2_version))]
+    UnsupportedQcow2Version { path: PathBuf, version: u32 },
+
+    #[error("the backing chain of `{}` loops: it reaches `{}` twice", .start.display(), .path.display())]
+    #[diagnostic(code(vmrun::disk::backing_loop))]
+    BackingLoop { start: PathBuf, path: PathBuf },
+
+    #[error("`{}` records backing format `{format}`; only raw and qcow2 are supported", .path.display())]
+    #[diagnostic(code(vmrun::disk::backing_format))]
+    UnsupportedBackingFormat { path: PathBuf, format: String },
+
+    #[error(
+        "`{}` records its backing file `{}` as qcow2, but it is not a qcow2 image",
+        .overlay.display(), .backing.display()
+    )]
+    #[diagnostic(code(vmrun::disk::backing_format_mismatch))]
+    BackingFormatMismatch { overlay: PathBuf, backing: PathBuf },
+
+    #[error("backing path `{}` is {len} bytes long; qcow2 allows at most 1023", .path.display())]
+    #[diagnostic(
+        code(vmrun::disk::backing_path_too_long),
+        help("move the base image to a shorter path")
+    )]
+    BackingPathTooLong { path: PathBuf, len: usize },
+
+    #[error("cannot give `{}` a virtual size of {size} bytes: {reason}", .path.display())]
+    #[diagnostic(code(vmrun::disk::size))]
+    InvalidSize {
+        path: PathBuf,
+        size: u64,
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// The exit code for this failure: bad input when an input image is missing, junk or
+    /// unreadable; internal when vmrun could not write its own file.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Write { .. } | Error::AlreadyExists { .. } => exit_code::INTERNAL,
+            _ => exit_code::BAD_INPUT,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! [`Overlay`]: a qcow2 v3 image that records writes and reads everything else from a base.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::header::MAX_BACKING_NAME;
+use super::layout::{self, Layout, SECTOR_SIZE};
+use crate::disk::{Error, format};
+
+/// A fresh qcow2 overlay over a raw or qcow2 base image.
+///
+/// The overlay records the base's absolute, canonical path and its format, so QEMU opens it
+/// with `-drive file=OVERLAY,format=qcow2` from any directory and never probes the base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    path: PathBuf,
+    backing: PathBuf,
+    backing_format: &'static str,
+    virtual_size: u64,
+}
+
+impl Overlay {
+    /// Creates a qcow2 overlay at `path` over `backing`, with the base's virtual size
+    /// (a raw base's length rounded up to whole 512-byte sectors, as QEMU sees it).
+    ///
+    /// The base must be a raw or qcow2 image ([`format::sniff`] decides). The overlay is
+    /// written to a temporary file beside `path` and renamed into place, so `path` either
+    /// does not exist or is complete; an existing `path` is never replaced
+    /// ([`Error::AlreadyExists`]). It is not fsynced: overlays are cheap to recreate.
+    pub fn create(path: &Path, backing: &Path) -> Result<Overlay, Error> {
+        Self::create_inner(path, backing, None)
+    }
+
+    /// Like [`Overlay::create`], with a virtual size of `virtual_size` bytes, which must be
+    /// at least the base's, a whole number of 512-byte sectors, and at most 2 PiB. The
+    /// guest sees zeros past the end of the base.
+    pub fn create_with_size(
+        path: &Path,
+        backing: &Path,
+        virtual_size: u64,
+    ) -> Result<Overlay, Error> {
+        Self::create_inner(path, backing, Some(virtual_size))
+    }
+
+    fn create_inner(path: &Path, backing: &Path, size: Option<u64>) -> Result<Overlay, Error> {
+        let backing = fs::canonicalize(backing).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::Missing {
+                path: backing.to_owned(),
+            },
+            _ => Error::Read {
+                path: backing.to_owned(),
+                source,
+            },
+        })?;
+        let name = backing.as_os_str().as_bytes();
+        if name.len() > MAX_BACKING_NAME {
+            return Err(Error::BackingPathTooLong {
+                len: name.len(),
+                path: backing,
+            });
+        }
+        let base = format::sniff(&backing)?;
+        let base_size = base.virtual_size();
+        let invalid = |size, reason| Error::InvalidSize {
+            path: path.to_owned(),
+            size,
+            reason,
+        };
+        let virtual_size = match size {
+            Some(size) if size < base_size => {
+                return Err(invalid(size, "the base image is larger"));
+            }
+            Some(size) => size,
+            None => base_size
+                .checked_next_multiple_of(SECTOR_SIZE)
+                .ok_or(invalid(base_size, "too large"))?,
+        };
+        layout::check_size(virtual_size).map_err(|reason| invalid(virtual_size, reason))?;
+
+        write_new(path, &Layout::new(virtual_size, name, base.name()))?;
+        Ok(Overlay {
+            path: path.to_owned(),
+            backing,
+            backing_format: base.name(),
+            virtual_size,
+        })
+    }
+
+    /// Where the overlay is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The base image's absolute, canonical path, as recorded in the overlay.
+    pub fn backing(&self) -> &Path {
+        &self.backing
+    }
+
+    /// The base image's format as recorded in the overlay: `"raw"` or `"qcow2"`.
+    pub fn backing_format(&self) -> &'static str {
+        self.backing_format
+    }
+
+    /// The disk size the guest sees, in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+}
+
+/// Writes `layout` to a temporary file in `path`'s directory and renames it to `path`,
+/// refusing to replace an existing file. On failure the temporary file is removed.
+fn write_new(path: &Path, layout: &Layout) -> Result<(), Error> {
+    let write_error = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".vmrun-overlay-")
+        .tempfile_in(dir)
+        .map_err(write_error)?;
+    for (offset, bytes) in &layout.pieces {
+        temp.as_file()
+            .write_all_at(bytes, *offset)
+            .map_err(write_error)?;
+    }
+    temp.as_file().set_len(layout.len).map_err(write_error)?;
+    temp.persist_noclobber(path)
+        .map_err(|e| match e.error.kind() {
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists {
+                path: path.to_owned(),
+            },
+            _ => write_error(e.error),
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::DiskFormat;
+
+    /// A sparse raw disk of `len` bytes with an MBR boot signature.
+    fn raw_base(dir: &Path, name: &str, len: u64) -> PathBuf {
+        let path = dir.join(name);
+        let file = fs::File::create(&path).unwrap();
+        file.set_len(len).unwrap();
+        file.write_all_at(&[0x55, 0xAA], 510).unwrap();
+        path
+    }
+
+    #[test]
+    fn overlay_records_the_canonical_base_and_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = raw_base(dir.path(), "base.raw", 1000);
+        let overlay =
+            Overlay::create(&dir.path().join("o.qcow2"), &dir.path().join("./base.raw")).unwrap();
+        assert_eq!(overlay.backing(), fs::canonicalize(&base).unwrap());
+        assert_eq!(overlay.virtual_size(), 1024);
+        match format::sniff(overlay.path()).unwrap() {
+            DiskFormat::Qcow2 {
+                version,
+                virtual_size,
+                backing,
+                backing_format,
+            } => {
+                assert_eq!(version, 3);
+                assert_eq!(virtual_size, 1024);
+                assert_eq!(backing.as_deref(), Some(overlay.backing()));
+                assert_eq!(backing_format.as_deref(), Some("raw"));
+            }
+            other => panic!("not qcow2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlay_never_replaces_a_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = raw_base(dir.path(), "base.raw", 4096);
+        let target = dir.path().join("o.qcow2");
+        fs::write(&target, b"precious").unwrap();
+        let err = Overlay::create(&target, &base).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn explicit_size_may_grow_but_not_shrink_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = raw_base(dir.path(), "base.raw", 1 << 20);
+        let grown = Overlay::create_with_size(&dir.path().join("g.qcow2"), &base, 1 << 30).unwrap();
+        assert_eq!(format::sniff(grown.path()).unwrap().virtual_size(), 1 << 30);
+        let err = Overlay::create_with_size(&dir.path().join("s.qcow2"), &base, 512).unwrap_err();
+        assert!(err.to_string().contains("s.qcow2"), "{err}");
+        let err = Overlay::create_with_size(&dir.path().join("u.qcow2"), &base, (1 << 20) + 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("512-byte sectors"), "{err}");
+    }
+
+    #[test]
+    fn missing_base_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            Overlay::create(&dir.path().join("o.qcow2"), &dir.path().join("nope.raw")).unwrap_err();
+        assert!(
+            err.to_string().contains("nope.raw") && err.to_string().contains("does not exist"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
