@@ -15,6 +15,11 @@ pub enum Error {
     #[diagnostic(transparent)]
     MissingTool(#[from] MissingTool),
 
+    /// `vmrun seed`: unreadable inputs are BAD_INPUT, write failures INTERNAL.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Seed(#[from] crate::seed::Error),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Disk(#[from] crate::disk::Error),
@@ -26,6 +31,7 @@ impl Error {
         match self {
             Error::NotBuilt(_) => exit_code::NOT_BUILT,
             Error::MissingTool(_) => exit_code::MISSING_TOOL,
+            Error::Seed(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),
         }
     }

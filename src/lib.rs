@@ -9,4 +9,5 @@ pub mod exit_code;
 pub mod external;
 pub mod image;
 pub mod qemu;
+pub mod seed;
 pub mod tools;

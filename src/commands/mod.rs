@@ -1,13 +1,16 @@
 //! One file per command: each turns raw arguments into validated values and calls the engine.
 
+mod seed;
+
 use std::process::ExitCode;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::error::Error;
 
 /// Runs the parsed command line; `Ok` carries the exit code to return (a guest command's own).
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
+        Command::Seed(args) => seed::run(args),
         other => Err(Error::NotBuilt(other.name())),
     }
 }
