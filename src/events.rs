@@ -10,6 +10,10 @@ pub enum Event {
     PhaseFinished { phase: String, elapsed: Duration },
     /// A line of detail inside the current phase.
     Detail(String),
+    /// Bytes done in the current phase (a download), out of `total` when known.
+    Bytes { done: u64, total: Option<u64> },
+    /// Something the user should know that is not a failure (a fallback, a cache hit).
+    Notice(String),
 }
 
 /// Where events go. `&dyn Fn` keeps the engine free of any UI type.

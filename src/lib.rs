@@ -8,6 +8,7 @@ pub mod events;
 pub mod exit_code;
 pub mod external;
 pub mod image;
+pub mod paths;
 pub mod qemu;
 pub mod seed;
 pub mod tools;
