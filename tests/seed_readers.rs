@@ -53,28 +53,46 @@ fn read_dir(dir: &Path) -> Files {
         .unwrap()
         .map(|entry| {
             let entry = entry.unwrap();
-            (entry.file_name().into_string().unwrap(), fs::read(entry.path()).unwrap())
+            (
+                entry.file_name().into_string().unwrap(),
+                fs::read(entry.path()).unwrap(),
+            )
         })
         .collect()
 }
 
 fn bsdtar(iso: &Path) -> Files {
     let dir = TempDir::new().unwrap();
-    run("bsdtar", &["-xf", path_str(iso), "-C", path_str(dir.path())]);
+    run(
+        "bsdtar",
+        &["-xf", path_str(iso), "-C", path_str(dir.path())],
+    );
     read_dir(dir.path())
 }
 
 fn xorriso(iso: &Path) -> Files {
     let dir = TempDir::new().unwrap();
     let out = dir.path().join("out");
-    run("xorriso", &["-osirrox", "on", "-indev", path_str(iso), "-extract", "/", path_str(&out)]);
+    run(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            path_str(iso),
+            "-extract",
+            "/",
+            path_str(&out),
+        ],
+    );
     read_dir(&out)
 }
 
 /// Lists the tree `isoinfo` sees with `mode` (`-R` or `-J`) and extracts each file with `-x`
 /// (which joins the extents of a multi-extent file; the listing names it once per extent).
 fn isoinfo(iso: &Path, mode: &str) -> Files {
-    let listing = String::from_utf8(run("isoinfo", &[mode, "-f", "-i", path_str(iso)]).stdout).unwrap();
+    let listing =
+        String::from_utf8(run("isoinfo", &[mode, "-f", "-i", path_str(iso)]).stdout).unwrap();
     let mut paths: Vec<&str> = listing.lines().collect();
     paths.dedup();
     paths
@@ -90,12 +108,21 @@ fn isoinfo(iso: &Path, mode: &str) -> Files {
 /// What `isoinfo -d` and `blkid` say about the volume.
 fn assert_identified_as_cidata(iso: &Path) {
     let info = String::from_utf8(run("isoinfo", &["-d", "-i", path_str(iso)]).stdout).unwrap();
-    for line in ["Volume id: cidata\n", "Logical block size is: 2048\n", "Joliet with UCS level 3 found", "Rock Ridge signatures version 1 found"] {
+    for line in [
+        "Volume id: cidata\n",
+        "Logical block size is: 2048\n",
+        "Joliet with UCS level 3 found",
+        "Rock Ridge signatures version 1 found",
+    ] {
         assert!(info.contains(line), "isoinfo -d lacks {line:?}:\n{info}");
     }
-    let blkid = String::from_utf8(run("blkid", &["-p", "-o", "export", path_str(iso)]).stdout).unwrap();
+    let blkid =
+        String::from_utf8(run("blkid", &["-p", "-o", "export", path_str(iso)]).stdout).unwrap();
     for line in ["LABEL=cidata", "TYPE=iso9660"] {
-        assert!(blkid.lines().any(|l| l == line), "blkid lacks {line}:\n{blkid}");
+        assert!(
+            blkid.lines().any(|l| l == line),
+            "blkid lacks {line}:\n{blkid}"
+        );
     }
 }
 
@@ -117,7 +144,12 @@ fn assert_same_files(reader: &str, actual: &Files, expected: &Files) {
     assert_eq!(names(actual), names(expected), "{reader} sees other names");
     for (name, contents) in expected {
         // Not assert_eq!: a 64 MiB diff is no help.
-        assert!(actual[name] == *contents, "{reader}: {name} differs ({} bytes, expected {})", actual[name].len(), contents.len());
+        assert!(
+            actual[name] == *contents,
+            "{reader}: {name} differs ({} bytes, expected {})",
+            actual[name].len(),
+            contents.len()
+        );
     }
 }
 
@@ -137,13 +169,21 @@ struct Parsed {
 
 fn both32(field: &[u8]) -> u32 {
     let le = u32::from_le_bytes(field[..4].try_into().unwrap());
-    assert_eq!(le, u32::from_be_bytes(field[4..8].try_into().unwrap()), "both-endian halves differ");
+    assert_eq!(
+        le,
+        u32::from_be_bytes(field[4..8].try_into().unwrap()),
+        "both-endian halves differ"
+    );
     le
 }
 
 fn both16(field: &[u8]) -> u16 {
     let le = u16::from_le_bytes(field[..2].try_into().unwrap());
-    assert_eq!(le, u16::from_be_bytes(field[2..4].try_into().unwrap()), "both-endian halves differ");
+    assert_eq!(
+        le,
+        u16::from_be_bytes(field[2..4].try_into().unwrap()),
+        "both-endian halves differ"
+    );
     le
 }
 
@@ -153,52 +193,111 @@ fn sector(image: &[u8], n: usize) -> &[u8] {
 
 fn parse(image: &[u8]) -> Parsed {
     assert_eq!(image.len() % SECTOR, 0);
-    assert!(image[..16 * SECTOR].iter().all(|&b| b == 0), "system area is not zeros");
+    assert!(
+        image[..16 * SECTOR].iter().all(|&b| b == 0),
+        "system area is not zeros"
+    );
     let (pvd, svd) = (sector(image, 16), sector(image, 17));
     assert_eq!(&pvd[..7], b"\x01CD001\x01");
     assert_eq!(&svd[..7], b"\x02CD001\x01");
-    assert_eq!(&sector(image, 18)[..7], b"\xffCD001\x01", "no terminator after the two descriptors");
+    assert_eq!(
+        &sector(image, 18)[..7],
+        b"\xffCD001\x01",
+        "no terminator after the two descriptors"
+    );
     assert_eq!(&svd[88..91], b"%/E");
     assert_eq!(&pvd[40..72], format!("{:<32}", "cidata").as_bytes());
-    assert!(pvd[8..72].iter().chain(&pvd[190..813]).all(|&b| b != 0), "NUL in a character field");
+    assert!(
+        pvd[8..72].iter().chain(&pvd[190..813]).all(|&b| b != 0),
+        "NUL in a character field"
+    );
     for vd in [pvd, svd] {
-        assert_eq!(both32(&vd[80..88]) as usize, image.len() / SECTOR, "volume space size");
+        assert_eq!(
+            both32(&vd[80..88]) as usize,
+            image.len() / SECTOR,
+            "volume space size"
+        );
         assert_eq!(both16(&vd[128..132]), 2048);
         let root = &vd[156..190];
         let root_extent = both32(&root[2..10]);
         let table_len = both32(&vd[132..140]) as usize;
-        let l_table = &sector(image, u32::from_le_bytes(vd[140..144].try_into().unwrap()) as usize)[..table_len];
-        let m_table = &sector(image, u32::from_be_bytes(vd[148..152].try_into().unwrap()) as usize)[..table_len];
-        assert_eq!(u32::from_le_bytes(l_table[2..6].try_into().unwrap()), root_extent);
-        assert_eq!(u32::from_be_bytes(m_table[2..6].try_into().unwrap()), root_extent);
+        let l_table = &sector(
+            image,
+            u32::from_le_bytes(vd[140..144].try_into().unwrap()) as usize,
+        )[..table_len];
+        let m_table = &sector(
+            image,
+            u32::from_be_bytes(vd[148..152].try_into().unwrap()) as usize,
+        )[..table_len];
+        assert_eq!(
+            u32::from_le_bytes(l_table[2..6].try_into().unwrap()),
+            root_extent
+        );
+        assert_eq!(
+            u32::from_be_bytes(m_table[2..6].try_into().unwrap()),
+            root_extent
+        );
     }
 
     let primary = directory(image, &pvd[156..190]);
     let self_system_use = system_use(primary[0]);
-    assert_eq!(&self_system_use[..7], b"SP\x07\x01\xbe\xef\x00", "root \".\" does not start with SP");
-    let ce = susp_entries(self_system_use).find(|e| &e[..2] == b"CE").expect("no CE for the ER entry");
+    assert_eq!(
+        &self_system_use[..7],
+        b"SP\x07\x01\xbe\xef\x00",
+        "root \".\" does not start with SP"
+    );
+    let ce = susp_entries(self_system_use)
+        .find(|e| &e[..2] == b"CE")
+        .expect("no CE for the ER entry");
     let er_at = both32(&ce[4..12]) as usize * SECTOR + both32(&ce[12..20]) as usize;
     assert_eq!(&image[er_at..er_at + 2], b"ER");
     assert_eq!(&image[er_at + 8..er_at + 18], b"RRIP_1991A");
 
     let rock_ridge = files(image, &primary[2..], |record| {
         let identifier = std::str::from_utf8(identifier(record)).unwrap();
-        let (base, ext) = identifier.strip_suffix(";1").unwrap().split_once('.').unwrap();
-        let d = |s: &str, max| s.len() <= max && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-        assert!(d(base, 8) && d(ext, 3), "{identifier} is not a level-1 identifier");
-        let nm = susp_entries(system_use(record)).find(|e| &e[..2] == b"NM").expect("no NM");
+        let (base, ext) = identifier
+            .strip_suffix(";1")
+            .unwrap()
+            .split_once('.')
+            .unwrap();
+        let d = |s: &str, max| {
+            s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        };
+        assert!(
+            d(base, 8) && d(ext, 3),
+            "{identifier} is not a level-1 identifier"
+        );
+        let nm = susp_entries(system_use(record))
+            .find(|e| &e[..2] == b"NM")
+            .expect("no NM");
         String::from_utf8(nm[5..].to_vec()).unwrap()
     });
     let joliet = files(image, &directory(image, &svd[156..190])[2..], |record| {
-        let units: Vec<u16> = identifier(record).chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-        String::from_utf16(&units).unwrap().strip_suffix(";1").unwrap().to_owned()
+        let units: Vec<u16> = identifier(record)
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units)
+            .unwrap()
+            .strip_suffix(";1")
+            .unwrap()
+            .to_owned()
     });
-    Parsed { rock_ridge, joliet, primary_root_sectors: both32(&pvd[156 + 10..156 + 18]) as usize / SECTOR }
+    Parsed {
+        rock_ridge,
+        joliet,
+        primary_root_sectors: both32(&pvd[156 + 10..156 + 18]) as usize / SECTOR,
+    }
 }
 
 /// The records of the directory that `record` points to, checking none crosses a sector.
 fn directory<'i>(image: &'i [u8], record: &[u8]) -> Vec<&'i [u8]> {
-    let (start, len) = (both32(&record[2..10]) as usize * SECTOR, both32(&record[10..18]) as usize);
+    let (start, len) = (
+        both32(&record[2..10]) as usize * SECTOR,
+        both32(&record[10..18]) as usize,
+    );
     assert_eq!(len % SECTOR, 0);
     let bytes = &image[start..start + len];
     let mut records = Vec::new();
@@ -209,7 +308,10 @@ fn directory<'i>(image: &'i [u8], record: &[u8]) -> Vec<&'i [u8]> {
             pos = (pos + 1).next_multiple_of(SECTOR);
             continue;
         }
-        assert!(pos % SECTOR + len <= SECTOR, "record at {pos} crosses a sector boundary");
+        assert!(
+            pos % SECTOR + len <= SECTOR,
+            "record at {pos} crosses a sector boundary"
+        );
         assert!(len >= 34 && len % 2 == 0, "bad record length {len}");
         records.push(&bytes[pos..pos + len]);
         pos += len;
@@ -244,8 +346,14 @@ fn files(image: &[u8], records: &[&[u8]], name_of: impl Fn(&[u8]) -> String) -> 
     let mut files = Files::new();
     let mut pending = Vec::new();
     for record in records {
-        let (extent, len) = (both32(&record[2..10]) as usize, both32(&record[10..18]) as usize);
-        assert!(len == 0 || (extent + len.div_ceil(SECTOR)) * SECTOR <= image.len(), "extent beyond the volume");
+        let (extent, len) = (
+            both32(&record[2..10]) as usize,
+            both32(&record[10..18]) as usize,
+        );
+        assert!(
+            len == 0 || (extent + len.div_ceil(SECTOR)) * SECTOR <= image.len(),
+            "extent beyond the volume"
+        );
         pending.extend_from_slice(&image[extent * SECTOR..extent * SECTOR + len]);
         if record[25] & 0x80 == 0 {
             let previous = files.insert(name_of(record), std::mem::take(&mut pending));
@@ -254,7 +362,10 @@ fn files(image: &[u8], records: &[&[u8]], name_of: impl Fn(&[u8]) -> String) -> 
             assert_eq!(len % SECTOR, 0, "a non-final extent is not whole sectors");
         }
     }
-    assert!(pending.is_empty(), "the last record is flagged as continued");
+    assert!(
+        pending.is_empty(),
+        "the last record is flagged as continued"
+    );
     files
 }
 
@@ -326,16 +437,26 @@ fn nocloud_seed_round_trips_through_every_reader() {
     assert_every_reader_sees(&iso, &expected);
     let bytes = fs::read(&iso).unwrap();
     assert_eq!(parse(&bytes).rock_ridge, expected);
-    assert_eq!(bytes, seed.to_bytes().unwrap(), "write_to and to_bytes differ");
+    assert_eq!(
+        bytes,
+        seed.to_bytes().unwrap(),
+        "write_to and to_bytes differ"
+    );
 }
 
 #[test]
 fn default_meta_data_names_the_instance_and_host() {
-    let bytes = SeedIso::new("#cloud-config\n").time(Timestamp::DEFAULT).to_bytes().unwrap();
+    let bytes = SeedIso::new("#cloud-config\n")
+        .time(Timestamp::DEFAULT)
+        .to_bytes()
+        .unwrap();
     let meta_data = String::from_utf8(parse(&bytes).rock_ridge["meta-data"].clone()).unwrap();
     let (id_line, rest) = meta_data.split_once('\n').unwrap();
     let hex = id_line.strip_prefix("instance-id: iid-").unwrap();
-    assert!(hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id_line}");
+    assert!(
+        hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id_line}"
+    );
     assert_eq!(rest, "local-hostname: vmrun\n");
 }
 
@@ -345,7 +466,10 @@ fn default_meta_data_names_the_instance_and_host() {
 #[test]
 fn edge_case_sizes_round_trip_through_every_reader() {
     let mut files = Files::new();
-    for (i, size) in [0, 0, 1, 2047, 2048, 2049, 4095, 4096, 4097, 3 * 2048].into_iter().enumerate() {
+    for (i, size) in [0, 0, 1, 2047, 2048, 2049, 4095, 4096, 4097, 3 * 2048]
+        .into_iter()
+        .enumerate()
+    {
         files.insert(format!("size-{size}-{i}"), noise(size, i as u64));
     }
     files.insert("user-data".into(), Vec::new());
@@ -354,9 +478,15 @@ fn edge_case_sizes_round_trip_through_every_reader() {
 
 #[test]
 fn two_hundred_files_span_several_directory_sectors() {
-    let files: Files = (0..200).map(|i| (format!("file-{i:03}"), noise(i * 37, i as u64))).collect();
+    let files: Files = (0..200)
+        .map(|i| (format!("file-{i:03}"), noise(i * 37, i as u64)))
+        .collect();
     let parsed = check_everything(&files, None);
-    assert!(parsed.primary_root_sectors >= 5, "root directory has {} sectors", parsed.primary_root_sectors);
+    assert!(
+        parsed.primary_root_sectors >= 5,
+        "root directory has {} sectors",
+        parsed.primary_root_sectors
+    );
 }
 
 #[test]
@@ -426,7 +556,11 @@ fn vmrun_seed(dir: &Path, args: &[&str]) -> Output {
 
 fn seed_inputs() -> TempDir {
     let dir = TempDir::new().unwrap();
-    fs::write(dir.path().join("user-data"), "#cloud-config\nhostname: box\n").unwrap();
+    fs::write(
+        dir.path().join("user-data"),
+        "#cloud-config\nhostname: box\n",
+    )
+    .unwrap();
     fs::write(dir.path().join("meta-data"), "instance-id: iid-cli\n").unwrap();
     fs::write(dir.path().join("net.yaml"), "version: 2\nethernets: {}\n").unwrap();
     dir
@@ -435,13 +569,31 @@ fn seed_inputs() -> TempDir {
 #[test]
 fn cli_output_is_byte_identical_across_runs() {
     let dir = seed_inputs();
-    let args = |out| ["-o", out, "--user-data", "user-data", "--meta-data", "meta-data", "--network-config", "net.yaml"];
+    let args = |out| {
+        [
+            "-o",
+            out,
+            "--user-data",
+            "user-data",
+            "--meta-data",
+            "meta-data",
+            "--network-config",
+            "net.yaml",
+        ]
+    };
     for out in ["a.iso", "b.iso"] {
         let output = vmrun_seed(dir.path(), &args(out));
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let a = fs::read(dir.path().join("a.iso")).unwrap();
-    assert!(a == fs::read(dir.path().join("b.iso")).unwrap(), "two runs differ");
+    assert!(
+        a == fs::read(dir.path().join("b.iso")).unwrap(),
+        "two runs differ"
+    );
     let expected: Files = [
         ("user-data", "#cloud-config\nhostname: box\n"),
         ("meta-data", "instance-id: iid-cli\n"),
@@ -451,8 +603,15 @@ fn cli_output_is_byte_identical_across_runs() {
     .map(|(n, c)| (n.to_owned(), c.as_bytes().to_vec()))
     .collect();
     assert_every_reader_sees(&dir.path().join("a.iso"), &expected);
-    let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 5, "temporary files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        5,
+        "temporary files left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -460,16 +619,34 @@ fn cli_default_meta_data_follows_the_user_data() {
     let dir = seed_inputs();
     let seed = |out| vmrun_seed(dir.path(), &["-o", out, "--user-data", "user-data"]);
     assert!(seed("a.iso").status.success());
-    fs::write(dir.path().join("user-data"), "#cloud-config\nhostname: other\n").unwrap();
+    fs::write(
+        dir.path().join("user-data"),
+        "#cloud-config\nhostname: other\n",
+    )
+    .unwrap();
     assert!(seed("b.iso").status.success());
     let meta = |iso: &str| bsdtar(&dir.path().join(iso)).remove("meta-data").unwrap();
-    assert_ne!(meta("a.iso"), meta("b.iso"), "instance-id does not follow the user-data");
+    assert_ne!(
+        meta("a.iso"),
+        meta("b.iso"),
+        "instance-id does not follow the user-data"
+    );
 }
 
 #[test]
 fn cli_names_a_missing_input_file() {
     let dir = seed_inputs();
-    let output = vmrun_seed(dir.path(), &["-o", "out.iso", "--user-data", "user-data", "--vendor-data", "no-such-vendor-data"]);
+    let output = vmrun_seed(
+        dir.path(),
+        &[
+            "-o",
+            "out.iso",
+            "--user-data",
+            "user-data",
+            "--vendor-data",
+            "no-such-vendor-data",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(240), "{stderr}");
     assert!(stderr.contains("no-such-vendor-data"), "{stderr}");
@@ -479,7 +656,10 @@ fn cli_names_a_missing_input_file() {
 #[test]
 fn cli_names_an_unwritable_output() {
     let dir = seed_inputs();
-    let output = vmrun_seed(dir.path(), &["-o", "no-such-dir/out.iso", "--user-data", "user-data"]);
+    let output = vmrun_seed(
+        dir.path(),
+        &["-o", "no-such-dir/out.iso", "--user-data", "user-data"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(244), "{stderr}");
     assert!(stderr.contains("no-such-dir/out.iso"), "{stderr}");
@@ -498,7 +678,8 @@ fn cli_honours_source_date_epoch() {
     };
     assert!(seed("1700000000").status.success());
     let iso = dir.path().join("out.iso");
-    let info = String::from_utf8(run("isoinfo", &["-R", "-l", "-i", path_str(&iso)]).stdout).unwrap();
+    let info =
+        String::from_utf8(run("isoinfo", &["-R", "-l", "-i", path_str(&iso)]).stdout).unwrap();
     assert!(info.contains("Nov 14 2023"), "{info}");
 
     for bad in ["yesterday", "-5", "1.5", ""] {

@@ -24,5 +24,8 @@ pub(super) fn run(args: SeedArgs) -> Result<ExitCode, Error> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, seed::Error> {
-    fs::read(path).map_err(|source| seed::Error::ReadInput { path: path.to_owned(), source })
+    fs::read(path).map_err(|source| seed::Error::ReadInput {
+        path: path.to_owned(),
+        source,
+    })
 }

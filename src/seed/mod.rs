@@ -34,7 +34,9 @@ pub enum Error {
     #[error("invalid SOURCE_DATE_EPOCH `{value}`")]
     #[diagnostic(
         code(vmrun::seed::source_date_epoch),
-        help("set it to whole seconds since 1970-01-01T00:00:00Z, at most 5869583999 (2155-12-31), or unset it")
+        help(
+            "set it to whole seconds since 1970-01-01T00:00:00Z, at most 5869583999 (2155-12-31), or unset it"
+        )
     )]
     SourceDateEpoch { value: String },
 
@@ -47,7 +49,10 @@ pub enum Error {
     DuplicateName { name: String },
 
     #[error("invalid volume identifier `{volume_id}`")]
-    #[diagnostic(code(vmrun::seed::invalid_volume_id), help("use 1 to 16 ASCII letters, digits, `_` or `-`"))]
+    #[diagnostic(
+        code(vmrun::seed::invalid_volume_id),
+        help("use 1 to 16 ASCII letters, digits, `_` or `-`")
+    )]
     InvalidVolumeId { volume_id: String },
 
     #[error("adding `{name}` makes the image larger than 4 TiB")]

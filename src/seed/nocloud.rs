@@ -35,7 +35,13 @@ impl SeedIso {
     /// A seed holding `user_data`. Without [`SeedIso::meta_data`], it gets a meta-data with an
     /// instance-id derived from the inputs and `local-hostname: vmrun`.
     pub fn new(user_data: impl Into<Vec<u8>>) -> Self {
-        SeedIso { user_data: user_data.into(), meta_data: None, network_config: None, vendor_data: None, time: None }
+        SeedIso {
+            user_data: user_data.into(),
+            meta_data: None,
+            network_config: None,
+            vendor_data: None,
+            time: None,
+        }
     }
 
     pub fn meta_data(mut self, meta_data: impl Into<Vec<u8>>) -> Self {
@@ -71,14 +77,23 @@ impl SeedIso {
     pub fn write_to(&self, path: &Path) -> Result<(), Error> {
         let meta_data = self.rendered_meta_data();
         let image = self.image(&meta_data)?;
-        let write_error = |source| Error::WriteOutput { path: path.to_owned(), source };
+        let write_error = |source| Error::WriteOutput {
+            path: path.to_owned(),
+            source,
+        };
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let temp = tempfile::Builder::new().prefix(".vmrun-seed-").tempfile_in(dir).map_err(write_error)?;
+        let temp = tempfile::Builder::new()
+            .prefix(".vmrun-seed-")
+            .tempfile_in(dir)
+            .map_err(write_error)?;
         let mut out = BufWriter::new(temp);
-        image.write(&mut out).and_then(|()| out.flush()).map_err(write_error)?;
+        image
+            .write(&mut out)
+            .and_then(|()| out.flush())
+            .map_err(write_error)?;
         let temp = out.into_inner().map_err(|e| write_error(e.into_error()))?;
         temp.persist(path).map_err(|e| write_error(e.error))?;
         Ok(())
@@ -90,7 +105,9 @@ impl SeedIso {
             Some(time) => time,
             None => Timestamp::from_env()?,
         });
-        image.add_file("user-data", &self.user_data)?.add_file("meta-data", meta_data)?;
+        image
+            .add_file("user-data", &self.user_data)?
+            .add_file("meta-data", meta_data)?;
         if let Some(network_config) = &self.network_config {
             image.add_file("network-config", network_config)?;
         }
@@ -123,5 +140,62 @@ impl SeedIso {
         let digest = hash.finalize();
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Cow::Owned(format!("instance-id: iid-{hex}\nlocal-hostname: vmrun\n").into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> SeedIso {
+        SeedIso::new("#cloud-config\n").time(Timestamp::DEFAULT)
+    }
+
+    fn meta(seed: &SeedIso) -> String {
+        String::from_utf8(seed.rendered_meta_data().into_owned()).unwrap()
+    }
+
+    #[test]
+    fn given_meta_data_is_used_verbatim() {
+        assert_eq!(
+            meta(&seed().meta_data("instance-id: x\n")),
+            "instance-id: x\n"
+        );
+    }
+
+    #[test]
+    fn rendered_instance_id_follows_every_other_input() {
+        let base = meta(&seed());
+        assert!(
+            base.starts_with("instance-id: iid-") && base.ends_with("\nlocal-hostname: vmrun\n"),
+            "{base}"
+        );
+        assert_eq!(
+            base.len(),
+            "instance-id: iid-\nlocal-hostname: vmrun\n".len() + 16
+        );
+        let variants = [
+            meta(&SeedIso::new("#cloud-config\n\n")),
+            meta(&seed().network_config("")),
+            meta(&seed().vendor_data("")),
+            meta(&seed().network_config("a").vendor_data("")),
+            meta(&seed().network_config("").vendor_data("a")),
+        ];
+        for (i, variant) in variants.iter().enumerate() {
+            assert_ne!(*variant, base, "variant {i}");
+            assert!(
+                variants[i + 1..].iter().all(|other| other != variant),
+                "variant {i}"
+            );
+        }
+        assert_eq!(meta(&seed()), base);
+    }
+
+    #[test]
+    fn image_depends_only_on_inputs_and_time() {
+        let bytes = seed().to_bytes().unwrap();
+        assert_eq!(bytes, seed().to_bytes().unwrap());
+        let later = seed().time(Timestamp::from_unix(1_700_000_000).unwrap());
+        assert_ne!(bytes, later.to_bytes().unwrap());
     }
 }

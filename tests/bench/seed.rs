@@ -19,7 +19,9 @@ fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
     fs::write(dir.path().join("user-data"), &user_data).unwrap();
     fs::write(dir.path().join("meta-data"), meta_data).unwrap();
-    let seed = SeedIso::new(user_data.clone()).meta_data(meta_data).time(Timestamp::DEFAULT);
+    let seed = SeedIso::new(user_data.clone())
+        .meta_data(meta_data)
+        .time(Timestamp::DEFAULT);
     println!(
         "seed: user-data {} bytes, meta-data {} bytes, image {} bytes",
         user_data.len(),
@@ -28,19 +30,46 @@ fn main() {
     );
 
     let mut rows = vec![
-        ("SeedIso::to_bytes (in process)", IN_PROCESS_RUNS, Some(time(IN_PROCESS_RUNS, || drop(seed.to_bytes().unwrap())))),
+        (
+            "SeedIso::to_bytes (in process)",
+            IN_PROCESS_RUNS,
+            Some(time(IN_PROCESS_RUNS, || drop(seed.to_bytes().unwrap()))),
+        ),
         (
             "SeedIso::write_to (in process)",
             IN_PROCESS_RUNS,
-            Some(time(IN_PROCESS_RUNS, || seed.write_to(&dir.path().join("in-process.iso")).unwrap())),
+            Some(time(IN_PROCESS_RUNS, || {
+                seed.write_to(&dir.path().join("in-process.iso")).unwrap()
+            })),
         ),
     ];
 
     let vmrun = Path::new(env!("CARGO_BIN_EXE_vmrun"));
-    let vmrun_args = ["seed", "-o", "vmrun.iso", "--user-data", "user-data", "--meta-data", "meta-data"];
-    rows.push(("vmrun seed (whole process)", PROCESS_RUNS, process_times(vmrun, &vmrun_args, dir.path())));
+    let vmrun_args = [
+        "seed",
+        "-o",
+        "vmrun.iso",
+        "--user-data",
+        "user-data",
+        "--meta-data",
+        "meta-data",
+    ];
+    rows.push((
+        "vmrun seed (whole process)",
+        PROCESS_RUNS,
+        process_times(vmrun, &vmrun_args, dir.path()),
+    ));
 
-    let genisoimage_args = ["-output", "genisoimage.iso", "-volid", "cidata", "-joliet", "-rock", "user-data", "meta-data"];
+    let genisoimage_args = [
+        "-output",
+        "genisoimage.iso",
+        "-volid",
+        "cidata",
+        "-joliet",
+        "-rock",
+        "user-data",
+        "meta-data",
+    ];
     let genisoimage = which::which("genisoimage").ok();
     let genisoimage_times = match &genisoimage {
         Some(path) => process_times(path, &genisoimage_args, dir.path()),
@@ -49,16 +78,27 @@ fn main() {
             None
         }
     };
-    rows.push(("genisoimage -joliet -rock (whole process)", PROCESS_RUNS, genisoimage_times));
+    rows.push((
+        "genisoimage -joliet -rock (whole process)",
+        PROCESS_RUNS,
+        genisoimage_times,
+    ));
 
     println!();
-    println!("{:<42} {:>6} {:>12} {:>12}", "", "runs", "median µs", "min µs");
+    println!(
+        "{:<42} {:>6} {:>12} {:>12}",
+        "", "runs", "median µs", "min µs"
+    );
     for (name, runs, times) in rows {
         match times {
             Some(mut times) => {
                 times.sort();
                 let micros = |d: Duration| d.as_secs_f64() * 1e6;
-                println!("{name:<42} {runs:>6} {:>12.1} {:>12.1}", micros(times[times.len() / 2]), micros(times[0]));
+                println!(
+                    "{name:<42} {runs:>6} {:>12.1} {:>12.1}",
+                    micros(times[times.len() / 2]),
+                    micros(times[0])
+                );
             }
             None => println!("{name:<42} {runs:>6} {:>12} {:>12}", "skipped", "skipped"),
         }
@@ -110,7 +150,13 @@ fn process_times(program: &Path, args: &[&str], dir: &Path) -> Option<Vec<Durati
 /// A cloud-config of about 2 KB, shaped like what a bake renders: a user with keys, packages,
 /// files and commands.
 fn typical_user_data() -> String {
-    let key = |name: &str| format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{}{} {name}@vmrun", "x".repeat(34), name.len());
+    let key = |name: &str| {
+        format!(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{}{} {name}@vmrun",
+            "x".repeat(34),
+            name.len()
+        )
+    };
     let mut doc = String::from("#cloud-config\nhostname: bench-vm\nusers:\n  - name: vmrun\n");
     doc += "    sudo: ALL=(ALL) NOPASSWD:ALL\n    shell: /bin/bash\n    ssh_authorized_keys:\n";
     for who in ["ci", "dev", "ops"] {
@@ -118,7 +164,9 @@ fn typical_user_data() -> String {
     }
     doc += "ssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n";
     for line in 0..12 {
-        doc += &format!("    b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW{line}\n");
+        doc += &format!(
+            "    b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW{line}\n"
+        );
     }
     doc += "    -----END OPENSSH PRIVATE KEY-----\n";
     doc += &format!("  ed25519_public: {}\n", key("host"));

@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(d[156], 34);
         assert_eq!(&d[813..829], b"2000010100000000");
         assert_eq!(d[881], 1);
-        assert!(d[8..40].iter().chain(&d[190..813]).all(|&b| b != 0), "character fields hold NULs");
+        assert!(
+            d[8..40].iter().chain(&d[190..813]).all(|&b| b != 0),
+            "character fields hold NULs"
+        );
     }
 
     #[test]

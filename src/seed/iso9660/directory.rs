@@ -85,8 +85,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn record(identifier: &[u8], system_use: &[u8]) -> Vec<u8> {
-        let extent = Extent { sector: 0x1234, len: 0x10 };
-        Record { extent, flags: 0, identifier, time: [0; 7], system_use }.encode()
+        let extent = Extent {
+            sector: 0x1234,
+            len: 0x10,
+        };
+        Record {
+            extent,
+            flags: 0,
+            identifier,
+            time: [0; 7],
+            system_use,
+        }
+        .encode()
     }
 
     #[test]
@@ -105,8 +115,14 @@ mod tests {
 
     #[test]
     fn path_tables() {
-        assert_eq!(root_path_table(0x0102, false), [1, 0, 2, 1, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(root_path_table(0x0102, true), [1, 0, 0, 0, 1, 2, 0, 1, 0, 0]);
+        assert_eq!(
+            root_path_table(0x0102, false),
+            [1, 0, 2, 1, 0, 0, 1, 0, 0, 0]
+        );
+        assert_eq!(
+            root_path_table(0x0102, true),
+            [1, 0, 0, 0, 1, 2, 0, 1, 0, 0]
+        );
     }
 
     proptest! {

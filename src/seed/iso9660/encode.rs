@@ -47,6 +47,9 @@ mod tests {
     #[test]
     fn character_fields_are_space_padded() {
         assert_eq!(space_padded(b"cidata", 8), b"cidata  ");
-        assert_eq!(ucs2_space_padded("ci", 7), [0, b'c', 0, b'i', 0, b' ', b' ']);
+        assert_eq!(
+            ucs2_space_padded("ci", 7),
+            [0, b'c', 0, b'i', 0, b' ', b' ']
+        );
     }
 }

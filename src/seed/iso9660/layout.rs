@@ -48,7 +48,12 @@ impl Layout {
     /// size). An empty file gets one empty extent at sector 0, so it owns no sectors.
     ///
     /// The caller keeps the total below 2^32 sectors (see `MAX_DATA_SECTORS`).
-    pub(super) fn new(primary_dir: usize, joliet_dir: usize, file_sizes: &[u64], max_extent: u32) -> Layout {
+    pub(super) fn new(
+        primary_dir: usize,
+        joliet_dir: usize,
+        file_sizes: &[u64],
+        max_extent: u32,
+    ) -> Layout {
         debug_assert!(max_extent > 0 && max_extent as usize % SECTOR == 0);
         let dir_extent = |sector, len: usize| Extent {
             sector,
@@ -107,14 +112,38 @@ mod tests {
     #[test]
     fn files_follow_the_directories() {
         let layout = Layout::new(2048, 4096, &[0, 1, 2048, 2049], 0xFFFF_F800);
-        assert_eq!(layout.primary_root, Extent { sector: 23, len: 2048 });
-        assert_eq!(layout.joliet_root, Extent { sector: 24, len: 4096 });
+        assert_eq!(
+            layout.primary_root,
+            Extent {
+                sector: 23,
+                len: 2048
+            }
+        );
+        assert_eq!(
+            layout.joliet_root,
+            Extent {
+                sector: 24,
+                len: 4096
+            }
+        );
         assert_eq!(layout.continuation, 26);
         let first = |i: usize| layout.files[i][0];
         assert_eq!(first(0), Extent { sector: 0, len: 0 });
         assert_eq!(first(1), Extent { sector: 27, len: 1 });
-        assert_eq!(first(2), Extent { sector: 28, len: 2048 });
-        assert_eq!(first(3), Extent { sector: 29, len: 2049 });
+        assert_eq!(
+            first(2),
+            Extent {
+                sector: 28,
+                len: 2048
+            }
+        );
+        assert_eq!(
+            first(3),
+            Extent {
+                sector: 29,
+                len: 2049
+            }
+        );
         assert_eq!(layout.total_sectors, 31);
         assert_eq!(layout.len(), 31 * 2048);
     }
@@ -126,9 +155,18 @@ mod tests {
         assert_eq!(
             extents,
             &[
-                Extent { sector: 26, len: 8192 },
-                Extent { sector: 30, len: 8192 },
-                Extent { sector: 34, len: 4101 },
+                Extent {
+                    sector: 26,
+                    len: 8192
+                },
+                Extent {
+                    sector: 30,
+                    len: 8192
+                },
+                Extent {
+                    sector: 34,
+                    len: 4101
+                },
             ]
         );
         assert_eq!(layout.total_sectors, 37);

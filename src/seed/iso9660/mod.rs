@@ -11,6 +11,7 @@ mod encode;
 mod joliet;
 mod layout;
 mod names;
+mod plan;
 mod rock_ridge;
 mod timestamp;
 
@@ -19,10 +20,7 @@ use std::io::{self, Write};
 pub use timestamp::Timestamp;
 
 use crate::seed::Error;
-use descriptor::{Tree, VolumeDescriptor};
-use directory::Record;
-use layout::{Extent, Layout};
-use names::PrimaryName;
+use plan::Plan;
 
 /// The logical block and sector size.
 const SECTOR: usize = 2048;
@@ -50,7 +48,9 @@ impl<'a> IsoImage<'a> {
     pub fn new(volume_id: &str) -> Result<Self, Error> {
         let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         if volume_id.is_empty() || volume_id.len() > 16 || !volume_id.chars().all(valid) {
-            return Err(Error::InvalidVolumeId { volume_id: volume_id.to_owned() });
+            return Err(Error::InvalidVolumeId {
+                volume_id: volume_id.to_owned(),
+            });
         }
         Ok(IsoImage {
             volume_id: volume_id.to_owned(),
@@ -80,14 +80,21 @@ impl<'a> IsoImage<'a> {
     pub fn add_file(&mut self, name: &str, contents: &'a [u8]) -> Result<&mut Self, Error> {
         names::validate(name)?;
         if self.files.iter().any(|f| f.name == name) {
-            return Err(Error::DuplicateName { name: name.to_owned() });
+            return Err(Error::DuplicateName {
+                name: name.to_owned(),
+            });
         }
         let data_sectors = self.data_sectors + layout::data_sectors(contents.len() as u64);
         if data_sectors > layout::MAX_DATA_SECTORS {
-            return Err(Error::TooLarge { name: name.to_owned() });
+            return Err(Error::TooLarge {
+                name: name.to_owned(),
+            });
         }
         self.data_sectors = data_sectors;
-        self.files.push(File { name: name.to_owned(), contents });
+        self.files.push(File {
+            name: name.to_owned(),
+            contents,
+        });
         Ok(self)
     }
 
@@ -106,133 +113,65 @@ impl<'a> IsoImage<'a> {
     }
 }
 
-/// Writes `bytes`, then zeros up to the next sector boundary.
-fn write_sector_padded(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    out.write_all(bytes)?;
-    let padding = bytes.len().next_multiple_of(SECTOR) - bytes.len();
-    out.write_all(&[0; SECTOR][..padding])
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An image's layout and its encoded directories.
-struct Plan<'i, 'a> {
-    image: &'i IsoImage<'a>,
-    layout: Layout,
-    primary_directory: Vec<u8>,
-    joliet_directory: Vec<u8>,
-}
+    fn volume_sectors(image: &[u8]) -> usize {
+        u32::from_le_bytes(
+            image[16 * SECTOR + 80..16 * SECTOR + 84]
+                .try_into()
+                .unwrap(),
+        ) as usize
+    }
 
-impl<'i, 'a> Plan<'i, 'a> {
-    fn new(image: &'i IsoImage<'a>) -> Self {
-        let sizes: Vec<u64> = image.files.iter().map(|f| f.contents.len() as u64).collect();
-        let primary_names = names::primary_names(image.files.iter().map(|f| f.name.as_str()));
-        // Record lengths do not depend on where extents are, so a layout with empty
-        // directories sizes the directories, and a second one places everything.
-        let draft = Layout::new(0, 0, &sizes, image.max_extent);
-        let primary_len = primary_directory(image, &primary_names, &draft).len();
-        let joliet_len = joliet_directory(image, &draft).len();
-        let layout = Layout::new(primary_len, joliet_len, &sizes, image.max_extent);
-        Plan {
-            image,
-            primary_directory: primary_directory(image, &primary_names, &layout),
-            joliet_directory: joliet_directory(image, &layout),
-            layout,
+    #[test]
+    fn an_image_without_files_is_whole_sectors_and_says_so() {
+        let image = IsoImage::new("cidata").unwrap().to_bytes();
+        assert_eq!(image.len() % SECTOR, 0);
+        assert_eq!(volume_sectors(&image), image.len() / SECTOR);
+    }
+
+    #[test]
+    fn file_names_and_volume_ids_are_checked() {
+        let mut image = IsoImage::new("cidata").unwrap();
+        image.add_file("user-data", b"a").unwrap();
+        assert!(matches!(
+            image.add_file("user-data", b"b"),
+            Err(Error::DuplicateName { .. })
+        ));
+        assert!(matches!(
+            image.add_file("a/b", b""),
+            Err(Error::InvalidName { .. })
+        ));
+        for bad in ["", "has space", "seventeen-chars-x"] {
+            assert!(
+                matches!(IsoImage::new(bad), Err(Error::InvalidVolumeId { .. })),
+                "{bad}"
+            );
         }
     }
 
-    /// Writes the image in sector order (see `layout`).
-    fn write(&self, out: &mut impl Write) -> io::Result<()> {
-        out.write_all(&[0; 16 * SECTOR])?;
-        for tree in [Tree::Primary, Tree::Joliet] {
-            out.write_all(&self.volume_descriptor(tree))?;
-        }
-        out.write_all(&descriptor::terminator())?;
-        for root in [self.layout.primary_root, self.layout.joliet_root] {
-            for big_endian in [false, true] {
-                write_sector_padded(out, &directory::root_path_table(root.sector, big_endian))?;
-            }
-        }
-        out.write_all(&self.primary_directory)?;
-        out.write_all(&self.joliet_directory)?;
-        write_sector_padded(out, &rock_ridge::er())?;
-        for file in &self.image.files {
-            write_sector_padded(out, file.contents)?;
-        }
-        Ok(())
+    #[test]
+    fn extent_limit_is_whole_sectors() {
+        let mut image = IsoImage::new("cidata").unwrap();
+        assert_eq!(image.max_extent, MAX_EXTENT_SIZE);
+        assert_eq!(image.max_extent_size(5000).max_extent, 4096);
+        assert_eq!(image.max_extent_size(1).max_extent, 2048);
+        assert_eq!(MAX_EXTENT_SIZE % SECTOR as u32, 0);
+        assert!(u64::from(MAX_EXTENT_SIZE) + SECTOR as u64 > u64::from(u32::MAX));
     }
 
-    fn volume_descriptor(&self, tree: Tree) -> Vec<u8> {
-        let (root, path_table_l) = match tree {
-            Tree::Primary => (self.layout.primary_root, layout::PATH_TABLES),
-            Tree::Joliet => (self.layout.joliet_root, layout::PATH_TABLES + 2),
-        };
-        let time = self.image.time.directory_form();
-        let root_record = Record { extent: root, flags: directory::DIRECTORY, identifier: directory::SELF, time, system_use: &[] };
-        VolumeDescriptor {
-            tree,
-            volume_id: &self.image.volume_id,
-            volume_sectors: self.layout.total_sectors,
-            path_table_len: directory::PATH_TABLE_LEN as u32,
-            path_table_l,
-            path_table_m: path_table_l + 1,
-            root_record: &root_record.encode(),
-            time: self.image.time,
-        }
-        .encode()
+    #[test]
+    fn file_contents_start_on_sector_boundaries_in_order() {
+        let (a, b) = (vec![0xAA; 2049], vec![0xBB; 3]);
+        let mut image = IsoImage::new("cidata").unwrap();
+        image.add_file("b", &a).unwrap().add_file("a", &b).unwrap();
+        let bytes = image.to_bytes();
+        assert_eq!(volume_sectors(&bytes), bytes.len() / SECTOR);
+        let tail = &bytes[bytes.len() - 3 * SECTOR..];
+        assert_eq!(&tail[..2049], &a[..]);
+        assert!(tail[2049..2 * SECTOR].iter().all(|&x| x == 0));
+        assert_eq!(&tail[2 * SECTOR..2 * SECTOR + 3], &b[..]);
     }
-}
-
-/// The primary root directory: "." (carrying the SUSP and Rock Ridge announcements), "..",
-/// then the files sorted by identifier (ECMA-119 9.3), each with Rock Ridge NM, PX and TF.
-fn primary_directory(image: &IsoImage, primary_names: &[PrimaryName], layout: &Layout) -> Vec<u8> {
-    let time = image.time.directory_form();
-    let root = layout.primary_root;
-    let er_len = rock_ridge::er().len() as u32;
-    let dir_entries = [rock_ridge::px(rock_ridge::DIRECTORY_MODE, 2), rock_ridge::tf(time)].concat();
-    let self_entries = [rock_ridge::sp(), dir_entries.clone(), rock_ridge::ce(layout.continuation, er_len)].concat();
-    let mut records = vec![
-        Record { extent: root, flags: directory::DIRECTORY, identifier: directory::SELF, time, system_use: &self_entries }.encode(),
-        Record { extent: root, flags: directory::DIRECTORY, identifier: directory::PARENT, time, system_use: &dir_entries }.encode(),
-    ];
-    let mut order: Vec<usize> = (0..image.files.len()).collect();
-    order.sort_by_key(|&i| &primary_names[i]);
-    for i in order {
-        let identifier = primary_names[i].identifier();
-        let system_use = [
-            rock_ridge::nm(&image.files[i].name),
-            rock_ridge::px(rock_ridge::FILE_MODE, 1),
-            rock_ridge::tf(time),
-        ]
-        .concat();
-        records.extend(file_records(&layout.files[i], &identifier, time, &system_use));
-    }
-    directory::pack(records)
-}
-
-/// The Joliet root directory: ".", "..", then the files sorted by UCS-2 name.
-fn joliet_directory(image: &IsoImage, layout: &Layout) -> Vec<u8> {
-    let time = image.time.directory_form();
-    let root = layout.joliet_root;
-    let mut records = vec![
-        Record { extent: root, flags: directory::DIRECTORY, identifier: directory::SELF, time, system_use: &[] }.encode(),
-        Record { extent: root, flags: directory::DIRECTORY, identifier: directory::PARENT, time, system_use: &[] }.encode(),
-    ];
-    let mut files: Vec<(Vec<u8>, &[Extent])> =
-        image.files.iter().zip(&layout.files).map(|(f, e)| (joliet::identifier(&f.name), &e[..])).collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    for (identifier, extents) in files {
-        records.extend(file_records(extents, &identifier, time, &[]));
-    }
-    directory::pack(records)
-}
-
-/// One record per extent of a file, all but the last flagged as continued.
-fn file_records(extents: &[Extent], identifier: &[u8], time: [u8; 7], system_use: &[u8]) -> Vec<Vec<u8>> {
-    extents
-        .iter()
-        .enumerate()
-        .map(|(i, &extent)| {
-            let flags = if i + 1 < extents.len() { directory::NOT_FINAL } else { 0 };
-            Record { extent, flags, identifier, time, system_use }.encode()
-        })
-        .collect()
 }

@@ -18,14 +18,20 @@ pub(super) fn validate(name: &str) -> Result<(), Error> {
         "it names a directory"
     } else if name.len() > MAX_NAME_BYTES {
         "it is longer than 64 bytes"
-    } else if name.chars().any(|c| c.is_control() || "/\\*:;?".contains(c)) {
+    } else if name
+        .chars()
+        .any(|c| c.is_control() || "/\\*:;?".contains(c))
+    {
         "it contains a control character or one of / \\ * : ; ?"
     } else if name.chars().any(|c| u32::from(c) > 0xFFFF) {
         "it contains a character outside the Basic Multilingual Plane (Joliet is UCS-2)"
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName { name: name.to_owned(), reason })
+    Err(Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 /// A level-1 file identifier: up to 8 d-characters, a dot, up to 3 d-characters, `;1`.
@@ -51,10 +57,15 @@ pub(super) fn primary_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Vec
         .into_iter()
         .map(|name| {
             let (base, extension) = match name.rsplit_once('.') {
-                Some((base, ext)) if !ext.is_empty() => (d_characters(base, 8), d_characters(ext, 3)),
+                Some((base, ext)) if !ext.is_empty() => {
+                    (d_characters(base, 8), d_characters(ext, 3))
+                }
                 _ => (d_characters(name, 8), String::new()),
             };
-            let mut candidate = PrimaryName { base: base.clone(), extension };
+            let mut candidate = PrimaryName {
+                base: base.clone(),
+                extension,
+            };
             let mut n = 0u32;
             while taken.contains(&candidate) {
                 n += 1;
@@ -70,7 +81,13 @@ pub(super) fn primary_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Vec
 /// `text` mapped to at most `max` d-characters (A-Z, 0-9, _).
 fn d_characters(text: &str, max: usize) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .take(max)
         .collect()
 }
@@ -98,8 +115,28 @@ mod tests {
     #[test]
     fn extensions_and_collisions() {
         assert_eq!(
-            ids(&["a.tar.gz", "user-data", "user-data2", "user_dat", ".profile", "x.", "a-", "a_", "a+"]),
-            ["A_TAR.GZ;1", "USER_DAT.;1", "USER_DA1.;1", "USER_DA2.;1", ".PRO;1", "X_.;1", "A_.;1", "A_1.;1", "A_2.;1"]
+            ids(&[
+                "a.tar.gz",
+                "user-data",
+                "user-data2",
+                "user_dat",
+                ".profile",
+                "x.",
+                "a-",
+                "a_",
+                "a+"
+            ]),
+            [
+                "A_TAR.GZ;1",
+                "USER_DAT.;1",
+                "USER_DA1.;1",
+                "USER_DA2.;1",
+                ".PRO;1",
+                "X_.;1",
+                "A_.;1",
+                "A_1.;1",
+                "A_2.;1"
+            ]
         );
     }
 

@@ -41,7 +41,12 @@ pub(super) fn ce(sector: u32, len: u32) -> Vec<u8> {
 /// ER: names the extension (RRIP 1.10) the System Use fields follow. Too long for the root
 /// record itself, so it lives in the continuation area that [`ce`] points to.
 pub(super) fn er() -> Vec<u8> {
-    let mut data = vec![ER_ID.len() as u8, ER_DESCRIPTOR.len() as u8, ER_SOURCE.len() as u8, 1];
+    let mut data = vec![
+        ER_ID.len() as u8,
+        ER_DESCRIPTOR.len() as u8,
+        ER_SOURCE.len() as u8,
+        1,
+    ];
     data.extend_from_slice(ER_ID);
     data.extend_from_slice(ER_DESCRIPTOR);
     data.extend_from_slice(ER_SOURCE);

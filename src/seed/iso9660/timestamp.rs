@@ -31,11 +31,17 @@ impl Timestamp {
 
     /// Parses a SOURCE_DATE_EPOCH value: decimal seconds since 1970, nothing else.
     pub fn parse_source_date_epoch(value: &str) -> Result<Timestamp, Error> {
-        let invalid = || Error::SourceDateEpoch { value: value.to_owned() };
+        let invalid = || Error::SourceDateEpoch {
+            value: value.to_owned(),
+        };
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
         }
-        value.parse().ok().and_then(Self::from_unix).ok_or_else(invalid)
+        value
+            .parse()
+            .ok()
+            .and_then(Self::from_unix)
+            .ok_or_else(invalid)
     }
 
     /// The 7-byte form of directory records (ECMA-119 9.1.5), also used by Rock Ridge TF.
@@ -117,14 +123,29 @@ mod tests {
         assert_eq!(&t.descriptor_form(), b"2024022923595900\0");
         let last = Timestamp::from_unix(Timestamp::MAX_SECONDS).unwrap();
         assert_eq!(last.directory_form(), [255, 12, 31, 23, 59, 59, 0]);
-        assert_eq!(Timestamp::from_unix(0).unwrap().directory_form(), [70, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            Timestamp::from_unix(0).unwrap().directory_form(),
+            [70, 1, 1, 0, 0, 0, 0]
+        );
     }
 
     #[test]
     fn malformed_source_date_epoch_is_an_error() {
-        for bad in ["", " 1", "1.5", "-1", "0x10", "abc", "5869584000", "99999999999999999999999"] {
+        for bad in [
+            "",
+            " 1",
+            "1.5",
+            "-1",
+            "0x10",
+            "abc",
+            "5869584000",
+            "99999999999999999999999",
+        ] {
             let err = Timestamp::parse_source_date_epoch(bad).unwrap_err();
-            assert!(matches!(&err, Error::SourceDateEpoch { value } if value == bad), "{bad}: {err}");
+            assert!(
+                matches!(&err, Error::SourceDateEpoch { value } if value == bad),
+                "{bad}: {err}"
+            );
             assert!(err.to_string().contains("SOURCE_DATE_EPOCH"));
         }
     }

@@ -1,0 +1,212 @@
+//! How an image is written: its layout, its two root directories, and the sectors in order.
+
+use std::io::{self, Write};
+
+use super::descriptor::{self, Tree, VolumeDescriptor};
+use super::directory::{self, Record};
+use super::layout::{self, Extent, Layout};
+use super::names::{self, PrimaryName};
+use super::{IsoImage, SECTOR, joliet, rock_ridge};
+
+/// Writes `bytes`, then zeros up to the next sector boundary.
+fn write_sector_padded(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(bytes)?;
+    let padding = bytes.len().next_multiple_of(SECTOR) - bytes.len();
+    out.write_all(&[0; SECTOR][..padding])
+}
+
+/// An image's layout and its encoded directories.
+pub(super) struct Plan<'i, 'a> {
+    image: &'i IsoImage<'a>,
+    pub layout: Layout,
+    primary_directory: Vec<u8>,
+    joliet_directory: Vec<u8>,
+}
+
+impl<'i, 'a> Plan<'i, 'a> {
+    pub(super) fn new(image: &'i IsoImage<'a>) -> Self {
+        let sizes: Vec<u64> = image
+            .files
+            .iter()
+            .map(|f| f.contents.len() as u64)
+            .collect();
+        let primary_names = names::primary_names(image.files.iter().map(|f| f.name.as_str()));
+        // Record lengths do not depend on where extents are, so a layout with empty
+        // directories sizes the directories, and a second one places everything.
+        let draft = Layout::new(0, 0, &sizes, image.max_extent);
+        let primary_len = primary_directory(image, &primary_names, &draft).len();
+        let joliet_len = joliet_directory(image, &draft).len();
+        let layout = Layout::new(primary_len, joliet_len, &sizes, image.max_extent);
+        Plan {
+            image,
+            primary_directory: primary_directory(image, &primary_names, &layout),
+            joliet_directory: joliet_directory(image, &layout),
+            layout,
+        }
+    }
+
+    /// Writes the image in sector order (see `layout`).
+    pub(super) fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&[0; 16 * SECTOR])?;
+        for tree in [Tree::Primary, Tree::Joliet] {
+            out.write_all(&self.volume_descriptor(tree))?;
+        }
+        out.write_all(&descriptor::terminator())?;
+        for root in [self.layout.primary_root, self.layout.joliet_root] {
+            for big_endian in [false, true] {
+                write_sector_padded(out, &directory::root_path_table(root.sector, big_endian))?;
+            }
+        }
+        out.write_all(&self.primary_directory)?;
+        out.write_all(&self.joliet_directory)?;
+        write_sector_padded(out, &rock_ridge::er())?;
+        for file in &self.image.files {
+            write_sector_padded(out, file.contents)?;
+        }
+        Ok(())
+    }
+
+    fn volume_descriptor(&self, tree: Tree) -> Vec<u8> {
+        let (root, path_table_l) = match tree {
+            Tree::Primary => (self.layout.primary_root, layout::PATH_TABLES),
+            Tree::Joliet => (self.layout.joliet_root, layout::PATH_TABLES + 2),
+        };
+        let time = self.image.time.directory_form();
+        let root_record = Record {
+            extent: root,
+            flags: directory::DIRECTORY,
+            identifier: directory::SELF,
+            time,
+            system_use: &[],
+        };
+        VolumeDescriptor {
+            tree,
+            volume_id: &self.image.volume_id,
+            volume_sectors: self.layout.total_sectors,
+            path_table_len: directory::PATH_TABLE_LEN as u32,
+            path_table_l,
+            path_table_m: path_table_l + 1,
+            root_record: &root_record.encode(),
+            time: self.image.time,
+        }
+        .encode()
+    }
+}
+
+/// The primary root directory: "." (carrying the SUSP and Rock Ridge announcements), "..",
+/// then the files sorted by identifier (ECMA-119 9.3), each with Rock Ridge NM, PX and TF.
+fn primary_directory(image: &IsoImage, primary_names: &[PrimaryName], layout: &Layout) -> Vec<u8> {
+    let time = image.time.directory_form();
+    let root = layout.primary_root;
+    let er_len = rock_ridge::er().len() as u32;
+    let dir_entries = [
+        rock_ridge::px(rock_ridge::DIRECTORY_MODE, 2),
+        rock_ridge::tf(time),
+    ]
+    .concat();
+    let self_entries = [
+        rock_ridge::sp(),
+        dir_entries.clone(),
+        rock_ridge::ce(layout.continuation, er_len),
+    ]
+    .concat();
+    let mut records = vec![
+        Record {
+            extent: root,
+            flags: directory::DIRECTORY,
+            identifier: directory::SELF,
+            time,
+            system_use: &self_entries,
+        }
+        .encode(),
+        Record {
+            extent: root,
+            flags: directory::DIRECTORY,
+            identifier: directory::PARENT,
+            time,
+            system_use: &dir_entries,
+        }
+        .encode(),
+    ];
+    let mut order: Vec<usize> = (0..image.files.len()).collect();
+    order.sort_by_key(|&i| &primary_names[i]);
+    for i in order {
+        let identifier = primary_names[i].identifier();
+        let system_use = [
+            rock_ridge::nm(&image.files[i].name),
+            rock_ridge::px(rock_ridge::FILE_MODE, 1),
+            rock_ridge::tf(time),
+        ]
+        .concat();
+        records.extend(file_records(
+            &layout.files[i],
+            &identifier,
+            time,
+            &system_use,
+        ));
+    }
+    directory::pack(records)
+}
+
+/// The Joliet root directory: ".", "..", then the files sorted by UCS-2 name.
+fn joliet_directory(image: &IsoImage, layout: &Layout) -> Vec<u8> {
+    let time = image.time.directory_form();
+    let root = layout.joliet_root;
+    let mut records = vec![
+        Record {
+            extent: root,
+            flags: directory::DIRECTORY,
+            identifier: directory::SELF,
+            time,
+            system_use: &[],
+        }
+        .encode(),
+        Record {
+            extent: root,
+            flags: directory::DIRECTORY,
+            identifier: directory::PARENT,
+            time,
+            system_use: &[],
+        }
+        .encode(),
+    ];
+    let mut files: Vec<(Vec<u8>, &[Extent])> = image
+        .files
+        .iter()
+        .zip(&layout.files)
+        .map(|(f, e)| (joliet::identifier(&f.name), &e[..]))
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (identifier, extents) in files {
+        records.extend(file_records(extents, &identifier, time, &[]));
+    }
+    directory::pack(records)
+}
+
+/// One record per extent of a file, all but the last flagged as continued.
+fn file_records(
+    extents: &[Extent],
+    identifier: &[u8],
+    time: [u8; 7],
+    system_use: &[u8],
+) -> Vec<Vec<u8>> {
+    extents
+        .iter()
+        .enumerate()
+        .map(|(i, &extent)| {
+            let flags = if i + 1 < extents.len() {
+                directory::NOT_FINAL
+            } else {
+                0
+            };
+            Record {
+                extent,
+                flags,
+                identifier,
+                time,
+                system_use,
+            }
+            .encode()
+        })
+        .collect()
+}
