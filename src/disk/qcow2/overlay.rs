@@ -145,6 +145,7 @@ fn write_new(path: &Path, layout: &Layout) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::disk::DiskFormat;
+    use proptest::prelude::*;
 
     /// A sparse raw disk of `len` bytes with an MBR boot signature.
     fn raw_base(dir: &Path, name: &str, len: u64) -> PathBuf {
@@ -214,5 +215,32 @@ mod tests {
             "{err}"
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any base name (spaces, non-ASCII) and sector count round-trips through the file:
+        /// the overlay records the canonical base, its format and its size.
+        #[test]
+        fn overlay_round_trips_any_base_name_and_size(
+            dir_name in "[a-zA-Z0-9 _äé-]{1,30}",
+            file_name in "[a-zA-Z0-9 _äé.-]{0,30}[a-zA-Z0-9]",
+            sectors in 1u64..(1 << 32),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let base_dir = dir.path().join(&dir_name);
+            fs::create_dir(&base_dir).unwrap();
+            let base = raw_base(&base_dir, &file_name, sectors * SECTOR_SIZE);
+            let overlay = Overlay::create(&dir.path().join("o.qcow2"), &base).unwrap();
+            let canonical = fs::canonicalize(&base).unwrap();
+            let expected = DiskFormat::Qcow2 {
+                version: 3,
+                virtual_size: sectors * SECTOR_SIZE,
+                backing: Some(canonical.clone()),
+                backing_format: Some("raw".to_owned()),
+            };
+            prop_assert_eq!(format::sniff(overlay.path()).unwrap(), expected);
+            prop_assert_eq!(overlay.backing(), canonical.as_path());
+        }
     }
 }
