@@ -12,3 +12,4 @@ pub mod paths;
 pub mod qemu;
 pub mod seed;
 pub mod tools;
+pub mod ui;
