@@ -5,7 +5,7 @@ use super::encode::{both_u16, both_u32};
 use super::layout::Extent;
 
 /// File flags (ECMA-119 9.1.6).
-pub(super) const DIRECTORY: u8 = 0x02;
+const DIRECTORY: u8 = 0x02;
 /// Set on every record of a file but its last extent.
 pub(super) const NOT_FINAL: u8 = 0x80;
 
@@ -23,7 +23,23 @@ pub(super) struct Record<'a> {
     pub system_use: &'a [u8],
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
+    /// The record of a directory (the root: "." and ".." in it, and in volume descriptors).
+    pub(super) fn directory(
+        extent: Extent,
+        identifier: &'a [u8],
+        time: [u8; 7],
+        system_use: &'a [u8],
+    ) -> Self {
+        Record {
+            extent,
+            flags: DIRECTORY,
+            identifier,
+            time,
+            system_use,
+        }
+    }
+
     pub(super) fn encode(&self) -> Vec<u8> {
         let id_len = self.identifier.len();
         let id_padding = usize::from(id_len % 2 == 0);

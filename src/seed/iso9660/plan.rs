@@ -72,13 +72,7 @@ impl<'i, 'a> Plan<'i, 'a> {
             Tree::Joliet => (self.layout.joliet_root, layout::PATH_TABLES + 2),
         };
         let time = self.image.time.directory_form();
-        let root_record = Record {
-            extent: root,
-            flags: directory::DIRECTORY,
-            identifier: directory::SELF,
-            time,
-            system_use: &[],
-        };
+        let root_record = Record::directory(root, directory::SELF, time, &[]);
         VolumeDescriptor {
             tree,
             volume_id: &self.image.volume_id,
@@ -111,22 +105,8 @@ fn primary_directory(image: &IsoImage, primary_names: &[PrimaryName], layout: &L
     ]
     .concat();
     let mut records = vec![
-        Record {
-            extent: root,
-            flags: directory::DIRECTORY,
-            identifier: directory::SELF,
-            time,
-            system_use: &self_entries,
-        }
-        .encode(),
-        Record {
-            extent: root,
-            flags: directory::DIRECTORY,
-            identifier: directory::PARENT,
-            time,
-            system_use: &dir_entries,
-        }
-        .encode(),
+        Record::directory(root, directory::SELF, time, &self_entries).encode(),
+        Record::directory(root, directory::PARENT, time, &dir_entries).encode(),
     ];
     let mut order: Vec<usize> = (0..image.files.len()).collect();
     order.sort_by_key(|&i| &primary_names[i]);
@@ -153,22 +133,8 @@ fn joliet_directory(image: &IsoImage, layout: &Layout) -> Vec<u8> {
     let time = image.time.directory_form();
     let root = layout.joliet_root;
     let mut records = vec![
-        Record {
-            extent: root,
-            flags: directory::DIRECTORY,
-            identifier: directory::SELF,
-            time,
-            system_use: &[],
-        }
-        .encode(),
-        Record {
-            extent: root,
-            flags: directory::DIRECTORY,
-            identifier: directory::PARENT,
-            time,
-            system_use: &[],
-        }
-        .encode(),
+        Record::directory(root, directory::SELF, time, &[]).encode(),
+        Record::directory(root, directory::PARENT, time, &[]).encode(),
     ];
     let mut files: Vec<(Vec<u8>, &[Extent])> = image
         .files
