@@ -22,9 +22,9 @@ pub enum ForeignFormat {
     Tar,
 }
 
-/// Magic bytes at a fixed offset from the start of the file.
+/// Magic bytes at a fixed offset from the start of the file. (qcow v1 shares qcow2's magic;
+/// the sniffer tells them apart by version, before it looks here.)
 const HEAD_MAGICS: &[(usize, &[u8], ForeignFormat)] = &[
-    (0, b"QFI\xfb\x00\x00\x00\x01", ForeignFormat::Qcow1),
     (0, b"KDMV", ForeignFormat::Vmdk),
     (0, b"COWD", ForeignFormat::Vmdk),
     (0, b"# Disk DescriptorFile", ForeignFormat::Vmdk),
@@ -35,7 +35,7 @@ const HEAD_MAGICS: &[(usize, &[u8], ForeignFormat)] = &[
     (0, b"WithoutFreeSpace", ForeignFormat::Parallels),
     (0, b"WithouFreSpacExt", ForeignFormat::Parallels),
     (0, b"LUKS\xba\xbe", ForeignFormat::Luks),
-    (0, b"\x1f\x8b", ForeignFormat::Gzip),
+    (0, b"\x1f\x8b\x08", ForeignFormat::Gzip),
     (0, b"\xfd7zXZ\x00", ForeignFormat::Xz),
     (0, b"\x28\xb5\x2f\xfd", ForeignFormat::Zstd),
     (0, b"BZh", ForeignFormat::Bzip2),
@@ -108,8 +108,8 @@ mod tests {
             Some(ForeignFormat::Vmdk)
         );
         assert_eq!(
-            ForeignFormat::identify(b"QFI\xfb\0\0\0\x01", &[]),
-            Some(ForeignFormat::Qcow1)
+            ForeignFormat::identify(b"\x1f\x8b\x08\0", &[]),
+            Some(ForeignFormat::Gzip)
         );
     }
 

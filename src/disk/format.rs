@@ -78,14 +78,15 @@ pub fn sniff(path: &Path) -> Result<DiskFormat, Error> {
     } else {
         Vec::new()
     };
+    // qcow2 first: its backing name is free text that could contain another format's magic.
+    if head.starts_with(MAGIC) {
+        return read_qcow2(path, &file, head, len);
+    }
     if let Some(format) = ForeignFormat::identify(&head, &tail) {
         return Err(Error::Foreign {
             path: path.to_owned(),
             format,
         });
-    }
-    if head.starts_with(MAGIC) {
-        return read_qcow2(path, &file, head, len);
     }
     if has_disk_structure(&head) || (len >= SECTOR && len % SECTOR == 0) {
         return Ok(DiskFormat::Raw { size: len });
@@ -113,11 +114,20 @@ fn read_qcow2(path: &Path, file: &File, mut head: Vec<u8>, len: u64) -> Result<D
     let version = head
         .get(4..8)
         .map_or(0, |v| u32::from_be_bytes(v.try_into().expect("4 bytes")));
-    if version != 2 && version != 3 {
-        return Err(Error::UnsupportedQcow2Version {
-            path: path.to_owned(),
-            version,
-        });
+    match version {
+        2 | 3 => {}
+        1 => {
+            return Err(Error::Foreign {
+                path: path.to_owned(),
+                format: ForeignFormat::Qcow1,
+            });
+        }
+        _ => {
+            return Err(Error::UnsupportedQcow2Version {
+                path: path.to_owned(),
+                version,
+            });
+        }
     }
     // Clusters over 64 KiB: the backing name may lie past what was read first.
     if let Some(&bits) = head.get(23) {
@@ -225,6 +235,18 @@ mod tests {
             err.contains("future.qcow2` is a qcow2 version 7 image"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn another_formats_magic_in_a_backing_name_is_still_qcow2() {
+        use crate::disk::qcow2::layout::Layout;
+        // The name starts at byte 136, so "ustar" lands on tar's magic offset, 257.
+        let name = format!("/{}ustar", "a".repeat(120));
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = Layout::new(1 << 20, name.as_bytes(), "raw").to_bytes();
+        assert_eq!(&bytes[257..262], b"ustar");
+        let path = file_with(dir.path(), "o.qcow2", &bytes);
+        assert_eq!(sniff(&path).unwrap().name(), "qcow2");
     }
 
     proptest! {
