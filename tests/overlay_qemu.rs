@@ -540,3 +540,22 @@ fn grown_overlay_reads_zeros_past_the_base() {
     );
     assert_check_clean(overlay.path());
 }
+
+#[test]
+fn the_largest_overlay_is_one_qemu_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = create_base(dir.path(), "base.raw", "raw", MIB);
+    let largest = 2 * 1024 * TIB;
+    let overlay =
+        Overlay::create_with_size(&dir.path().join("huge.qcow2"), &base, largest).unwrap();
+    assert_check_clean(overlay.path());
+    let info = image_info(overlay.path());
+    assert_eq!(
+        json_field(&info, "virtual-size"),
+        Some(largest.to_string()),
+        "{info}"
+    );
+    let err = Overlay::create_with_size(&dir.path().join("too big.qcow2"), &base, largest + 512)
+        .unwrap_err();
+    assert!(err.to_string().contains("too big.qcow2"), "{err}");
+}
