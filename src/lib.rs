@@ -2,14 +2,17 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod disk;
 pub mod error;
 pub mod events;
 pub mod exit_code;
 pub mod external;
 pub mod image;
+pub mod name;
 pub mod paths;
 pub mod qemu;
 pub mod seed;
+pub mod store;
 pub mod tools;
 pub mod ui;

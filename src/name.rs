@@ -1,0 +1,61 @@
+//! Names users give to images and VMs: checked before anything is written, because they
+//! become file names, systemd unit names and symlinks.
+
+/// Longest name: leaves room in a unit name (`vmrun-NAME.service`) and socket paths.
+const MAX_LEN: usize = 48;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq)]
+#[error("invalid {kind} name `{name}`: {reason}")]
+#[diagnostic(help("use 1 to 48 letters, digits and '-', starting with a letter or digit"))]
+pub struct InvalidName {
+    pub kind: &'static str,
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// Checks `name` for a thing of `kind` ("image", "vm").
+pub fn check(kind: &'static str, name: &str) -> Result<(), InvalidName> {
+    let invalid = |reason| Err(InvalidName { kind, name: name.to_owned(), reason });
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_LEN {
+        return invalid("it is longer than 48 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return invalid("it must start with a letter or digit");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return invalid("only letters, digits and '-' are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_names() {
+        for ok in ["base", "debian-bookworm", "Db2", "a", &"x".repeat(48)] {
+            assert_eq!(check("image", ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_could_escape_a_path_or_unit() {
+        for (bad, reason) in [
+            ("", "it is empty"),
+            ("-x", "it must start with a letter or digit"),
+            ("../etc", "it must start with a letter or digit"),
+            ("a/b", "only letters, digits and '-' are allowed"),
+            ("a b", "only letters, digits and '-' are allowed"),
+            ("a.service", "only letters, digits and '-' are allowed"),
+            ("é", "it must start with a letter or digit"),
+        ] {
+            let err = check("vm", bad).unwrap_err();
+            assert_eq!(err.reason, reason, "{bad}");
+        }
+        assert_eq!(check("vm", &"x".repeat(49)).unwrap_err().reason, "it is longer than 48 characters");
+    }
+}

@@ -1,0 +1,334 @@
+//! Baked images: content-addressed entries under `store/<key>`, immutable once written, and
+//! names under `images/<name>`, each a symlink to an entry that a new bake swaps atomically.
+//! A run that opened the previous entry keeps using it while a new one takes the name.
+
+mod manifest;
+
+pub use manifest::Manifest;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::name::{self, InvalidName};
+use crate::paths::Home;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidName(#[from] InvalidName),
+    #[error("no baked image named `{name}`")]
+    #[diagnostic(help("{}", if known.is_empty() { "bake one: vmrun bake --image debian:bookworm --name NAME".to_owned() } else { format!("baked images: {}", known.join(", ")) }))]
+    NotFound { name: String, known: Vec<String> },
+    #[error("image `{name}` is used by persistent VM(s) {}", vms.join(", "))]
+    #[diagnostic(help("delete them first: vmrun vm delete NAME"))]
+    InUse { name: String, vms: Vec<String> },
+    #[error("the store entry {} is damaged: {reason}", dir.display())]
+    Damaged { dir: PathBuf, reason: String },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        use crate::exit_code::{BAD_INPUT, INTERNAL};
+        match self {
+            Error::InvalidName(_) | Error::NotFound { .. } | Error::InUse { .. } => BAD_INPUT,
+            Error::Damaged { .. } | Error::Io { .. } => INTERNAL,
+        }
+    }
+
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_owned();
+        move |source| Error::Io { action, path, source }
+    }
+}
+
+/// One store entry: a provisioned disk layer and what connecting to it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BakedImage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl BakedImage {
+    pub const DISK: &str = "disk.qcow2";
+    /// The guest's SSH host public key, pinned by every connection.
+    pub const HOST_KEY: &str = "host_ed25519.pub";
+    /// vmrun's private key for the run user (0600).
+    pub const CLIENT_KEY: &str = "client_ed25519";
+    pub const MANIFEST: &str = "image.json";
+    pub const BAKE_LOG: &str = "bake-serial.log";
+
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(Self::DISK)
+    }
+    pub fn host_key(&self) -> PathBuf {
+        self.dir.join(Self::HOST_KEY)
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join(Self::CLIENT_KEY)
+    }
+
+    fn load(dir: &Path) -> Result<BakedImage, Error> {
+        let path = dir.join(Self::MANIFEST);
+        let text = fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::Damaged { dir: dir.to_owned(), reason: format!("{}: {e}", Self::MANIFEST) })?;
+        Ok(BakedImage { dir: dir.to_owned(), manifest })
+    }
+
+    /// Bytes the entry takes on disk (its own layer, not the shared source).
+    pub fn disk_usage(&self) -> u64 {
+        fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.blocks() * 512)
+            .sum()
+    }
+}
+
+/// A name and the entry it points at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedImage {
+    pub name: String,
+    pub image: BakedImage,
+}
+
+pub struct Store {
+    entries: PathBuf,
+    names: PathBuf,
+    vms: PathBuf,
+}
+
+impl Store {
+    pub fn new(home: &Home) -> Store {
+        Store { entries: home.store(), names: home.images(), vms: home.vms() }
+    }
+
+    /// The entry stored under `key`, if a bake made it.
+    pub fn entry(&self, key: &str) -> Result<Option<BakedImage>, Error> {
+        let dir = self.entries.join(key);
+        if !dir.join(BakedImage::MANIFEST).exists() {
+            return Ok(None);
+        }
+        BakedImage::load(&dir).map(Some)
+    }
+
+    /// A private directory inside the store to build an entry in (same file system, so
+    /// [`Store::commit`] is a rename). Removed if dropped uncommitted: a failed bake leaves
+    /// nothing behind.
+    pub fn staging(&self) -> Result<tempfile::TempDir, Error> {
+        create_private_dir(&self.entries)?;
+        tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(&self.entries)
+            .map_err(Error::io("create a directory in", &self.entries))
+    }
+
+    /// Writes the manifest into `staging` and moves it to `store/<key>`. If a concurrent
+    /// bake of the same inputs got there first, its entry is kept and this one dropped.
+    pub fn commit(&self, staging: tempfile::TempDir, manifest: &Manifest) -> Result<BakedImage, Error> {
+        let manifest_path = staging.path().join(BakedImage::MANIFEST);
+        let json = serde_json::to_string_pretty(manifest).expect("manifest serializes");
+        fs::write(&manifest_path, json + "\n").map_err(Error::io("write", &manifest_path))?;
+        let dir = self.entries.join(&manifest.key);
+        let staged = staging.keep();
+        if let Err(e) = fs::rename(&staged, &dir) {
+            let _ = fs::remove_dir_all(&staged);
+            if !dir.join(BakedImage::MANIFEST).exists() {
+                return Err(Error::Io { action: "store", path: dir, source: e });
+            }
+        }
+        BakedImage::load(&dir)
+    }
+
+    /// Points `name` at the entry `key`, replacing what it pointed at in one rename.
+    pub fn set_name(&self, name: &str, key: &str) -> Result<(), Error> {
+        name::check("image", name)?;
+        create_private_dir(&self.names)?;
+        let link = self.names.join(name);
+        let temp = self.names.join(format!(".{name}.{}", std::process::id()));
+        let _ = fs::remove_file(&temp);
+        let target = Path::new("../store").join(key);
+        std::os::unix::fs::symlink(&target, &temp).map_err(Error::io("create", &temp))?;
+        fs::rename(&temp, &link).map_err(Error::io("replace", &link))
+    }
+
+    pub fn get(&self, name: &str) -> Result<BakedImage, Error> {
+        name::check("image", name)?;
+        let link = self.names.join(name);
+        match fs::read_link(&link) {
+            Ok(_) => BakedImage::load(&fs::canonicalize(&link).map_err(Error::io("resolve", &link))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
+                name: name.to_owned(),
+                known: self.list()?.into_iter().map(|n| n.name).collect(),
+            }),
+            Err(e) => Err(Error::Io { action: "read", path: link, source: e }),
+        }
+    }
+
+    /// Every named image, sorted by name.
+    pub fn list(&self) -> Result<Vec<NamedImage>, Error> {
+        let entries = match fs::read_dir(&self.names) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::Io { action: "read", path: self.names.clone(), source: e }),
+        };
+        let mut images = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("read", &self.names))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let dir = fs::canonicalize(entry.path()).map_err(Error::io("resolve", &entry.path()))?;
+            images.push(NamedImage { name, image: BakedImage::load(&dir)? });
+        }
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(images)
+    }
+
+    /// Removes the name, and its entry when no other name points at it. Refused while a
+    /// persistent VM was made from the image.
+    pub fn remove(&self, name: &str) -> Result<(), Error> {
+        let image = self.get(name)?;
+        let vms = self.vms_using(name)?;
+        if !vms.is_empty() {
+            return Err(Error::InUse { name: name.to_owned(), vms });
+        }
+        let link = self.names.join(name);
+        fs::remove_file(&link).map_err(Error::io("remove", &link))?;
+        if !self.list()?.iter().any(|n| n.image.dir == image.dir) {
+            fs::remove_dir_all(&image.dir).map_err(Error::io("remove", &image.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Persistent VMs whose record (`vms/<vm>/vm.json`) names the image.
+    fn vms_using(&self, image: &str) -> Result<Vec<String>, Error> {
+        let Ok(entries) = fs::read_dir(&self.vms) else { return Ok(Vec::new()) };
+        let mut users = Vec::new();
+        for entry in entries.flatten() {
+            let record = entry.path().join("vm.json");
+            let Ok(text) = fs::read_to_string(&record) else { continue };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Damaged { dir: entry.path(), reason: format!("vm.json: {e}") })?;
+            if value.get("image").and_then(|v| v.as_str()) == Some(image) {
+                users.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        users.sort();
+        Ok(users)
+    }
+}
+
+/// Creates `dir` (and parents) readable by its owner only: it holds private keys.
+fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(Error::io("set permissions of", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(key: &str) -> Manifest {
+        Manifest {
+            key: key.into(),
+            source: "debian:bookworm".into(),
+            source_digest: "d".into(),
+            created: 1,
+            cpus: 2,
+            memory_mib: 1024,
+            vmrun_version: "0.1.0".into(),
+        }
+    }
+
+    fn stored(store: &Store, key: &str) -> BakedImage {
+        let staging = store.staging().unwrap();
+        fs::write(staging.path().join(BakedImage::DISK), key).unwrap();
+        store.commit(staging, &manifest(key)).unwrap()
+    }
+
+    #[test]
+    fn a_name_moves_to_a_new_entry_while_the_old_entry_stays_readable() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let old = stored(&store, "k1");
+        store.set_name("base", "k1").unwrap();
+        assert_eq!(store.get("base").unwrap().manifest.key, "k1");
+        let new = stored(&store, "k2");
+        store.set_name("base", "k2").unwrap();
+        assert_eq!(store.get("base").unwrap(), new);
+        assert_eq!(fs::read_to_string(old.disk()).unwrap(), "k1", "old entry still there for running users");
+        assert_eq!(store.entry("k1").unwrap().unwrap(), old);
+        assert!(store.entry("k3").unwrap().is_none());
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["base"]);
+    }
+
+    #[test]
+    fn store_and_names_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let h = Home::under(home.path());
+        let store = Store::new(&h);
+        stored(&store, "k1");
+        store.set_name("x", "k1").unwrap();
+        for dir in [h.store(), h.images()] {
+            assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        stored(&store, "k1");
+        store.set_name("base", "k1").unwrap();
+        let err = store.get("nope").unwrap_err();
+        assert!(matches!(&err, Error::NotFound { known, .. } if known == &["base"]), "{err:?}");
+        assert!(matches!(store.get("../x"), Err(Error::InvalidName(_))));
+    }
+
+    #[test]
+    fn remove_keeps_entries_other_names_use_and_refuses_images_of_vms() {
+        let home = tempfile::tempdir().unwrap();
+        let h = Home::under(home.path());
+        let store = Store::new(&h);
+        let entry = stored(&store, "k1");
+        store.set_name("a", "k1").unwrap();
+        store.set_name("b", "k1").unwrap();
+        store.remove("a").unwrap();
+        assert!(entry.dir.exists(), "b still uses it");
+        fs::create_dir_all(h.vms().join("db")).unwrap();
+        fs::write(h.vms().join("db/vm.json"), r#"{"image": "b"}"#).unwrap();
+        let err = store.remove("b").unwrap_err();
+        assert!(matches!(&err, Error::InUse { vms, .. } if vms == &["db"]), "{err:?}");
+        fs::remove_dir_all(h.vms().join("db")).unwrap();
+        store.remove("b").unwrap();
+        assert!(!entry.dir.exists());
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_staging_leaves_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let h = Home::under(home.path());
+        let store = Store::new(&h);
+        let staging = store.staging().unwrap();
+        fs::write(staging.path().join("disk.qcow2"), "x").unwrap();
+        drop(staging);
+        assert_eq!(fs::read_dir(h.store()).unwrap().count(), 0);
+    }
+}
