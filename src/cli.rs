@@ -47,13 +47,21 @@ pub struct SeedArgs {
 
 #[derive(Debug, Args)]
 pub struct BakeArgs {
-    /// A local qcow2/raw file, an http(s) URL, or debian:bookworm.
+    /// A local qcow2/raw file, an http(s) URL, or debian:bookworm; default: `image:` in vmrun.yaml.
     #[arg(long, value_name = "PATH|URL|debian:bookworm")]
-    pub image: String,
+    pub image: Option<String>,
+    /// Expected sha256 of the source image (checked after download or import).
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Name for the baked image; default: derived from the source (e.g. debian-bookworm).
     #[arg(long)]
     pub name: Option<String>,
+    /// vmrun.yaml to read; default: ./vmrun.yaml if it exists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Give up on provisioning after this long (e.g. 30m).
+    #[arg(long, value_name = "DUR", default_value = "30m")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,21 @@ pub enum Error {
     #[diagnostic(code(vmrun::not_built), help("this command is part of the planned command-line contract; see README.md"))]
     NotBuilt(&'static str),
 
+    /// Arguments that parse but do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cannot read the current directory")]
+    CurrentDir(#[source] std::io::Error),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    NoHome(#[from] crate::paths::NoHome),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    InvalidName(#[from] crate::name::InvalidName),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     MissingTool(#[from] MissingTool),
@@ -23,6 +38,16 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Disk(#[from] crate::disk::Error),
+
+    /// vmrun.yaml: unreadable, broken or invalid; always BAD_INPUT.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Config(#[from] crate::config::Error),
+
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] crate::store::Error),
 }
 
 impl Error {
@@ -30,9 +55,14 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::NotBuilt(_) => exit_code::NOT_BUILT,
+            Error::Usage(_) => exit_code::USAGE,
+            Error::InvalidName(_) => exit_code::BAD_INPUT,
+            Error::CurrentDir(_) | Error::NoHome(_) => exit_code::INTERNAL,
             Error::MissingTool(_) => exit_code::MISSING_TOOL,
             Error::Seed(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),
+            Error::Config(e) => e.exit_code(),
+            Error::Store(e) => e.exit_code(),
         }
     }
 }

@@ -16,3 +16,4 @@ pub mod seed;
 pub mod store;
 pub mod tools;
 pub mod ui;
+pub mod utc;

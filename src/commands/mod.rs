@@ -1,5 +1,6 @@
 //! One file per command: each turns raw arguments into validated values and calls the engine.
 
+mod images;
 mod seed;
 
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use crate::error::Error;
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Seed(args) => seed::run(args),
+        Command::Images(args) => images::run(args),
         other => Err(Error::NotBuilt(other.name())),
     }
 }

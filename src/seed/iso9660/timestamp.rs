@@ -1,6 +1,7 @@
 //! The one time stamped on every record of an image, so identical inputs give identical bytes.
 
 use crate::seed::Error;
+use crate::utc::UtcTime;
 
 /// A UTC time in whole seconds since 1970, as recorded in an image's volume descriptors,
 /// directory records and Rock Ridge TF entries.
@@ -64,47 +65,13 @@ impl Timestamp {
         out
     }
 
-    fn civil(self) -> Civil {
-        let days = (self.0 / 86_400) as i64;
-        let secs = self.0 % 86_400;
-        let (year, month, day) = civil_from_days(days);
-        Civil {
-            year,
-            month,
-            day,
-            hour: (secs / 3600) as u8,
-            minute: (secs / 60 % 60) as u8,
-            second: (secs % 60) as u8,
-        }
+    fn civil(self) -> UtcTime {
+        UtcTime::from_unix(self.0)
     }
 }
 
 /// The "not specified" 17-byte date (ECMA-119 8.4.26.1) for expiration and effective dates.
 pub(super) const UNSPECIFIED_DESCRIPTOR_DATE: [u8; 17] = *b"0000000000000000\0";
-
-struct Civil {
-    year: i64,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// civil_from_days algorithm).
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,119 @@
+//! `vmrun images [--json]` and `vmrun images rm NAME`.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::cli::{ImagesArgs, ImagesCommand};
+use crate::error::Error;
+use crate::paths::Home;
+use crate::store::{NamedImage, Store};
+use crate::utc::UtcTime;
+
+/// One row of the listing; also the `--json` form.
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    key: String,
+    /// Bytes the baked layer takes on disk (the source it stands on is shared).
+    size: u64,
+    source: String,
+    /// RFC 3339, UTC.
+    created: String,
+    cpus: u32,
+    memory_mib: u64,
+}
+
+impl Row {
+    fn of(named: NamedImage) -> Row {
+        let size = named.image.disk_usage();
+        let m = named.image.manifest;
+        Row {
+            name: named.name,
+            key: m.key,
+            size,
+            source: m.source,
+            created: UtcTime::from_unix(m.created).to_string(),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+        }
+    }
+}
+
+pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
+    let store = Store::new(&Home::from_env()?);
+    match args.command {
+        Some(ImagesCommand::Rm { name }) => {
+            store.remove(&name)?;
+            eprintln!("removed image `{name}`");
+        }
+        None => {
+            let rows: Vec<Row> = store.list()?.into_iter().map(Row::of).collect();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+            } else {
+                print!("{}", table(&rows));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = format!("{:<24} {:<12} {:>9}  {:<20}  {}\n", "NAME", "KEY", "SIZE", "CREATED", "SOURCE");
+    for r in rows {
+        out += &format!(
+            "{:<24} {:<12} {:>9}  {:<20}  {}\n",
+            r.name,
+            &r.key[..r.key.len().min(12)],
+            human_size(r.size),
+            r.created,
+            r.source
+        );
+    }
+    out
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(300 << 20), "300.0 MiB");
+        assert_eq!(human_size(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn table_columns() {
+        let row = Row {
+            name: "base".into(),
+            key: "0123456789abcdef".into(),
+            size: 2 << 20,
+            source: "debian:bookworm".into(),
+            created: "2026-11-23T22:42:15Z".into(),
+            cpus: 2,
+            memory_mib: 1024,
+        };
+        let t = table(&[row]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME"));
+        assert!(lines[1].starts_with("base"));
+        assert!(lines[1].contains(" 0123456789ab "));
+        assert!(lines[1].contains("2.0 MiB"));
+        assert!(lines[1].ends_with("debian:bookworm"));
+    }
+}
