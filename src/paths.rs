@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 /// The directories vmrun uses, resolved once at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
-    /// Downloaded and built source images, digests: safe to delete, rebuilt on demand.
+    /// Facts about the host worth remembering: safe to delete, found out again on demand.
     pub cache: PathBuf,
-    /// Baked images and persistent VMs: deleting loses work.
+    /// Source and baked images, persistent VMs: deleting loses work.
     pub state: PathBuf,
     /// Run directories, sockets, locks: gone at reboot.
     pub runtime: PathBuf,
@@ -42,9 +42,10 @@ impl Home {
         Home { cache: root.join("cache"), state: root.join("state"), runtime: root.join("run") }
     }
 
-    /// Source images fetched or built, by content.
+    /// Source images fetched, built or imported, by content. Baked images use them as
+    /// backing files, so they live with the state, not the cache.
     pub fn sources(&self) -> PathBuf {
-        self.cache.join("sources")
+        self.state.join("sources")
     }
 
     /// Baked images by key (content-addressed, immutable once written).

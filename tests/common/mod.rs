@@ -10,13 +10,21 @@ use vmrun::events::Event;
 use vmrun::image::debian::DebianImage;
 use vmrun::qemu::args::Accel;
 
-/// The test guest image (qcow2, never modified by tests: they boot overlays on it).
+/// The VMRUN_HOME all tests share (`VMRUN_TEST_HOME`, else under target/tmp): the Debian
+/// source image and baked images are content-addressed there, so each is made once and
+/// later test processes reuse them.
+pub fn test_home() -> PathBuf {
+    std::env::var_os("VMRUN_TEST_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home"))
+}
+
+/// The test guest image (qcow2, never modified by tests: they boot overlays on it). It is
+/// where `vmrun bake --image debian:bookworm` finds it in [`test_home`].
 pub fn guest_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let cache = std::env::var_os("VMRUN_TEST_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("images"));
+        let cache = vmrun::paths::Home::under(&test_home()).sources().join("debian");
         let started = Instant::now();
         let sink = move |event: Event| eprintln!("[guest image +{:>5.1}s] {event:?}", started.elapsed().as_secs_f64());
         match DebianImage::bookworm().ensure_cached(&cache, &sink) {
