@@ -3,3 +3,4 @@
 pub mod debian;
 pub mod download;
 pub mod mbr;
+pub mod source;

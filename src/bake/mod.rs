@@ -1,0 +1,292 @@
+//! `vmrun bake`: a source image, provisioned once by cloud-init from a native seed, stored
+//! under a content key. One boot: cloud-init runs vmrun.yaml's `bake:` section, the verdict
+//! hook reports on the serial console, the guest powers off.
+
+pub mod cloud_config;
+mod console;
+mod keys;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::BakeConfig;
+use crate::disk::{self, Overlay};
+use crate::events::{Event, Sink};
+use crate::image::source::{self, ImageSource};
+use crate::paths::Home;
+use crate::qemu::args::{Accel, Machine, command_line};
+use crate::qemu::process::{self, QemuProcess};
+use crate::qemu::serial::{SerialTail, last_lines};
+use crate::seed::{self, SeedIso};
+use crate::store::{self, BakedImage, Manifest, Store};
+use console::ConsoleSignal;
+use keys::KeyPair;
+
+/// How often the bake looks at the console and at QEMU.
+const POLL: Duration = Duration::from_millis(100);
+/// Lines of the serial console shown when a bake fails.
+const TAIL_LINES: usize = 30;
+/// After the verdict, how long the guest may take to power off.
+const POWEROFF_GRACE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Source(#[from] source::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Keys(#[from] keys::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    CloudConfig(#[from] cloud_config::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Seed(#[from] seed::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Disk(#[from] disk::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Qemu(#[from] process::Error),
+    #[error("cloud-init failed while provisioning: {errors}\n{}", console_tail(serial_log))]
+    Provisioning { errors: String, serial_log: PathBuf },
+    #[error("the guest stopped ({status}) without reporting that provisioning finished\n{}", console_tail(serial_log))]
+    #[diagnostic(help("QEMU's own messages: {qemu_log}"))]
+    NoVerdict { status: String, serial_log: PathBuf, qemu_log: String },
+    #[error("the bake did not finish within {}s\n{}", after.as_secs(), console_tail(serial_log))]
+    #[diagnostic(help("a slow package install needs a longer --timeout; under TCG everything is ~10x slower than KVM"))]
+    Timeout { after: Duration, serial_log: PathBuf },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        use crate::exit_code::{BAD_INPUT, IMAGE_FAILED, INTERNAL};
+        match self {
+            Error::Source(e) => e.exit_code(),
+            Error::Store(e) => e.exit_code(),
+            Error::Disk(e) => e.exit_code(),
+            Error::Seed(e) => e.exit_code(),
+            Error::CloudConfig(_) => BAD_INPUT,
+            Error::Keys(_) | Error::Io { .. } => INTERNAL,
+            Error::Qemu(_) | Error::Provisioning { .. } | Error::NoVerdict { .. } | Error::Timeout { .. } => IMAGE_FAILED,
+        }
+    }
+
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_owned();
+        move |source| Error::Io { action, path, source }
+    }
+}
+
+fn console_tail(serial_log: &Path) -> String {
+    format!("last lines of the serial console ({}):\n{}", serial_log.display(), last_lines(serial_log, TAIL_LINES))
+}
+
+/// Everything a bake needs, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct BakeRequest {
+    pub source: ImageSource,
+    pub name: String,
+    pub bake: BakeConfig,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub accel: Accel,
+    pub timeout: Duration,
+}
+
+/// The result: the stored image and whether it came from the cache.
+#[derive(Debug, Clone)]
+pub struct Baked {
+    pub image: BakedImage,
+    pub cached: bool,
+}
+
+/// Bakes `req` (or finds the same bake in the store) and gives it `req.name`.
+pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<Baked, Error> {
+    let local = req.source.materialize(&home.sources(), sink)?;
+    let key = cache_key(&local.digest, &req.bake)?;
+    let store = Store::new(home);
+    if let Some(image) = store.entry(&key)? {
+        store.set_name(&req.name, &key)?;
+        sink(Event::Notice(format!("same inputs as an earlier bake: reusing {}", &key[..12])));
+        return Ok(Baked { image, cached: true });
+    }
+
+    let staging = store.staging()?;
+    let dir = staging.path();
+    let host_key = KeyPair::generate(&dir.join("host_ed25519"), "vmrun-guest")?;
+    let client_key = KeyPair::generate(&dir.join(BakedImage::CLIENT_KEY), "vmrun")?;
+    let marker = format!("vmrun-bake-{}", random_hex());
+    let secrets = cloud_config::BakeSecrets {
+        client_public_key: client_key.public_line.clone(),
+        host_private_key: host_key.private_key()?,
+        host_public_key: host_key.public_line.clone(),
+        verdict_marker: marker.clone(),
+    };
+    // The guest has the host key now; the store keeps only its public half.
+    fs::remove_file(&host_key.private_path).map_err(Error::io("remove", &host_key.private_path))?;
+    let seed_path = dir.join("seed.iso");
+    SeedIso::new(cloud_config::user_data(&req.bake, &secrets)?)
+        .meta_data(cloud_config::meta_data(&format!("vmrun-bake-{}", &key[..16])))
+        .write_to(&seed_path)?;
+    let disk = dir.join(BakedImage::DISK);
+    Overlay::create(&disk, &local.path)?;
+
+    let serial_log = dir.join(BakedImage::BAKE_LOG);
+    let machine = Machine {
+        accel: req.accel,
+        cpus: req.cpus,
+        memory_mib: req.memory_mib,
+        disk,
+        seed: Some(seed_path.clone()),
+        serial_log: serial_log.clone(),
+        forwards: vec![],
+    };
+    let provisioned = boot_until_verdict(&machine, qemu, &marker, req.timeout, &dir.join("qemu.log"), sink);
+    if let Err(e) = provisioned {
+        return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
+    }
+    for leftover in [seed_path, dir.join("qemu.log")] {
+        fs::remove_file(&leftover).map_err(Error::io("remove", &leftover))?;
+    }
+
+    let manifest = Manifest {
+        key: key.clone(),
+        source: req.source.describe(),
+        source_digest: local.digest,
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        cpus: req.cpus,
+        memory_mib: req.memory_mib,
+        vmrun_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let image = store.commit(staging, &manifest)?;
+    store.set_name(&req.name, &key)?;
+    Ok(Baked { image, cached: false })
+}
+
+/// The image's content key: the source's digest, the seed as rendered from the `bake:`
+/// section and vmrun's templates (secrets left out), and vmrun's version.
+pub fn cache_key(source_digest: &str, bake: &BakeConfig) -> Result<String, Error> {
+    let mut h = Sha256::new();
+    h.update(format!("vmrun-bake\0{}\0{source_digest}\0", env!("CARGO_PKG_VERSION")));
+    h.update(cloud_config::cache_material(bake)?);
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Boots the bake VM and follows its console until the verdict and the poweroff.
+fn boot_until_verdict(
+    machine: &Machine,
+    qemu: &Path,
+    marker: &str,
+    timeout: Duration,
+    qemu_log: &Path,
+    sink: Sink,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    sink(Event::PhaseStarted("boot and provision".into()));
+    let mut vm = QemuProcess::spawn(qemu, &command_line(machine), qemu_log)?;
+    let mut console = SerialTail::new(&machine.serial_log);
+    let mut verdict: Option<Result<(), String>> = None;
+    let mut deadline = started + timeout;
+    loop {
+        for line in console.new_lines().map_err(Error::io("read", &machine.serial_log))? {
+            match console::signal(&line, marker) {
+                Some(ConsoleSignal::Stage(stage)) => sink(Event::Detail(format!("cloud-init: {stage}"))),
+                Some(ConsoleSignal::CloudInitFinished) => sink(Event::Detail("cloud-init finished".into())),
+                Some(ConsoleSignal::Succeeded) => {
+                    sink(Event::Detail("provisioned; powering off".into()));
+                    verdict = Some(Ok(()));
+                    deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
+                }
+                Some(ConsoleSignal::Failed(errors)) => {
+                    verdict = Some(Err(errors));
+                    deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
+                }
+                None => {}
+            }
+        }
+        if let Some(status) = vm.try_wait()? {
+            return match verdict {
+                Some(Ok(())) if status.success() => {
+                    sink(Event::PhaseFinished { phase: "boot and provision".into(), elapsed: started.elapsed() });
+                    Ok(())
+                }
+                Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log: machine.serial_log.clone() }),
+                _ => Err(Error::NoVerdict {
+                    status: status.to_string(),
+                    serial_log: machine.serial_log.clone(),
+                    qemu_log: fs::read_to_string(qemu_log).unwrap_or_default().trim().to_owned(),
+                }),
+            };
+        }
+        if Instant::now() >= deadline {
+            vm.kill()?;
+            return match verdict {
+                Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log: machine.serial_log.clone() }),
+                _ => Err(Error::Timeout { after: started.elapsed(), serial_log: machine.serial_log.clone() }),
+            };
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A failed bake's staging directory is removed; its console log is kept where the error
+/// points, so the failure can be looked into.
+fn keep_log_of_failure(error: Error, serial_log: &Path, home: &Home, name: &str) -> Error {
+    let kept = home.state.join("failed-bakes").join(format!("{name}.serial.log"));
+    let moved = kept.parent().is_some_and(|d| fs::create_dir_all(d).is_ok()) && fs::copy(serial_log, &kept).is_ok();
+    if !moved {
+        return error;
+    }
+    match error {
+        Error::Provisioning { errors, .. } => Error::Provisioning { errors, serial_log: kept },
+        Error::NoVerdict { status, qemu_log, .. } => Error::NoVerdict { status, serial_log: kept, qemu_log },
+        Error::Timeout { after, .. } => Error::Timeout { after, serial_log: kept },
+        other => other,
+    }
+}
+
+/// 64 random bits from the kernel, as hex.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for its length; getrandom only writes into it.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(n, bytes.len() as isize, "getrandom failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_follows_source_and_bake_section() {
+        let plain = BakeConfig::default();
+        let key = cache_key("sha-a", &plain).unwrap();
+        assert_eq!(key.len(), 64);
+        assert_eq!(key, cache_key("sha-a", &plain).unwrap());
+        assert_ne!(key, cache_key("sha-b", &plain).unwrap());
+        let with_packages = BakeConfig { packages: vec!["curl".into()], ..Default::default() };
+        assert_ne!(key, cache_key("sha-a", &with_packages).unwrap());
+    }
+
+    #[test]
+    fn random_markers_differ() {
+        assert_ne!(random_hex(), random_hex());
+        assert_eq!(random_hex().len(), 16);
+    }
+}
