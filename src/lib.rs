@@ -13,6 +13,7 @@ pub mod image;
 pub mod name;
 pub mod paths;
 pub mod qemu;
+pub mod random;
 pub mod seed;
 pub mod store;
 pub mod tools;
