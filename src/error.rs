@@ -39,6 +39,11 @@ pub enum Error {
     #[diagnostic(transparent)]
     Disk(#[from] crate::disk::Error),
 
+    /// VMRUN_ACCEL: a bad value is BAD_INPUT, `kvm` where KVM cannot be used VM_FAILED.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Accel(#[from] crate::qemu::accel::Error),
+
     /// vmrun.yaml: unreadable, broken or invalid; always BAD_INPUT.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -61,6 +66,7 @@ impl Error {
             Error::MissingTool(_) => exit_code::MISSING_TOOL,
             Error::Seed(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),
+            Error::Accel(e) => e.exit_code(),
             Error::Config(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
         }
