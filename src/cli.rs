@@ -80,19 +80,38 @@ pub enum ImagesCommand {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
+    /// Baked image to run in; default: `image:` in vmrun.yaml (baked first if it is a source).
     #[arg(long)]
     pub image: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Keep the VM running when the command fails.
+    /// The directory synced into the guest; default: the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// On failure, keep the VM up (until Ctrl-C) and print how to get in.
     #[arg(long)]
     pub keep: bool,
+    /// End the command after this long (exit 124); default: `test.timeout`.
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
+    /// Give up when the guest is not reachable over SSH after this long.
+    #[arg(long, value_name = "DUR", default_value = "5m")]
+    pub boot_timeout: String,
+    /// Run N times, each in a fresh VM.
     #[arg(long, value_name = "N")]
     pub repeat: Option<u32>,
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<u32>,
+    /// Repeat until a run fails (at most --repeat times when given, else without end).
+    #[arg(long)]
+    pub until_fail: bool,
+    /// Runs at the same time.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: u32,
+    /// Run shard K of N: exports VMRUN_SHARD_INDEX=K and VMRUN_SHARD_COUNT=N to the command.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Where artifacts (`test.artifacts`) are copied; one subdirectory per run when repeating.
+    #[arg(long, value_name = "DIR", default_value = "vmrun-artifacts")]
+    pub artifacts_dir: PathBuf,
     /// The command to run in the guest; default: `test.command` from vmrun.yaml.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -52,6 +52,10 @@ pub enum Error {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Bake(#[from] crate::bake::Error),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Store(#[from] crate::store::Error),
 }
 
@@ -68,6 +72,7 @@ impl Error {
             Error::Disk(e) => e.exit_code(),
             Error::Accel(e) => e.exit_code(),
             Error::Config(e) => e.exit_code(),
+            Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
         }
     }

@@ -63,6 +63,11 @@ impl Home {
         self.state.join("vms")
     }
 
+    /// Live test runs, one directory each (see `run::reap_orphans`).
+    pub fn runs(&self) -> PathBuf {
+        self.runtime.join("runs")
+    }
+
     /// Per-host facts worth remembering (e.g. whether KVM works here).
     pub fn host_facts(&self) -> PathBuf {
         self.cache.join("host")

@@ -1,5 +1,6 @@
 //! One file per command: each turns raw arguments into validated values and calls the engine.
 
+mod bake;
 mod images;
 mod seed;
 
@@ -12,6 +13,7 @@ use crate::error::Error;
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Seed(args) => seed::run(args),
+        Command::Bake(args) => bake::run(args),
         Command::Images(args) => images::run(args),
         other => Err(Error::NotBuilt(other.name())),
     }
