@@ -76,11 +76,54 @@ pub fn seed_args(seed: &Path) -> Vec<OsString> {
 
 /// User networking; forwards bind 127.0.0.1 only, never every interface.
 pub fn net_args(forwards: &[Forward]) -> Vec<OsString> {
+    let rules: Vec<String> = forwards.iter().map(|f| format!("tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port)).collect();
+    user_net_args(&rules)
+}
+
+/// User networking (netdev `net0`) with host forwards given as QEMU's rules
+/// (`tcp:127.0.0.1:2222-:22`), the form `hostfwd_add net0 RULE` takes at run time too.
+pub fn user_net_args(hostfwd_rules: &[String]) -> Vec<OsString> {
     let mut netdev = String::from("user,id=net0");
-    for f in forwards {
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port));
+    for rule in hostfwd_rules {
+        debug_assert!(!rule.contains(','), "a rule is one option: {rule}");
+        netdev.push_str(",hostfwd=");
+        netdev.push_str(rule);
     }
     os(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
+}
+
+/// Headless like [`base_args`], but a guest reboot resets the machine instead of ending QEMU:
+/// a long-lived VM comes back from `reboot` in the guest.
+pub fn persistent_base_args() -> Vec<OsString> {
+    base_args().into_iter().filter(|a| a != "-no-reboot").collect()
+}
+
+/// The guest's name in QEMU's process title and messages.
+pub fn name_args(name: &str) -> Vec<OsString> {
+    vec!["-name".into(), option_list("", Path::new(name), "")]
+}
+
+/// A QMP monitor on a unix socket that QEMU listens on without waiting for a client.
+pub fn qmp_args(socket: &Path) -> Vec<OsString> {
+    vec![
+        "-chardev".into(),
+        option_list("socket,id=qmp,server=on,wait=off,path=", socket, ""),
+        "-mon".into(),
+        "chardev=qmp,mode=control".into(),
+    ]
+}
+
+/// The guest agent's channel: a virtio-serial port named `org.qemu.guest_agent.0` (which
+/// qemu-guest-agent in the guest opens), backed by a unix socket that QEMU listens on.
+pub fn guest_agent_args(socket: &Path) -> Vec<OsString> {
+    vec![
+        "-chardev".into(),
+        option_list("socket,id=qga0,server=on,wait=off,path=", socket, ""),
+        "-device".into(),
+        "virtio-serial-pci,id=virtio-serial0".into(),
+        "-device".into(),
+        "virtserialport,bus=virtio-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0".into(),
+    ]
 }
 
 pub fn serial_args(log: &Path) -> Vec<OsString> {
@@ -160,6 +203,34 @@ mod tests {
     #[test]
     fn kvm_uses_the_host_cpu() {
         assert_eq!(accel_args(Accel::Kvm), os(&["-accel", "kvm", "-cpu", "host"]));
+    }
+
+    #[test]
+    fn persistent_machines_reset_on_reboot() {
+        let base = base_args();
+        let persistent = persistent_base_args();
+        assert!(base.contains(&"-no-reboot".into()));
+        assert_eq!(persistent.len(), base.len() - 1);
+        assert!(!persistent.contains(&"-no-reboot".into()));
+    }
+
+    #[test]
+    fn monitor_and_agent_sockets() {
+        let qmp: Vec<_> = qmp_args(Path::new("/run/v,m/qmp.sock")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(qmp.join(" "), "-chardev socket,id=qmp,server=on,wait=off,path=/run/v,,m/qmp.sock -mon chardev=qmp,mode=control");
+        let qga: Vec<_> = guest_agent_args(Path::new("/run/vm/qga.sock")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            qga.join(" "),
+            "-chardev socket,id=qga0,server=on,wait=off,path=/run/vm/qga.sock -device virtio-serial-pci,id=virtio-serial0 \
+             -device virtserialport,bus=virtio-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0"
+        );
+        assert_eq!(name_args("db"), os(&["-name", "db"]));
+    }
+
+    #[test]
+    fn user_net_takes_any_rules() {
+        let netdev = user_net_args(&["tcp:127.0.0.1:2222-:22".into(), "udp:0.0.0.0:5353-:53".into()]);
+        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53");
     }
 
     #[test]

@@ -2,5 +2,8 @@
 
 pub mod accel;
 pub mod args;
+pub mod json_stream;
 pub mod process;
+pub mod qga;
+pub mod qmp;
 pub mod serial;
