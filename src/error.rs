@@ -57,6 +57,11 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Store(#[from] crate::store::Error),
+
+    /// Reaching a guest over SSH: not ready in time or a wrong host key are VM_FAILED.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ssh(#[from] crate::ssh::Error),
 }
 
 impl Error {
@@ -74,6 +79,7 @@ impl Error {
             Error::Config(e) => e.exit_code(),
             Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
+            Error::Ssh(e) => e.exit_code(),
         }
     }
 }

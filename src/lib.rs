@@ -15,6 +15,7 @@ pub mod paths;
 pub mod qemu;
 pub mod random;
 pub mod seed;
+pub mod ssh;
 pub mod store;
 pub mod tools;
 pub mod ui;

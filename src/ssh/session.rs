@@ -1,0 +1,270 @@
+//! Connections to a guest (pinned host key first, then vmrun's client key), polling for one
+//! while the guest boots, and commands whose output is passed on as it arrives.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use ssh2::{BlockDirections, Channel, ErrorCode};
+
+use super::{Error, HostKey, Target, USER};
+
+/// Upper bound on how long one wait on the socket lasts, so stop requests and deadlines are
+/// noticed promptly; also the pause between connection attempts.
+const POLL: Duration = Duration::from_millis(100);
+/// sshd sends its version line as soon as it accepts. With QEMU's user networking the port
+/// accepts before anything listens in the guest; the guest then resets the connection (seen
+/// at once) or, before its network is up, never answers (seen after this long).
+const BANNER_WAIT: Duration = Duration::from_secs(3);
+/// Key exchange and login; generous because an emulated (TCG) guest is slow.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A single blocking request after login (opening a channel, starting a command).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Signalling and closing a command that is being abandoned: best effort, never long.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(2);
+/// libssh2's code for "would block" in non-blocking mode.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+
+/// An authenticated SSH session to a guest.
+pub struct Session {
+    inner: ssh2::Session,
+    port: u16,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    /// Killed by a signal, named without `SIG` (`KILL`, `TERM`, ...).
+    Signalled(String),
+    /// The deadline passed; the command was signalled and its channel closed.
+    TimedOut,
+    /// `should_stop` said so; the command was signalled and its channel closed.
+    Stopped,
+}
+
+/// One attempt: connect, check the host key against the pinned one before anything is
+/// sent, then log in as [`USER`] with the client key.
+pub fn connect(target: &Target) -> Result<Session, Error> {
+    let pinned = pinned_key(target)?;
+    attempt(target, &pinned, Instant::now() + HANDSHAKE_TIMEOUT + BANNER_WAIT)
+}
+
+/// Polls [`connect`] (at most every [`POLL`]) until it succeeds, retrying while the guest is
+/// still booting. A wrong host key or a refused login ends the wait at once.
+pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
+    let pinned = pinned_key(target)?;
+    let started = Instant::now();
+    loop {
+        if should_stop() {
+            return Err(Error::Cancelled { port: target.port });
+        }
+        let attempt_started = Instant::now();
+        if attempt_started >= deadline {
+            return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last: "none was made".into() });
+        }
+        match attempt(target, &pinned, deadline) {
+            Ok(session) => return Ok(session),
+            Err(e) if e.is_retryable() => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last: chain(&e) });
+                }
+                std::thread::sleep((attempt_started + POLL).saturating_duration_since(now).min(deadline - now));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn pinned_key(target: &Target) -> Result<HostKey, Error> {
+    HostKey::parse_line(&target.host_key).map_err(|reason| Error::PinnedKey { reason })
+}
+
+fn attempt(target: &Target, pinned: &HostKey, deadline: Instant) -> Result<Session, Error> {
+    let port = target.port;
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&address, budget(deadline, BANNER_WAIT))
+        .map_err(|source| Error::Connect { port, source })?;
+    wait_for_banner(&stream, port, budget(deadline, BANNER_WAIT))?;
+
+    let mut session = ssh2::Session::new().map_err(|source| Error::Handshake { port, source })?;
+    session.set_tcp_stream(stream);
+    session.set_timeout(millis(budget(deadline, HANDSHAKE_TIMEOUT)));
+    session.handshake().map_err(|source| Error::Handshake { port, source })?;
+
+    let found = match session.host_key() {
+        Some((blob, _)) => HostKey::from_blob(blob.to_vec()),
+        None => return Err(Error::PinnedKey { reason: "the server sent no host key".into() }),
+    };
+    if &found != pinned {
+        return Err(Error::HostKeyMismatch { port, expected: pinned.fingerprint(), found: found.fingerprint() });
+    }
+    session
+        .userauth_pubkey_file(USER, None, &target.client_key, None)
+        .map_err(|source| Error::Auth { key: target.client_key.clone(), source })?;
+    session.set_timeout(millis(REQUEST_TIMEOUT));
+    Ok(Session { inner: session, port })
+}
+
+/// Waits until the peer has sent something (sshd's version line) or has closed.
+fn wait_for_banner(stream: &TcpStream, port: u16, wait: Duration) -> Result<(), Error> {
+    let readable = wait_fd(stream.as_raw_fd(), libc::POLLIN, wait).map_err(|source| Error::Connect { port, source })?;
+    if !readable {
+        return Err(Error::Silent { port, waited: wait });
+    }
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => Err(Error::Closed { port }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(Error::Closed { port }),
+        Err(source) => Err(Error::Connect { port, source }),
+    }
+}
+
+impl Session {
+    /// Runs `command_line` (see [`super::remote_command_line`]) and passes its stdout and
+    /// stderr on, each to its own writer, flushed as each piece arrives.
+    ///
+    /// When `deadline` passes or `should_stop` returns true, the command's process group is
+    /// sent SIGKILL (an SSH `signal` request) and the channel closed.
+    pub fn exec(
+        &self,
+        command_line: &str,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+        deadline: Option<Instant>,
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<Outcome, Error> {
+        let mut channel = self.inner.channel_session().map_err(self.failed("open a channel"))?;
+        channel.exec(command_line).map_err(self.failed("start the command"))?;
+        self.inner.set_blocking(false);
+        let outcome = self.follow(&mut channel, stdout, stderr, deadline, should_stop);
+        self.inner.set_blocking(true);
+        self.inner.set_timeout(millis(REQUEST_TIMEOUT));
+        outcome
+    }
+
+    /// Passes output on until the channel closes, the deadline passes, or a stop request.
+    fn follow(
+        &self,
+        channel: &mut Channel,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+        deadline: Option<Instant>,
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<Outcome, Error> {
+        let mut buffer = vec![0u8; 32 * 1024];
+        let mut error_stream = channel.stderr();
+        loop {
+            // One read per stream per turn, so a flood on one cannot starve the checks below.
+            let mut progressed = self.pass_on(channel, stdout, &mut buffer)?;
+            progressed |= self.pass_on(&mut error_stream, stderr, &mut buffer)?;
+            if channel.eof() {
+                match channel.wait_close() {
+                    Ok(()) => break,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(self.lost("wait for the command to end", e.into())),
+                }
+            }
+            if should_stop() {
+                self.abandon(channel);
+                return Ok(Outcome::Stopped);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.abandon(channel);
+                return Ok(Outcome::TimedOut);
+            }
+            if !progressed {
+                let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
+                self.wait_socket(wait).map_err(|e| self.lost("wait for the guest", e))?;
+            }
+        }
+        let signal = channel.exit_signal().map_err(self.failed("read the exit signal"))?;
+        Ok(match signal.exit_signal {
+            Some(name) => Outcome::Signalled(name),
+            None => Outcome::Exited(channel.exit_status().map_err(self.failed("read the exit status"))?),
+        })
+    }
+
+    /// Reads what is there on one stream and writes it on; whether anything came.
+    fn pass_on(&self, from: &mut dyn Read, to: &mut dyn Write, buffer: &mut [u8]) -> Result<bool, Error> {
+        match from.read(buffer) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                to.write_all(&buffer[..n]).and_then(|()| to.flush()).map_err(Error::Output)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(self.lost("read the command's output", e)),
+        }
+    }
+
+    /// Kills the command's process group and closes the channel, without waiting long.
+    fn abandon(&self, channel: &mut Channel) {
+        self.inner.set_blocking(true);
+        self.inner.set_timeout(millis(ABANDON_TIMEOUT));
+        // RFC 4254 6.9; OpenSSH's sshd sends it to the command's process group.
+        let _ = channel.process_startup("signal", Some("KILL"));
+        let _ = channel.close();
+    }
+
+    /// Sleeps until the socket is ready in the direction libssh2 is blocked on, or `wait`.
+    fn wait_socket(&self, wait: Duration) -> io::Result<()> {
+        let events = match self.inner.block_directions() {
+            BlockDirections::Outbound => libc::POLLOUT,
+            BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
+            BlockDirections::Inbound | BlockDirections::None => libc::POLLIN,
+        };
+        wait_fd(self.inner.as_raw_fd(), events, wait).map(drop)
+    }
+
+    fn failed(&self, action: &'static str) -> impl Fn(ssh2::Error) -> Error + '_ {
+        move |e| self.lost(action, e.into())
+    }
+
+    fn lost(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Session { port: self.port, action, source }
+    }
+}
+
+/// poll(2) on one descriptor; true when it is ready. An interrupted wait counts as not ready.
+fn wait_fd(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd { fd, events, revents: 0 };
+    let timeout = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, and the count says one.
+    match unsafe { libc::poll(&mut pollfd, 1, timeout) } {
+        -1 => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+fn would_block(e: &ssh2::Error) -> bool {
+    e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN)
+}
+
+/// What is left of `cap` before `deadline`, at least 1 ms (libssh2 reads 0 as "no timeout").
+fn budget(deadline: Instant, cap: Duration) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).min(cap).max(Duration::from_millis(1))
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
+}
+
+/// An error and its causes on one line, for the "last attempt" hint.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
