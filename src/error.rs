@@ -62,6 +62,11 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ssh(#[from] crate::ssh::Error),
+
+    /// Copying the project in or artifacts out with rsync.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sync(#[from] crate::sync::Error),
 }
 
 impl Error {
@@ -80,6 +85,7 @@ impl Error {
             Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
+            Error::Sync(e) => e.exit_code(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod random;
 pub mod seed;
 pub mod ssh;
 pub mod store;
+pub mod sync;
 pub mod tools;
 pub mod ui;
 pub mod utc;
