@@ -60,3 +60,24 @@ pub fn sha256_file(path: &Path) -> String {
     std::io::copy(&mut file, &mut hasher).unwrap();
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The path of the vmrun binary under test.
+pub const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+
+/// The name of an image baked with an empty vmrun.yaml from the test guest, in [`test_home`]:
+/// baked once per test home (the store hands every later bake of the same inputs back at once).
+pub fn baked_image() -> &'static str {
+    static BAKED: OnceLock<&'static str> = OnceLock::new();
+    BAKED.get_or_init(|| {
+        guest_image();
+        let empty = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(VMRUN)
+            .args(["bake", "--image", "debian:bookworm", "--name", "test-base"])
+            .current_dir(empty.path())
+            .env("VMRUN_HOME", test_home())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "baking the test image failed: {}", String::from_utf8_lossy(&out.stderr));
+        "test-base"
+    })
+}

@@ -1,0 +1,175 @@
+//! `vmrun test` through the binary against real VMs under QEMU: a third-party test suite,
+//! exact exit codes, separate output streams, loopback-only forwards, parallel runs, and
+//! teardown when vmrun is interrupted or killed.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vmrun::paths::Home;
+
+fn vmrun_test(project: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(common::VMRUN);
+    cmd.arg("test").arg("--image").arg(common::baked_image()).args(args);
+    cmd.current_dir(project).env("VMRUN_HOME", common::test_home());
+    cmd
+}
+
+fn run(project: &Path, args: &[&str]) -> Output {
+    vmrun_test(project, args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn runs_dir() -> PathBuf {
+    Home::under(&common::test_home()).runs()
+}
+
+/// Whether any process on the machine runs QEMU on a disk inside `dir`.
+fn qemu_using(dir: &Path) -> bool {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        cmdline.contains("qemu-system") && cmdline.contains(&needle)
+    })
+}
+
+/// Waits until a run directory appears and its SSH files are written (the VM is up).
+fn wait_for_live_run(timeout: Duration) -> PathBuf {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let live = std::fs::read_dir(runs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("ssh/ssh_config").exists());
+        if let Some(dir) = live {
+            return dir;
+        }
+        assert!(Instant::now() < deadline, "no run came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_third_party_test_suite_passes_in_the_guest() {
+    let project = tempfile::tempdir().unwrap();
+    let download = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "idna==3.7", "-d"])
+        .arg(project.path())
+        .output()
+        .unwrap();
+    assert!(download.status.success(), "pip download: {}", text(&download.stderr));
+    let unpack = Command::new("tar").args(["xzf", "idna-3.7.tar.gz", "--strip-components=1"]).current_dir(project.path()).status().unwrap();
+    assert!(unpack.success());
+    std::fs::remove_file(project.path().join("idna-3.7.tar.gz")).unwrap();
+    // The suite's own exit code: `set -o pipefail` in bash, since the command uses a pipe.
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        "test:\n  command: [bash, -o, pipefail, -c, 'python3 -m unittest discover -s tests -t . 2>&1 | tee unittest.log']\n  artifacts: [unittest.log]\n",
+    )
+    .unwrap();
+    let out = run(project.path(), &[]);
+    assert!(out.status.success(), "suite failed ({:?}):\n{}\n{}", out.status, text(&out.stdout), text(&out.stderr));
+    let log = std::fs::read_to_string(project.path().join("vmrun-artifacts/unittest.log")).expect("artifact copied back");
+    assert!(log.contains("Ran ") && log.trim_end().ends_with("OK"), "{log}");
+    assert!(text(&out.stdout).contains("Ran "), "output streamed to stdout");
+}
+
+#[test]
+fn exit_codes_come_back_exactly_and_streams_stay_apart() {
+    let project = tempfile::tempdir().unwrap();
+    let cases: [(&str, i32); 4] = [("exit 0", 0), ("exit 1", 1), ("exit 7", 7), ("kill -KILL $$", 137)];
+    // Two at a time: the machine has two cores.
+    for pair in cases.chunks(2) {
+        let children: Vec<_> = pair
+            .iter()
+            .map(|(script, _)| {
+                let script = format!("echo to-stdout; echo to-stderr >&2; {script}");
+                vmrun_test(project.path(), &["--", "sh", "-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+            })
+            .collect();
+        for ((script, code), child) in pair.iter().zip(children) {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(*code), "`{script}`: {}", text(&out.stderr));
+            assert_eq!(text(&out.stdout), "to-stdout\n", "`{script}` stdout");
+            let err = text(&out.stderr);
+            assert!(err.contains("to-stderr\n") && !err.contains("to-stdout"), "`{script}` stderr: {err}");
+        }
+    }
+}
+
+#[test]
+fn forward_is_loopback_only_and_sigint_tears_everything_down() {
+    let project = tempfile::tempdir().unwrap();
+    let mut child = vmrun_test(project.path(), &["--", "sleep", "600"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let run_dir = wait_for_live_run(Duration::from_secs(300));
+    let config = std::fs::read_to_string(run_dir.join("ssh/ssh_config")).unwrap();
+    let port: u16 = config.lines().find_map(|l| l.trim().strip_prefix("Port ")).unwrap().trim().parse().unwrap();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let listening: Vec<&str> = tcp
+        .lines()
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() > 3 && fields[3] == "0A" && fields[1].ends_with(&format!(":{port:04X}"))
+        })
+        .collect();
+    assert_eq!(listening.len(), 1, "{listening:?}");
+    assert!(listening[0].split_whitespace().nth(1).unwrap().starts_with("0100007F:"), "not on 127.0.0.1: {}", listening[0]);
+    assert!(qemu_using(&run_dir));
+
+    // SAFETY: SIGINT to the vmrun this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(!run_dir.exists(), "run directory left behind");
+    assert!(!qemu_using(&run_dir), "QEMU left running");
+}
+
+#[test]
+fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
+    let project = tempfile::tempdir().unwrap();
+    let mut child = vmrun_test(project.path(), &["--", "sleep", "600"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let run_dir = wait_for_live_run(Duration::from_secs(300));
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qemu_using(&run_dir) {
+        assert!(Instant::now() < deadline, "QEMU outlived a SIGKILLed vmrun");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(run_dir.exists(), "nothing ran to remove it yet");
+    let out = Command::new(common::VMRUN).args(["images"]).env("VMRUN_HOME", common::test_home()).output().unwrap();
+    assert!(out.status.success());
+    assert!(!run_dir.exists(), "the next vmrun call did not reap the dead run");
+}
+
+#[test]
+fn parallel_runs_do_not_collide_and_repeat_uses_fresh_overlays() {
+    let project = tempfile::tempdir().unwrap();
+    // Each run writes a marker and fails if an earlier run's marker is there.
+    let script = "test ! -e /var/tmp/seen && touch /var/tmp/seen && echo shard=$VMRUN_SHARD_INDEX/$VMRUN_SHARD_COUNT";
+    let out = run(project.path(), &["--repeat", "2", "--jobs", "2", "--shard", "2/3", "--", "sh", "-c", script]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("shard=2/3").count(), 2, "{stdout}");
+    assert!(err.contains("2 passed, 0 failed"), "{err}");
+}
+
+#[test]
+fn timeout_ends_the_command_with_124() {
+    let project = tempfile::tempdir().unwrap();
+    let out = run(project.path(), &["--timeout", "3s", "--", "sleep", "60"]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("timed out after 3s"), "{}", text(&out.stderr));
+}
