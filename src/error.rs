@@ -58,6 +58,10 @@ pub enum Error {
     #[diagnostic(transparent)]
     Store(#[from] crate::store::Error),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Run(#[from] crate::run::Error),
+
     /// Reaching a guest over SSH: not ready in time or a wrong host key are VM_FAILED.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -84,6 +88,7 @@ impl Error {
             Error::Config(e) => e.exit_code(),
             Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
+            Error::Run(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
         }

@@ -17,7 +17,7 @@ pub enum Event {
 }
 
 /// Where events go. `&dyn Fn` keeps the engine free of any UI type.
-pub type Sink<'a> = &'a dyn Fn(Event);
+pub type Sink<'a> = &'a (dyn Fn(Event) + Sync);
 
 /// Runs `work` as a phase, emitting its start and, on success, its end with the time it took.
 pub fn phase<T, E>(sink: Sink, name: &str, work: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
@@ -31,15 +31,15 @@ pub fn phase<T, E>(sink: Sink, name: &str, work: impl FnOnce() -> Result<T, E>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     #[test]
     fn phase_emits_start_and_finish_only_on_success() {
-        let seen = RefCell::new(Vec::new());
-        let sink = |e: Event| seen.borrow_mut().push(e);
+        let seen = Mutex::new(Vec::new());
+        let sink = |e: Event| seen.lock().unwrap().push(e);
         assert_eq!(phase(&sink, "one", || Ok::<_, ()>(7)), Ok(7));
         assert_eq!(phase(&sink, "two", || Err::<(), _>("boom")), Err("boom"));
-        let seen = seen.into_inner();
+        let seen = seen.into_inner().unwrap();
         assert_eq!(seen.len(), 3);
         assert_eq!(seen[0], Event::PhaseStarted("one".into()));
         assert!(matches!(&seen[1], Event::PhaseFinished { phase, .. } if phase == "one"));

@@ -14,6 +14,7 @@ pub mod name;
 pub mod paths;
 pub mod qemu;
 pub mod random;
+pub mod run;
 pub mod seed;
 pub mod ssh;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Renders engine events for a person: indicatif spinners and bars on a terminal, plain
 //! timestamped lines otherwise (CI logs), always on stderr so stdout stays the guest's.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,10 @@ use crate::events::Event;
 pub struct Ui {
     started: Instant,
     terminal: bool,
-    current: RefCell<Option<ProgressBar>>,
+    current: Mutex<Option<ProgressBar>>,
     /// When the last plain progress line was written: byte counts are printed every few
     /// seconds, not for every chunk.
-    last_bytes_line: RefCell<Option<Instant>>,
+    last_bytes_line: Mutex<Option<Instant>>,
 }
 
 /// How often a plain log gets a line about bytes done.
@@ -24,7 +24,7 @@ const PLAIN_BYTES_EVERY: Duration = Duration::from_secs(5);
 impl Ui {
     /// Chooses the form from whether stderr is a terminal.
     pub fn for_stderr() -> Ui {
-        Ui { started: Instant::now(), terminal: std::io::stderr().is_terminal(), current: RefCell::new(None), last_bytes_line: RefCell::new(None) }
+        Ui { started: Instant::now(), terminal: std::io::stderr().is_terminal(), current: Mutex::new(None), last_bytes_line: Mutex::new(None) }
     }
 
     pub fn render(&self, event: Event) {
@@ -37,7 +37,7 @@ impl Ui {
 
     fn plain_line_due(&self, event: &Event) -> bool {
         let Event::Bytes { done, total } = event else { return true };
-        let mut last = self.last_bytes_line.borrow_mut();
+        let mut last = self.last_bytes_line.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|t| t.elapsed() >= PLAIN_BYTES_EVERY) || Some(*done) == *total;
         if due {
             *last = Some(Instant::now());
@@ -51,7 +51,7 @@ impl Ui {
     }
 
     fn render_terminal(&self, event: Event) {
-        let mut current = self.current.borrow_mut();
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::PhaseStarted(phase) => {
                 let bar = ProgressBar::new_spinner().with_message(phase);

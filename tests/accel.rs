@@ -4,7 +4,6 @@
 //! `auto` is expected to choose TCG here; where KVM works (GitHub's runners) the workflow sets
 //! `VMRUN_EXPECT_KVM=1` and `auto` must choose KVM.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,21 +33,21 @@ fn expect_kvm() -> bool {
 }
 
 /// Events a call emitted.
-struct Recorder(RefCell<Vec<Event>>);
+struct Recorder(Mutex<Vec<Event>>);
 
 impl Recorder {
     fn new() -> Recorder {
-        Recorder(RefCell::new(Vec::new()))
+        Recorder(Mutex::new(Vec::new()))
     }
     fn sink(&self) -> impl Fn(Event) + '_ {
         |event| {
             eprintln!("event: {event:?}");
-            self.0.borrow_mut().push(event)
+            self.0.lock().unwrap().push(event)
         }
     }
     fn notices(&self) -> Vec<String> {
         self.0
-            .borrow()
+            .lock().unwrap()
             .iter()
             .filter_map(|e| match e {
                 Event::Notice(text) => Some(text.clone()),
@@ -57,7 +56,7 @@ impl Recorder {
             .collect()
     }
     fn take(&self) -> Vec<Event> {
-        self.0.take()
+        std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
 

@@ -3,7 +3,7 @@
 #[path = "support/http_server.rs"]
 mod http_server;
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,9 +28,9 @@ fn fetch_recorded(
     expected: Option<&str>,
     cache: &Path,
 ) -> (Result<Fetched, Error>, Vec<Event>) {
-    let events = RefCell::new(Vec::new());
-    let result = fetch(url, expected, cache, &|e| events.borrow_mut().push(e));
-    (result, events.into_inner())
+    let events = Mutex::new(Vec::new());
+    let result = fetch(url, expected, cache, &|e| events.lock().unwrap().push(e));
+    (result, events.into_inner().unwrap())
 }
 
 fn fetch_ok(url: &str, expected: Option<&str>, cache: &Path) -> Fetched {

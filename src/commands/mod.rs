@@ -3,6 +3,7 @@
 mod bake;
 mod images;
 mod seed;
+mod test;
 
 use std::process::ExitCode;
 
@@ -11,10 +12,21 @@ use crate::error::Error;
 
 /// Runs the parsed command line; `Ok` carries the exit code to return (a guest command's own).
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    reap_dead_runs();
     match cli.command {
         Command::Seed(args) => seed::run(args),
         Command::Bake(args) => bake::run(args),
         Command::Images(args) => images::run(args),
+        Command::Test(args) => test::run(args),
         other => Err(Error::NotBuilt(other.name())),
+    }
+}
+
+/// Every vmrun call first removes what runs of a killed vmrun left (their QEMU died with it).
+fn reap_dead_runs() {
+    if let Ok(home) = crate::paths::Home::from_env() {
+        for id in crate::run::reap_orphans(&home.runs()) {
+            eprintln!("note: removed run {id}, left by a vmrun that was killed");
+        }
     }
 }

@@ -259,10 +259,10 @@ mod tests {
         let first = import_file(&raw, None, &sources, &|_| {}).unwrap();
         assert_eq!(fs::read(&first.path).unwrap(), fs::read(&raw).unwrap());
         assert!(fs::metadata(&first.path).unwrap().blocks() * 512 <= 2 << 20, "copy of 64 MiB with one non-zero MiB is sparse");
-        let events = std::cell::RefCell::new(0);
-        let again = import_file(&raw, Some(&first.digest), &sources, &|_| *events.borrow_mut() += 1).unwrap();
+        let events = std::sync::Mutex::new(0);
+        let again = import_file(&raw, Some(&first.digest), &sources, &|_| *events.lock().unwrap() += 1).unwrap();
         assert_eq!(again, first);
-        assert_eq!(*events.borrow(), 0, "second import read nothing");
+        assert_eq!(*events.lock().unwrap(), 0, "second import read nothing");
         let wrong = import_file(&raw, Some("00"), &sources, &|_| {}).unwrap_err();
         assert!(wrong.to_string().contains("not the expected 00"), "{wrong}");
     }

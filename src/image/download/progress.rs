@@ -55,10 +55,10 @@ impl<'a> Progress<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
-    fn dones(events: &RefCell<Vec<Event>>) -> Vec<u64> {
-        let events = events.borrow();
+    fn dones(events: &Mutex<Vec<Event>>) -> Vec<u64> {
+        let events = events.lock().unwrap();
         let dones = events.iter().map(|e| match e {
             Event::Bytes {
                 done,
@@ -71,8 +71,8 @@ mod tests {
 
     #[test]
     fn emits_every_64_kib_within_the_same_instant() {
-        let events = RefCell::new(Vec::new());
-        let sink = |e: Event| events.borrow_mut().push(e);
+        let events = Mutex::new(Vec::new());
+        let sink = |e: Event| events.lock().unwrap().push(e);
         let now = Instant::now();
         let mut progress = Progress::start(&sink, 0, Some(1_000_000), now);
         for done in (1000..=200_000).step_by(1000) {
@@ -84,8 +84,8 @@ mod tests {
 
     #[test]
     fn emits_after_100_ms_with_little_progress() {
-        let events = RefCell::new(Vec::new());
-        let sink = |e: Event| events.borrow_mut().push(e);
+        let events = Mutex::new(Vec::new());
+        let sink = |e: Event| events.lock().unwrap().push(e);
         let t0 = Instant::now();
         let mut progress = Progress::start(&sink, 500, Some(1_000_000), t0);
         progress.advance(600, t0 + Duration::from_millis(50));

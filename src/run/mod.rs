@@ -1,0 +1,230 @@
+//! `vmrun test`'s engine: one run is a fresh overlay on a baked image, QEMU with an SSH
+//! forward on loopback, the pinned-key SSH session, the project synced in, the command with
+//! its output streamed, artifacts copied back, and teardown whatever happened.
+
+mod output;
+mod port;
+mod run_dir;
+pub mod signals;
+mod summary;
+
+pub use output::PrefixedLines;
+pub use run_dir::reap_orphans;
+pub use summary::{Outcome, Phase, RunReport, summary_table};
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::{Command, SyncConfig};
+use crate::disk::{self, Overlay};
+use crate::events::{Event, Sink};
+use crate::qemu::args::{Accel, Forward, Machine, command_line};
+use crate::qemu::process::{self, QemuProcess};
+use crate::qemu::serial::last_lines;
+use crate::ssh::{self, Target};
+use crate::store::BakedImage;
+use crate::sync;
+
+/// Where the project lands in the guest.
+pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
+/// Console lines shown when a boot fails.
+const TAIL_LINES: usize = 25;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    RunDir(#[from] run_dir::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Disk(#[from] disk::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Qemu(#[from] process::Error),
+    #[error("QEMU exited during boot ({status})\n{qemu_log}")]
+    QemuExited { status: String, qemu_log: String },
+    #[error("no free loopback port for the SSH forward after {attempts} attempts")]
+    NoPort { attempts: usize },
+    #[error("the guest did not become reachable over SSH\nlast lines of the serial console:\n{console}")]
+    #[diagnostic(help("{hint}"))]
+    NotReady {
+        #[source]
+        source: ssh::Error,
+        console: String,
+        hint: &'static str,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ssh(#[from] ssh::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sync(#[from] sync::Error),
+    #[error("cannot find a free port: {0}")]
+    Port(#[source] std::io::Error),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        use crate::exit_code::{INTERNAL, VM_FAILED};
+        match self {
+            Error::Disk(e) => e.exit_code(),
+            Error::Ssh(e) => e.exit_code(),
+            Error::Sync(e) => e.exit_code(),
+            Error::Qemu(_) | Error::QemuExited { .. } | Error::NoPort { .. } | Error::NotReady { .. } => VM_FAILED,
+            Error::RunDir(_) | Error::Port(_) => INTERNAL,
+        }
+    }
+}
+
+/// One run, fully decided: nothing here is checked again.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub image: BakedImage,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub project: PathBuf,
+    pub command: Command,
+    pub env: BTreeMap<String, String>,
+    pub sync: SyncConfig,
+    pub artifacts: Vec<String>,
+    /// Where this run's artifacts go on the host.
+    pub artifacts_dir: PathBuf,
+    pub timeout: Option<Duration>,
+    pub boot_timeout: Duration,
+    /// On failure, keep the VM up until vmrun is interrupted.
+    pub keep: bool,
+}
+
+/// Runs `plan` once in a new VM. Never returns before the VM is gone (or, with `keep` and a
+/// failure, before the user interrupts).
+pub fn run_once(plan: &RunPlan, id: &str, runs: &Path, qemu: &Path, out: &mut dyn Write, err: &mut dyn Write, sink: Sink) -> RunReport {
+    let mut report = RunReport::new(id);
+    let outcome = match run_dir::RunDir::create(runs, id) {
+        Ok(dir) => {
+            let mut vm = None;
+            let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
+                .unwrap_or_else(|e| Outcome::Failed(e.to_string(), e.exit_code()));
+            if plan.keep && !outcome.passed() && vm.is_some() {
+                keep_until_interrupted(&dir, sink);
+            }
+            report.time(Phase::Teardown, || drop(vm));
+            drop(dir);
+            outcome
+        }
+        Err(e) => Outcome::Failed(e.to_string(), crate::exit_code::INTERNAL),
+    };
+    report.outcome = Some(outcome);
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    plan: &RunPlan,
+    dir: &run_dir::RunDir,
+    qemu: &Path,
+    vm: &mut Option<QemuProcess>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    report: &mut RunReport,
+    sink: Sink,
+) -> Result<Outcome, Error> {
+    let host_key_path = plan.image.host_key();
+    let host_key = std::fs::read_to_string(&host_key_path)
+        .map_err(|source| ssh::Error::Io { action: "read", path: host_key_path, source })?;
+    let disk = dir.file("disk.qcow2");
+    Overlay::create(&disk, &plan.image.disk())?;
+
+    let started = Instant::now();
+    sink(Event::PhaseStarted(format!("run {}: boot", dir.id())));
+    let (process, port) = start_qemu(plan, dir, qemu, &disk)?;
+    *vm = Some(process);
+    let target = Target { port, host_key: host_key.trim().to_owned(), client_key: plan.image.client_key() };
+    let deadline = started + plan.boot_timeout;
+    let session = ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
+        if matches!(source, ssh::Error::Cancelled { .. }) {
+            return Error::Ssh(source);
+        }
+        Error::NotReady {
+            source,
+            console: last_lines(&dir.file("serial.log"), TAIL_LINES),
+            hint: match plan.accel {
+                Accel::Kvm => "KVM was used: if guests hang here, try VMRUN_ACCEL=tcg",
+                Accel::Tcg => "under TCG a cold boot takes about a minute; a longer boot timeout may help",
+            },
+        }
+    });
+    let session = match session {
+        Err(Error::Ssh(ssh::Error::Cancelled { .. })) => {
+            return Ok(Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM)));
+        }
+        other => other?,
+    };
+    report.record(Phase::Boot, started.elapsed());
+    sink(Event::PhaseFinished { phase: format!("run {}: boot", dir.id()), elapsed: started.elapsed() });
+
+    let ssh_config = ssh::ClientFiles::write(&dir.file("ssh"), &target)?.ssh_config;
+    report.time(Phase::Sync, || sync::push(&ssh_config, &plan.project, GUEST_PROJECT_DIR, &plan.sync))?;
+
+    let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
+    let deadline = plan.timeout.map(|t| Instant::now() + t);
+    let result = report.time(Phase::Command, || {
+        session.exec(&command_line, out, err, deadline, &|| signals::received().is_some())
+    })?;
+    if !plan.artifacts.is_empty() {
+        report.time(Phase::Artifacts, || {
+            sync::pull(&ssh_config, GUEST_PROJECT_DIR, &plan.artifacts, &plan.artifacts_dir)
+        })?;
+    }
+    Ok(match result {
+        ssh::Outcome::Exited(code) => Outcome::Exited(code),
+        ssh::Outcome::Signalled(name) => Outcome::Signalled(name),
+        ssh::Outcome::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
+        ssh::Outcome::Stopped => Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM)),
+    })
+}
+
+/// Starts QEMU with a forward on a free loopback port, choosing another port when the
+/// chosen one was taken before QEMU could bind it.
+fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -> Result<(QemuProcess, u16), Error> {
+    let qemu_log = dir.file("qemu.log");
+    for _ in 0..port::ATTEMPTS {
+        let port = port::free_loopback_port().map_err(Error::Port)?;
+        let machine = Machine {
+            accel: plan.accel,
+            cpus: plan.cpus,
+            memory_mib: plan.memory_mib,
+            disk: disk.to_owned(),
+            seed: None,
+            serial_log: dir.file("serial.log"),
+            forwards: vec![Forward { host_port: port, guest_port: 22 }],
+        };
+        let mut process = QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log)?;
+        dir.record_qemu_pid(process.pid())?;
+        // A forward that cannot bind makes QEMU exit at once; give it that moment.
+        match process.wait_timeout(Duration::from_millis(300))? {
+            None => return Ok((process, port)),
+            Some(status) => {
+                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+                if !port::is_forward_conflict(&log) {
+                    return Err(Error::QemuExited { status: status.to_string(), qemu_log: log.trim().to_owned() });
+                }
+            }
+        }
+    }
+    Err(Error::NoPort { attempts: port::ATTEMPTS })
+}
+
+/// `--keep`: the failed run's VM stays up; vmrun waits for Ctrl-C, then tears it down.
+fn keep_until_interrupted(dir: &run_dir::RunDir, sink: Sink) {
+    sink(Event::Notice(format!(
+        "run {} failed; its VM is kept. Get in with: vmrun ssh {}   (Ctrl-C here tears it down)",
+        dir.id(),
+        dir.id()
+    )));
+    while signals::received().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
