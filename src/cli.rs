@@ -119,7 +119,11 @@ pub struct TestArgs {
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
+    /// The run's id, as `vmrun test` prints it.
     pub run_id: String,
+    /// A command to run instead of a login shell.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,13 @@ pub enum Error {
     #[error("cannot read the current directory")]
     CurrentDir(#[source] std::io::Error),
 
+    #[error("cannot run {program}")]
+    Exec {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     NoHome(#[from] crate::paths::NoHome),
@@ -80,7 +87,7 @@ impl Error {
             Error::NotBuilt(_) => exit_code::NOT_BUILT,
             Error::Usage(_) => exit_code::USAGE,
             Error::InvalidName(_) => exit_code::BAD_INPUT,
-            Error::CurrentDir(_) | Error::NoHome(_) => exit_code::INTERNAL,
+            Error::CurrentDir(_) | Error::NoHome(_) | Error::Exec { .. } => exit_code::INTERNAL,
             Error::MissingTool(_) => exit_code::MISSING_TOOL,
             Error::Seed(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),

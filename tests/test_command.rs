@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -40,21 +39,55 @@ fn qemu_using(dir: &Path) -> bool {
     })
 }
 
-/// Waits until a run directory appears and its SSH files are written (the VM is up).
-fn wait_for_live_run(timeout: Duration) -> PathBuf {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let live = std::fs::read_dir(runs_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.join("ssh/ssh_config").exists());
-        if let Some(dir) = live {
-            return dir;
+/// A `vmrun test` started in the background, its stderr collected by a thread.
+struct LiveRun {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl LiveRun {
+    fn start(mut cmd: Command) -> LiveRun {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        LiveRun { child, stderr: rx, lines: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.lines.push(line),
+                Err(_) => panic!("no `{needle}` on stderr; saw:\n{}", self.lines.join("\n")),
+            }
         }
-        assert!(Instant::now() < deadline, "no run came up");
-        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// This run's directory, once its VM is reachable over SSH.
+    fn wait_until_up(&mut self) -> PathBuf {
+        let line = self.wait_for(": boot: done", Duration::from_secs(300));
+        let id = line.split("run ").nth(1).unwrap().split(':').next().unwrap();
+        runs_dir().join(id)
+    }
+
+    /// SIGINT; the exit code and all of stderr.
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        // SAFETY: kill(2) of the child this test spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        self.lines.extend(self.stderr.iter());
+        (status.code(), self.lines.join("\n"))
     }
 }
 
@@ -106,13 +139,19 @@ fn exit_codes_come_back_exactly_and_streams_stay_apart() {
     }
 }
 
-#[test]
-fn forward_is_loopback_only_and_sigint_tears_everything_down() {
-    let project = tempfile::tempdir().unwrap();
-    let mut child = vmrun_test(project.path(), &["--", "sleep", "600"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let run_dir = wait_for_live_run(Duration::from_secs(300));
+/// The port of a live run's SSH forward, from its ssh_config.
+fn forward_port(run_dir: &Path) -> u16 {
     let config = std::fs::read_to_string(run_dir.join("ssh/ssh_config")).unwrap();
-    let port: u16 = config.lines().find_map(|l| l.trim().strip_prefix("Port ")).unwrap().trim().parse().unwrap();
+    config.lines().find_map(|l| l.trim().strip_prefix("Port ")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
+    let project = tempfile::tempdir().unwrap();
+    let mut live = LiveRun::start(vmrun_test(project.path(), &["--keep", "--", "sh", "-c", "exit 5"]));
+    let run_dir = live.wait_until_up();
+    let id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
+    let port = forward_port(&run_dir);
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let listening: Vec<&str> = tcp
         .lines()
@@ -123,14 +162,33 @@ fn forward_is_loopback_only_and_sigint_tears_everything_down() {
         .collect();
     assert_eq!(listening.len(), 1, "{listening:?}");
     assert!(listening[0].split_whitespace().nth(1).unwrap().starts_with("0100007F:"), "not on 127.0.0.1: {}", listening[0]);
-    assert!(qemu_using(&run_dir));
 
-    // SAFETY: SIGINT to the vmrun this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
+    live.wait_for("its VM is kept", Duration::from_secs(60));
+    let ssh = Command::new(common::VMRUN)
+        .args(["ssh", &id, "--", "echo", "inside", "it's"])
+        .env("VMRUN_HOME", common::test_home())
+        .output()
+        .unwrap();
+    assert!(ssh.status.success(), "vmrun ssh: {}", text(&ssh.stderr));
+    assert_eq!(text(&ssh.stdout), "inside it's\n");
+    assert!(qemu_using(&run_dir), "the kept VM is gone");
+
+    let (code, err) = live.interrupt();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains(&format!("vmrun ssh {id}")), "says how to get in: {err}");
+    assert!(!run_dir.exists(), "run directory left behind");
+    assert!(!qemu_using(&run_dir), "QEMU left running");
+}
+
+#[test]
+fn sigint_during_the_command_tears_everything_down() {
+    let project = tempfile::tempdir().unwrap();
+    let mut live = LiveRun::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
+    let run_dir = live.wait_until_up();
+    assert!(qemu_using(&run_dir));
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, err) = live.interrupt();
+    assert_eq!(code, Some(130), "{err}");
     assert!(!run_dir.exists(), "run directory left behind");
     assert!(!qemu_using(&run_dir), "QEMU left running");
 }
@@ -138,10 +196,10 @@ fn forward_is_loopback_only_and_sigint_tears_everything_down() {
 #[test]
 fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
     let project = tempfile::tempdir().unwrap();
-    let mut child = vmrun_test(project.path(), &["--", "sleep", "600"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let run_dir = wait_for_live_run(Duration::from_secs(300));
-    child.kill().unwrap(); // SIGKILL: no handler runs
-    child.wait().unwrap();
+    let mut live = LiveRun::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
+    let run_dir = live.wait_until_up();
+    live.child.kill().unwrap(); // SIGKILL: no handler runs
+    live.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while qemu_using(&run_dir) {
         assert!(Instant::now() < deadline, "QEMU outlived a SIGKILLed vmrun");

@@ -3,6 +3,7 @@
 mod bake;
 mod images;
 mod seed;
+mod ssh;
 mod test;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bake(args) => bake::run(args),
         Command::Images(args) => images::run(args),
         Command::Test(args) => test::run(args),
+        Command::Ssh(args) => ssh::run(args),
         other => Err(Error::NotBuilt(other.name())),
     }
 }

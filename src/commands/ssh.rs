@@ -1,0 +1,43 @@
+//! `vmrun ssh RUN_ID [-- COMMAND...]`: the system ssh into a live run's VM, with the run's
+//! ssh_config (pinned host key, vmrun's client key).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use crate::cli::SshArgs;
+use crate::error::Error;
+use crate::paths::Home;
+use crate::ssh::{ClientFiles, GUEST_HOST, sh_quote};
+use crate::tools;
+
+pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
+    let runs = Home::from_env()?.runs();
+    let config = runs.join(&args.run_id).join("ssh").join(ClientFiles::SSH_CONFIG);
+    if args.run_id.contains('/') || !config.is_file() {
+        let live: Vec<String> = std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let known = if live.is_empty() { "none".to_owned() } else { live.join(", ") };
+        return Err(Error::Usage(format!(
+            "no live run `{}` with a reachable VM (live runs: {known}); runs stay up only while `vmrun test` runs, e.g. with --keep",
+            args.run_id
+        )));
+    }
+    let ssh = tools::find("ssh")?;
+    let mut command = Command::new(ssh);
+    command.arg("-F").arg(&config);
+    if args.command.is_empty() {
+        command.arg("-t");
+    }
+    command.arg(GUEST_HOST);
+    // ssh joins its arguments into one string for the remote shell: quote each word.
+    if !args.command.is_empty() {
+        command.arg("--").arg(args.command.iter().map(|w| sh_quote(w)).collect::<Vec<_>>().join(" "));
+    }
+    let source = command.exec();
+    Err(Error::Exec { program: "ssh", source })
+}
