@@ -94,6 +94,9 @@ pub struct TestArgs {
     /// End the command after this long (exit 124); default: `test.timeout`.
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
+    /// Boot the image instead of resuming its warm state.
+    #[arg(long)]
+    pub cold: bool,
     /// Give up when the guest is not reachable over SSH after this long.
     #[arg(long, value_name = "DUR", default_value = "5m")]
     pub boot_timeout: String,

@@ -69,6 +69,10 @@ pub enum Error {
     #[diagnostic(transparent)]
     Run(#[from] crate::run::Error),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Warm(#[from] crate::warm::Error),
+
     /// Reaching a guest over SSH: not ready in time or a wrong host key are VM_FAILED.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -96,6 +100,7 @@ impl Error {
             Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
             Error::Run(e) => e.exit_code(),
+            Error::Warm(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
         }

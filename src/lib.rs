@@ -22,3 +22,4 @@ pub mod sync;
 pub mod tools;
 pub mod ui;
 pub mod utc;
+pub mod warm;

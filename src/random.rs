@@ -2,6 +2,12 @@
 
 /// `bytes` random bytes as lowercase hex (2 × `bytes` digits).
 pub fn hex(bytes: usize) -> String {
+    self::bytes(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `count` random bytes.
+pub fn bytes(count: usize) -> Vec<u8> {
+    let bytes = count;
     let mut buf = vec![0u8; bytes];
     let mut filled = 0;
     while filled < bytes {
@@ -13,7 +19,7 @@ pub fn hex(bytes: usize) -> String {
             panic!("the kernel's random number generator failed: {}", std::io::Error::last_os_error());
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    buf
 }
 
 #[cfg(test)]

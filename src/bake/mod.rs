@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::BakeConfig;
 use crate::disk::{self, Overlay};
-use crate::events::{Event, Sink};
+use crate::events::{Event, Sink, phase};
 use crate::image::source::{self, ImageSource};
 use crate::paths::Home;
 use crate::qemu::args::{Accel, Machine, command_line};
@@ -22,6 +22,7 @@ use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::{SerialTail, last_lines};
 use crate::seed::{self, SeedIso};
 use crate::store::{self, BakedImage, Manifest, Store};
+use crate::warm::{self, WarmState};
 use console::ConsoleSignal;
 use keys::KeyPair;
 
@@ -63,6 +64,9 @@ pub enum Error {
     #[error("the bake did not finish within {}s\n{}", after.as_secs(), console_tail(serial_log))]
     #[diagnostic(help("a slow package install needs a longer --timeout; under TCG everything is ~10x slower than KVM"))]
     Timeout { after: Duration, serial_log: PathBuf },
+    #[error("saving the warm state failed")]
+    #[diagnostic(help("bake again to retry; until then runs of this image boot cold"))]
+    Warm(#[source] warm::Error),
     #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -82,7 +86,7 @@ impl Error {
             Error::Seed(e) => e.exit_code(),
             Error::CloudConfig(_) => BAD_INPUT,
             Error::Keys(_) | Error::Io { .. } => INTERNAL,
-            Error::Qemu(_) | Error::Provisioning { .. } | Error::NoVerdict { .. } | Error::Timeout { .. } => IMAGE_FAILED,
+            Error::Qemu(_) | Error::Warm(_) | Error::Provisioning { .. } | Error::NoVerdict { .. } | Error::Timeout { .. } => IMAGE_FAILED,
         }
     }
 
@@ -118,9 +122,10 @@ pub struct Baked {
 /// Bakes `req` (or finds the same bake in the store) and gives it `req.name`.
 pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<Baked, Error> {
     let local = req.source.materialize(&home.sources(), sink)?;
-    let key = cache_key(&local.digest, &req.bake)?;
+    let key = cache_key(&local.digest, &req.bake, req.cpus, req.memory_mib)?;
     let store = Store::new(home);
     if let Some(image) = store.entry(&key)? {
+        ensure_warm(&image, req, qemu, sink)?;
         store.set_name(&req.name, &key)?;
         sink(Event::Notice(format!("same inputs as an earlier bake: reusing {}", &key[..12])));
         return Ok(Baked { image, cached: true });
@@ -174,17 +179,59 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         vmrun_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let image = store.commit(staging, &manifest)?;
+    ensure_warm(&image, req, qemu, sink)?;
     store.set_name(&req.name, &key)?;
     Ok(Baked { image, cached: false })
 }
 
 /// The image's content key: the source's digest, the seed as rendered from the `bake:`
 /// section and vmrun's templates (secrets left out), and vmrun's version.
-pub fn cache_key(source_digest: &str, bake: &BakeConfig) -> Result<String, Error> {
+pub fn cache_key(source_digest: &str, bake: &BakeConfig, cpus: u32, memory_mib: u64) -> Result<String, Error> {
     let mut h = Sha256::new();
-    h.update(format!("vmrun-bake\0{}\0{source_digest}\0", env!("CARGO_PKG_VERSION")));
+    // The machine's size is part of the image: its warm state was saved with it.
+    h.update(format!("vmrun-bake\0{}\0{source_digest}\0{cpus}\0{memory_mib}\0", env!("CARGO_PKG_VERSION")));
     h.update(cloud_config::cache_material(bake)?);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Gives the entry its warm state if it has none yet (a fresh bake, or an entry whose
+/// capture failed before). One vmrun at a time does it; a half-written state is replaced.
+fn ensure_warm(image: &BakedImage, req: &BakeRequest, qemu: &Path, sink: Sink) -> Result<(), Error> {
+    if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
+        return Ok(());
+    }
+    let lock_path = image.dir.join("warm.lock");
+    let lock = fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+    lock.lock().map_err(Error::io("lock", &lock_path))?;
+    if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
+        return Ok(());
+    }
+    let partial = image.dir.join(crate::warm::DIR);
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(Error::io("remove", &partial))?;
+    }
+    let host_key_path = image.host_key();
+    let capture = warm::Capture {
+        entry: &image.dir,
+        host_key: fs::read_to_string(&host_key_path).map_err(Error::io("read", &host_key_path))?.trim().to_owned(),
+        client_key: image.client_key(),
+        accel: req.accel,
+        cpus: req.cpus,
+        memory_mib: req.memory_mib,
+        qemu,
+        boot_timeout: req.timeout,
+    };
+    let saved = phase(sink, "save the warm state", || warm::capture(&capture, sink));
+    match saved {
+        Ok(machine) => {
+            sink(Event::Detail(format!("warm state: {} MiB", machine.state_bytes >> 20)));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&partial);
+            Err(Error::Warm(e))
+        }
+    }
 }
 
 /// Boots the bake VM and follows its console until the verdict and the poweroff.
@@ -265,13 +312,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cache_key_follows_source_and_bake_section() {
+    fn cache_key_follows_source_bake_section_and_size() {
         let plain = BakeConfig::default();
-        let key = cache_key("sha-a", &plain).unwrap();
+        let key = cache_key("sha-a", &plain, 2, 1024).unwrap();
         assert_eq!(key.len(), 64);
-        assert_eq!(key, cache_key("sha-a", &plain).unwrap());
-        assert_ne!(key, cache_key("sha-b", &plain).unwrap());
+        assert_eq!(key, cache_key("sha-a", &plain, 2, 1024).unwrap());
+        assert_ne!(key, cache_key("sha-b", &plain, 2, 1024).unwrap());
+        assert_ne!(key, cache_key("sha-a", &plain, 2, 2048).unwrap());
         let with_packages = BakeConfig { packages: vec!["curl".into()], ..Default::default() };
-        assert_ne!(key, cache_key("sha-a", &with_packages).unwrap());
+        assert_ne!(key, cache_key("sha-a", &with_packages, 2, 1024).unwrap());
     }
 }

@@ -10,7 +10,7 @@ use crate::bake::{self, BakeRequest};
 use crate::cli::TestArgs;
 use crate::config::{self, Command, Config, parse_duration};
 use crate::error::Error;
-use crate::events::Sink;
+use crate::events::{Event, Sink};
 use crate::image::source::ImageSource;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
@@ -19,6 +19,7 @@ use crate::run::{self, Outcome, PrefixedLines, RunPlan, RunReport, signals};
 use crate::store::{BakedImage, Store};
 use crate::tools;
 use crate::ui::Ui;
+use crate::warm::{self, WarmState};
 
 /// How long a bake started by `vmrun test` may take.
 const BAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -65,9 +66,13 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let sink = |event| ui.render(event);
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
     let image = resolve_image(args.image.as_deref(), &config, &home, accel, &qemu, &sink)?;
+    let cpus = config.vm.cpus.unwrap_or(image.manifest.cpus);
+    let memory_mib = config.vm.memory.map(|m| m.mib()).unwrap_or(image.manifest.memory_mib);
+    let warm = if args.cold { None } else { warm_state(&image, accel, cpus, memory_mib, &qemu, &sink)? };
     let plan = RunPlan {
-        cpus: config.vm.cpus.unwrap_or(image.manifest.cpus),
-        memory_mib: config.vm.memory.map(|m| m.mib()).unwrap_or(image.manifest.memory_mib),
+        cpus,
+        memory_mib,
+        warm,
         image,
         accel,
         project,
@@ -144,6 +149,21 @@ fn resolve_image(
         timeout: BAKE_TIMEOUT,
     };
     Ok(bake::bake(&request, home, qemu, sink)?.image)
+}
+
+/// The image's warm state if this run can resume it; otherwise says in one line why it boots.
+fn warm_state(image: &BakedImage, accel: Accel, cpus: u32, memory_mib: u64, qemu: &Path, sink: Sink) -> Result<Option<WarmState>, Error> {
+    let Some(warm) = WarmState::load(&image.dir)? else {
+        sink(Event::Notice("booting cold: the image has no warm state (bake it again with this vmrun to add one)".into()));
+        return Ok(None);
+    };
+    match warm.machine.check(&warm::qemu_version(qemu)?, accel, cpus, memory_mib) {
+        Ok(()) => Ok(Some(warm)),
+        Err(mismatch) => {
+            sink(Event::Notice(format!("booting cold: the warm state does not fit: {mismatch}")));
+            Ok(None)
+        }
+    }
 }
 
 /// Runs the schedule, `jobs` at a time; with `until_fail`, no new run starts after a failure.

@@ -3,6 +3,7 @@
 pub mod accel;
 pub mod args;
 pub mod json_stream;
+pub mod port;
 pub mod process;
 pub mod qga;
 pub mod qmp;

@@ -3,7 +3,6 @@
 //! its output streamed, artifacts copied back, and teardown whatever happened.
 
 mod output;
-mod port;
 mod run_dir;
 pub mod signals;
 mod summary;
@@ -26,6 +25,7 @@ use crate::qemu::serial::last_lines;
 use crate::ssh::{self, Target};
 use crate::store::BakedImage;
 use crate::sync;
+use crate::warm::{self, WarmState, machine::Instance};
 
 /// Where the project lands in the guest.
 pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
@@ -63,6 +63,9 @@ pub enum Error {
     Sync(#[from] sync::Error),
     #[error("cannot find a free port: {0}")]
     Port(#[source] std::io::Error),
+    #[error("resuming the warm state failed")]
+    #[diagnostic(help("`vmrun test --cold` boots instead"))]
+    Resume(#[source] warm::Error),
 }
 
 impl Error {
@@ -74,6 +77,7 @@ impl Error {
             Error::Sync(e) => e.exit_code(),
             Error::Qemu(_) | Error::QemuExited { .. } | Error::NoPort { .. } | Error::NotReady { .. } => VM_FAILED,
             Error::RunDir(_) | Error::Port(_) => INTERNAL,
+            Error::Resume(e) => e.exit_code(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct RunPlan {
     pub boot_timeout: Duration,
     /// On failure, keep the VM up until vmrun is interrupted.
     pub keep: bool,
+    /// Resume this saved machine instead of booting (`None`: cold boot).
+    pub warm: Option<WarmState>,
 }
 
 /// Runs `plan` once in a new VM. Never returns before the VM is gone (or, with `keep` and a
@@ -135,7 +141,8 @@ fn drive(
     let host_key = std::fs::read_to_string(&host_key_path)
         .map_err(|source| ssh::Error::Io { action: "read", path: host_key_path, source })?;
     let disk = dir.file("disk.qcow2");
-    Overlay::create(&disk, &plan.image.disk())?;
+    let base = plan.warm.as_ref().map_or_else(|| plan.image.disk(), |w| w.disk.clone());
+    Overlay::create(&disk, &base)?;
 
     let started = Instant::now();
     sink(Event::PhaseStarted(format!("run {}: boot", dir.id())));
@@ -186,12 +193,12 @@ fn drive(
     })
 }
 
-/// Starts QEMU with a forward on a free loopback port, choosing another port when the
-/// chosen one was taken before QEMU could bind it.
+/// Starts QEMU with a forward on a free loopback port, booting or resuming, and chooses
+/// another port when the chosen one was taken before QEMU could bind it.
 fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -> Result<(QemuProcess, u16), Error> {
     let qemu_log = dir.file("qemu.log");
-    for _ in 0..port::ATTEMPTS {
-        let port = port::free_loopback_port().map_err(Error::Port)?;
+    for _ in 0..crate::qemu::port::ATTEMPTS {
+        let port = crate::qemu::port::free_loopback_port().map_err(Error::Port)?;
         let machine = Machine {
             accel: plan.accel,
             cpus: plan.cpus,
@@ -201,20 +208,41 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
             serial_log: dir.file("serial.log"),
             forwards: vec![Forward { host_port: port, guest_port: 22 }],
         };
-        let mut process = QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log)?;
+        let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
+        let line = match &plan.warm {
+            None => command_line(&machine),
+            Some(warm) => {
+                let generation = warm::machine::new_generation();
+                let instance =
+                    Instance { qmp: &qmp, guest_agent: &agent, generation: &generation, incoming: Some(&warm.state) };
+                warm::machine::command_line(&machine, &instance)
+            }
+        };
+        let mut process = QemuProcess::spawn(qemu, &line, &qemu_log)?;
         dir.record_qemu_pid(process.pid())?;
-        // A forward that cannot bind makes QEMU exit at once; give it that moment.
-        match process.wait_timeout(Duration::from_millis(300))? {
-            None => return Ok((process, port)),
-            Some(status) => {
+        let started = match &plan.warm {
+            Some(_) => warm::finish_resume(&mut process, &qmp, &agent, &qemu_log).map_err(Error::Resume),
+            // A forward that cannot bind makes QEMU exit at once; give it that moment.
+            None => match process.wait_timeout(Duration::from_millis(300))? {
+                None => Ok(()),
+                Some(status) => Err(Error::QemuExited { status: status.to_string(), qemu_log: String::new() }),
+            },
+        };
+        match started {
+            Ok(()) => return Ok((process, port)),
+            Err(e) => {
+                let exited = process.try_wait()?.is_some();
                 let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
-                if !port::is_forward_conflict(&log) {
-                    return Err(Error::QemuExited { status: status.to_string(), qemu_log: log.trim().to_owned() });
+                if !(exited && crate::qemu::port::is_forward_conflict(&log)) {
+                    return Err(match e {
+                        Error::QemuExited { status, .. } => Error::QemuExited { status, qemu_log: log.trim().to_owned() },
+                        other => other,
+                    });
                 }
             }
         }
     }
-    Err(Error::NoPort { attempts: port::ATTEMPTS })
+    Err(Error::NoPort { attempts: crate::qemu::port::ATTEMPTS })
 }
 
 /// `--keep`: the failed run's VM stays up; vmrun waits for Ctrl-C, then tears it down.

@@ -1,0 +1,182 @@
+//! The machine a warm state belongs to: QEMU's arguments for it (pure), and what a run must
+//! match to resume it.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::qemu::args::{self, Accel, Machine};
+
+/// Bumped whenever the warm machine's arguments change shape: older states then fall back.
+pub const FORMAT: u32 = 1;
+
+/// What a saved state needs of the QEMU that resumes it. Stored beside the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmMachine {
+    pub format: u32,
+    /// `qemu-system-x86_64 --version`'s first line.
+    pub qemu_version: String,
+    pub accel: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// The exact command line the state was saved from, for the record.
+    pub args: Vec<String>,
+    /// Bytes of the saved state.
+    pub state_bytes: u64,
+}
+
+/// Why a run boots cold instead of resuming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    Format { saved: u32 },
+    Qemu { saved: String, now: String },
+    Accel { saved: String, now: String },
+    Size { saved: (u32, u64), now: (u32, u64) },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Mismatch::Format { saved } => write!(f, "it was saved by an older vmrun (format {saved}, now {FORMAT})"),
+            Mismatch::Qemu { saved, now } => write!(f, "it was saved by {saved}; this is {now}"),
+            Mismatch::Accel { saved, now } => write!(f, "it was saved under {saved}; this run uses {now}"),
+            Mismatch::Size { saved, now } => write!(
+                f,
+                "it was saved with {} cpus and {} MiB; this run asks for {} cpus and {} MiB",
+                saved.0, saved.1, now.0, now.1
+            ),
+        }
+    }
+}
+
+impl WarmMachine {
+    /// Whether a run with these settings can resume the state.
+    pub fn check(&self, qemu_version: &str, accel: Accel, cpus: u32, memory_mib: u64) -> Result<(), Mismatch> {
+        if self.format != FORMAT {
+            return Err(Mismatch::Format { saved: self.format });
+        }
+        if self.qemu_version != qemu_version {
+            return Err(Mismatch::Qemu { saved: self.qemu_version.clone(), now: qemu_version.to_owned() });
+        }
+        if self.accel != accel_name(accel) {
+            return Err(Mismatch::Accel { saved: self.accel.clone(), now: accel_name(accel).to_owned() });
+        }
+        if (self.cpus, self.memory_mib) != (cpus, memory_mib) {
+            return Err(Mismatch::Size { saved: (self.cpus, self.memory_mib), now: (cpus, memory_mib) });
+        }
+        Ok(())
+    }
+}
+
+pub fn accel_name(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    }
+}
+
+/// Per-instance parts of a warm machine: they may differ between the saving QEMU and every
+/// resuming one, because none of them is part of the migrated state.
+pub struct Instance<'a> {
+    pub qmp: &'a Path,
+    pub guest_agent: &'a Path,
+    /// The VM generation id: a new one on every resume makes the guest kernel reseed its
+    /// random number generator (the vmgenid driver).
+    pub generation: &'a str,
+    /// The saved state to resume from; `None` when booting to save one.
+    pub incoming: Option<&'a Path>,
+}
+
+/// The warm machine's command line: the test machine (no seed), a QMP monitor, the guest
+/// agent's channel and a vmgenid device, in one fixed order (device order decides PCI slots,
+/// which must match between saving and resuming).
+pub fn command_line(machine: &Machine, instance: &Instance) -> Vec<OsString> {
+    debug_assert!(machine.seed.is_none(), "a warm machine has no seed drive");
+    let mut line = args::command_line(machine);
+    line.extend(args::qmp_args(instance.qmp));
+    line.extend(args::guest_agent_args(instance.guest_agent));
+    line.extend(["-device".into(), format!("vmgenid,guid={}", instance.generation).into()]);
+    if let Some(state) = instance.incoming {
+        line.extend(["-incoming".into(), format!("exec:cat {}", crate::ssh::sh_quote(&state.to_string_lossy())).into()]);
+    }
+    line
+}
+
+/// A random RFC 4122 version-4 UUID, for vmgenid.
+pub fn new_generation() -> String {
+    let mut hex: Vec<char> = crate::random::hex(16).chars().collect();
+    hex[12] = '4';
+    hex[16] = ['8', '9', 'a', 'b'][hex[16].to_digit(16).unwrap_or(0) as usize % 4];
+    let s: String = hex.into_iter().collect();
+    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::args::Forward;
+
+    fn saved() -> WarmMachine {
+        WarmMachine {
+            format: FORMAT,
+            qemu_version: "QEMU emulator version 7.2.22".into(),
+            accel: "tcg".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            args: vec![],
+            state_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn resumes_only_the_same_machine_on_the_same_qemu() {
+        let w = saved();
+        assert_eq!(w.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024), Ok(()));
+        let err = w.check("QEMU emulator version 8.0.0", Accel::Tcg, 2, 1024).unwrap_err();
+        assert!(err.to_string().contains("saved by QEMU emulator version 7.2.22"), "{err}");
+        let err = w.check("QEMU emulator version 7.2.22", Accel::Kvm, 2, 1024).unwrap_err();
+        assert_eq!(err.to_string(), "it was saved under tcg; this run uses kvm");
+        let err = w.check("QEMU emulator version 7.2.22", Accel::Tcg, 4, 1024).unwrap_err();
+        assert_eq!(err.to_string(), "it was saved with 2 cpus and 1024 MiB; this run asks for 4 cpus and 1024 MiB");
+        let old = WarmMachine { format: FORMAT - 1, ..saved() };
+        assert!(matches!(old.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024), Err(Mismatch::Format { .. })));
+    }
+
+    #[test]
+    fn saving_and_resuming_lines_differ_only_in_instance_parts() {
+        let machine = |dir: &str| Machine {
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            disk: format!("{dir}/disk.qcow2").into(),
+            seed: None,
+            serial_log: format!("{dir}/serial.log").into(),
+            forwards: vec![Forward { host_port: 2222, guest_port: 22 }],
+        };
+        let save = command_line(
+            &machine("/a"),
+            &Instance { qmp: Path::new("/a/qmp"), guest_agent: Path::new("/a/qga"), generation: "g1", incoming: None },
+        );
+        let resume = command_line(
+            &machine("/b"),
+            &Instance { qmp: Path::new("/b/qmp"), guest_agent: Path::new("/b/qga"), generation: "g2", incoming: Some(Path::new("/s/it's state")) },
+        );
+        assert_eq!(resume.len(), save.len() + 2);
+        let shape = |line: &[OsString]| -> Vec<String> {
+            line.iter().map(|a| a.to_string_lossy().replace("/a/", "/X/").replace("/b/", "/X/").replace("g1", "G").replace("g2", "G")).collect()
+        };
+        assert_eq!(shape(&save), shape(&resume[..save.len()]));
+        assert_eq!(resume[save.len() + 1], "exec:cat '/s/it'\\''s state'");
+    }
+
+    #[test]
+    fn generations_are_version_4_uuids() {
+        let g = new_generation();
+        assert_eq!(g.len(), 36);
+        assert_eq!(&g[14..15], "4");
+        assert!("89ab".contains(&g[19..20]), "{g}");
+        assert_ne!(g, new_generation());
+    }
+}

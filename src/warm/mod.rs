@@ -1,0 +1,259 @@
+//! Warm start: at bake, the provisioned guest is booted once more, allowed to settle, and its
+//! RAM and device state saved with the disk layer as it was at that instant. Each run then
+//! resumes a copy-on-write clone of that machine in seconds instead of booting it, and gives
+//! it the things clones must not share: the current time and fresh randomness.
+//!
+//! What clones still share, and a test could notice: `/etc/machine-id` and the kernel's
+//! `boot_id`, the uptime (it counts on from the save), process ids, and the MAC and guest IP
+//! (each VM has its own user-mode network, so they never meet).
+
+pub mod machine;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+
+use crate::disk::{self, Overlay};
+use crate::events::{Event, Sink};
+use crate::qemu::args::{Accel, Forward, Machine};
+use crate::qemu::process::{self, QemuProcess};
+use crate::qemu::qga::{self, GuestAgent};
+use crate::qemu::qmp::{self, Qmp};
+use crate::ssh::{self, Target};
+use machine::{Instance, WarmMachine};
+
+/// The warm state's directory inside a store entry.
+pub const DIR: &str = "warm";
+const DISK: &str = "disk.qcow2";
+const STATE: &str = "state";
+const MACHINE: &str = "machine.json";
+/// How long saving or loading the state may take.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the guest agent has to answer after a resume.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Disk(#[from] disk::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Qemu(#[from] process::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ssh(#[from] ssh::Error),
+    #[error("saving or resuming the warm state: QEMU's monitor")]
+    Qmp(#[from] qmp::Error),
+    #[error("the guest agent did not answer after the resume")]
+    Agent(#[from] qga::Error),
+    #[error("migration {status}: {detail}")]
+    Migration { status: String, detail: String },
+    #[error("QEMU exited ({status}) while {doing}\n{qemu_log}")]
+    Exited { status: String, doing: &'static str, qemu_log: String },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot tell QEMU's version from `{0}`")]
+    Version(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Disk(e) => e.exit_code(),
+            Error::Io { .. } | Error::Version(_) => crate::exit_code::INTERNAL,
+            _ => crate::exit_code::VM_FAILED,
+        }
+    }
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { action, path, source }
+}
+
+/// A store entry's saved machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmState {
+    /// The disk layer as it was when the state was saved (runs put overlays on it).
+    pub disk: PathBuf,
+    pub state: PathBuf,
+    pub machine: WarmMachine,
+}
+
+impl WarmState {
+    /// The entry's warm state; `Ok(None)` when it has none.
+    pub fn load(entry: &Path) -> Result<Option<WarmState>, Error> {
+        let dir = entry.join(DIR);
+        let path = dir.join(MACHINE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let machine = serde_json::from_str(&text).map_err(|e| io("read", &path)(std::io::Error::other(e)))?;
+        Ok(Some(WarmState { disk: dir.join(DISK), state: dir.join(STATE), machine }))
+    }
+}
+
+/// The first line of `qemu --version`, which a saved state must match.
+pub fn qemu_version(qemu: &Path) -> Result<String, Error> {
+    let out = Command::new(qemu).arg("--version").output().map_err(io("run", qemu))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().filter(|l| l.contains("version")).map(str::to_owned).ok_or(Error::Version(text))
+}
+
+/// How to reach the provisioned guest and what machine to save.
+pub struct Capture<'a> {
+    /// The store entry being made; its `disk.qcow2` is the provisioned layer.
+    pub entry: &'a Path,
+    pub host_key: String,
+    pub client_key: PathBuf,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub qemu: &'a Path,
+    pub boot_timeout: Duration,
+}
+
+/// Boots the provisioned image, lets it settle, and saves its state into `entry/warm`.
+pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
+    let dir = c.entry.join(DIR);
+    fs::create_dir(&dir).map_err(io("create", &dir))?;
+    let disk = dir.join(DISK);
+    Overlay::create(&disk, &c.entry.join(DISK))?;
+    // Sockets need short paths (108 bytes); the entry's may be long.
+    let scratch = tempfile::Builder::new().prefix("vmrun-warm-").tempdir().map_err(io("create", Path::new("/tmp")))?;
+    let port = crate::qemu::port::free_loopback_port().map_err(io("bind", Path::new("127.0.0.1")))?;
+    let machine = Machine {
+        accel: c.accel,
+        cpus: c.cpus,
+        memory_mib: c.memory_mib,
+        disk,
+        seed: None,
+        serial_log: scratch.path().join("serial.log"),
+        forwards: vec![Forward { host_port: port, guest_port: 22 }],
+    };
+    let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
+    let generation = machine::new_generation();
+    let instance = Instance { qmp: &qmp_path, guest_agent: &agent_path, generation: &generation, incoming: None };
+    let line = machine::command_line(&machine, &instance);
+    let qemu_log = scratch.path().join("qemu.log");
+    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log)?;
+
+    sink(Event::Detail("booting the baked image".into()));
+    let target = Target { port, host_key: c.host_key.clone(), client_key: c.client_key.clone() };
+    let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &|| false)?;
+    sink(Event::Detail("settling (systemctl is-system-running --wait), dropping caches".into()));
+    let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
+    session.exec(settle, &mut Vec::new(), &mut Vec::new(), Some(Instant::now() + c.boot_timeout), &|| false)?;
+    drop(session);
+    // Runs set the clock through the agent: it must be up in the saved machine.
+    GuestAgent::connect(&agent_path, AGENT_TIMEOUT)?;
+
+    sink(Event::Detail("saving RAM and device state".into()));
+    let state = dir.join(STATE);
+    let mut qmp = Qmp::connect(&qmp_path)?;
+    qmp.execute("stop", None)?;
+    let uri = format!("exec:cat > {}", crate::ssh::sh_quote(&state.to_string_lossy()));
+    qmp.execute("migrate", Some(json!({ "uri": uri })))?;
+    wait_for_migration(&mut qmp, &mut vm, &qemu_log)?;
+    qmp.execute("quit", None)?;
+    vm.wait_timeout(Duration::from_secs(30))?;
+
+    let saved = WarmMachine {
+        format: machine::FORMAT,
+        qemu_version: qemu_version(c.qemu)?,
+        accel: machine::accel_name(c.accel).to_owned(),
+        cpus: c.cpus,
+        memory_mib: c.memory_mib,
+        args: line.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        state_bytes: fs::metadata(&state).map_err(io("read", &state))?.len(),
+    };
+    let path = dir.join(MACHINE);
+    fs::write(&path, serde_json::to_string_pretty(&saved).expect("serializes") + "\n").map_err(io("write", &path))?;
+    Ok(saved)
+}
+
+fn wait_for_migration(qmp: &mut Qmp, vm: &mut QemuProcess, qemu_log: &Path) -> Result<(), Error> {
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    loop {
+        let info = qmp.execute("query-migrate", None)?;
+        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_owned();
+        match status.as_str() {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                let detail = info.get("error-desc").and_then(|d| d.as_str()).unwrap_or("no detail").to_owned();
+                return Err(Error::Migration { status, detail });
+            }
+            _ => {}
+        }
+        if let Some(exit) = vm.try_wait()? {
+            return Err(exited(exit, "saving the state", qemu_log));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Migration { status, detail: format!("not done after {}s", MIGRATION_TIMEOUT.as_secs()) });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn exited(status: std::process::ExitStatus, doing: &'static str, qemu_log: &Path) -> Error {
+    let qemu_log = fs::read_to_string(qemu_log).unwrap_or_default().trim().to_owned();
+    Error::Exited { status: status.to_string(), doing, qemu_log }
+}
+
+/// After QEMU was started with `-incoming`: waits until the loaded guest runs, then sets its
+/// clock to the host's and feeds its random pool (besides vmgenid's reseed).
+pub fn finish_resume(vm: &mut QemuProcess, qmp_path: &Path, agent_path: &Path, qemu_log: &Path) -> Result<(), Error> {
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let mut qmp = loop {
+        match Qmp::connect(qmp_path) {
+            Ok(qmp) => break qmp,
+            Err(_) if Instant::now() < deadline => {
+                if let Some(status) = vm.try_wait()? {
+                    return Err(exited(status, "loading the state", qemu_log));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    loop {
+        let status = qmp.execute("query-status", None)?;
+        if status.get("status").and_then(|s| s.as_str()) == Some("running") {
+            break;
+        }
+        if let Some(exit) = vm.try_wait()? {
+            return Err(exited(exit, "loading the state", qemu_log));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Migration { status: status.to_string(), detail: "the guest did not start after loading".into() });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut agent = GuestAgent::connect(agent_path, AGENT_TIMEOUT)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    agent.execute("guest-set-time", Some(json!({ "time": now.as_nanos() as u64 })))?;
+    feed_entropy(&mut agent)?;
+    Ok(())
+}
+
+/// Writes fresh host randomness into the guest's /dev/urandom (mixed into its pool).
+fn feed_entropy(agent: &mut GuestAgent) -> Result<(), Error> {
+    let handle = agent.execute("guest-file-open", Some(json!({ "path": "/dev/urandom", "mode": "w" })))?;
+    let bytes = crate::random::bytes(64);
+    agent.execute("guest-file-write", Some(json!({ "handle": handle, "buf-b64": STANDARD.encode(bytes) })))?;
+    agent.execute("guest-file-close", Some(json!({ "handle": handle })))?;
+    Ok(())
+}
