@@ -39,6 +39,17 @@ pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &
     words.join(" ")
 }
 
+/// `command_line` as [`super::Session::exec`] sends it: the command reads /dev/null, and a
+/// watchdog holds the channel's stdin instead. Closing the channel (at the command's end, or
+/// when vmrun abandons it) ends that stdin, and the watchdog then kills the session's
+/// process group (sshd makes it one per command), so nothing the command started keeps
+/// running. OpenSSH ignores SSH's own `signal` request for processes started this way
+/// unless privilege separation allows it, and libssh2 (through ssh2) cannot send one after
+/// `exec`; closing stdin works everywhere.
+pub(super) fn killed_on_close(command_line: &str) -> String {
+    format!("exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & exec 3<&-; {command_line}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +118,38 @@ mod tests {
 
     /// Half the characters are ones the shell treats specially, half anything but NUL.
     const WORD: &str = "(['\"\\\\$`!*?;&|<>(){} \t\n=~#-]|[^\u{0}]){0,12}";
+
+    #[test]
+    fn closing_stdin_kills_the_command_and_what_it_started() {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        use std::process::Stdio;
+        // A process group of its own, as sshd gives each command: the watchdog kills it.
+        let line = killed_on_close(&remote_command_line("/", &BTreeMap::new(), &Command::Shell("sleep 300 & echo $!; cat; echo stdin-ended; wait".into())));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut sleep_pid, mut text) = (String::new(), String::new());
+        stdout.read_line(&mut sleep_pid).unwrap();
+        stdout.read_line(&mut text).unwrap();
+        // The command's own stdin is /dev/null: its `cat` ended at once.
+        assert_eq!(text, "stdin-ended\n");
+        drop(child.stdin.take());
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The background sleep went with it (gone, or a zombie nobody has reaped yet).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleep_pid.trim())).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "the command's background sleep outlived it: {stat}");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]

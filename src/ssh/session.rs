@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ssh2::{BlockDirections, Channel, ErrorCode};
 
+use super::command_line::killed_on_close;
 use super::{Error, HostKey, Target, USER};
 
 /// Upper bound on how long one wait on the socket lasts, so stop requests and deadlines are
@@ -21,7 +22,7 @@ const BANNER_WAIT: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A single blocking request after login (opening a channel, starting a command).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Signalling and closing a command that is being abandoned: best effort, never long.
+/// Closing the channel of a command that is being abandoned: best effort, never long.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(2);
 /// libssh2's code for "would block" in non-blocking mode.
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
@@ -124,10 +125,11 @@ fn wait_for_banner(stream: &TcpStream, port: u16, wait: Duration) -> Result<(), 
 
 impl Session {
     /// Runs `command_line` (see [`super::remote_command_line`]) and passes its stdout and
-    /// stderr on, each to its own writer, flushed as each piece arrives.
+    /// stderr on, each to its own writer, flushed as each piece arrives. The command's stdin
+    /// is /dev/null.
     ///
-    /// When `deadline` passes or `should_stop` returns true, the command's process group is
-    /// sent SIGKILL (an SSH `signal` request) and the channel closed.
+    /// When `deadline` passes or `should_stop` returns true, the channel is closed, which
+    /// kills the command and everything it started (see [`killed_on_close`]).
     pub fn exec(
         &self,
         command_line: &str,
@@ -137,10 +139,13 @@ impl Session {
         should_stop: &dyn Fn() -> bool,
     ) -> Result<Outcome, Error> {
         let mut channel = self.inner.channel_session().map_err(self.failed("open a channel"))?;
-        channel.exec(command_line).map_err(self.failed("start the command"))?;
+        channel.exec(&killed_on_close(command_line)).map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
         let outcome = self.follow(&mut channel, stdout, stderr, deadline, should_stop);
         self.inner.set_blocking(true);
+        // Freeing a channel that is not closed yet waits for it, as long as the session's
+        // timeout allows: after an abandon that is the short one.
+        drop(channel);
         self.inner.set_timeout(millis(REQUEST_TIMEOUT));
         outcome
     }
@@ -201,12 +206,11 @@ impl Session {
         }
     }
 
-    /// Kills the command's process group and closes the channel, without waiting long.
+    /// Closes the channel, which kills the command, waiting only briefly for the guest to
+    /// confirm.
     fn abandon(&self, channel: &mut Channel) {
         self.inner.set_blocking(true);
         self.inner.set_timeout(millis(ABANDON_TIMEOUT));
-        // RFC 4254 6.9; OpenSSH's sshd sends it to the command's process group.
-        let _ = channel.process_startup("signal", Some("KILL"));
         let _ = channel.close();
     }
 
