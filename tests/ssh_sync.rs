@@ -181,6 +181,13 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
     let (outcome, out, err) = run(session, "echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 3");
     assert_eq!((outcome, out.as_str(), err.as_str()), (Outcome::Exited(3), "out1\nout2\n", "err1\nerr2\n"));
 
+    // Much output on both at once: all of it, in order, each on its own stream.
+    let (outcome, out, err) = run(session, "seq 1 200000; seq 1 100000 >&2");
+    assert_eq!(outcome, Outcome::Exited(0));
+    let seq = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    assert!(out == seq(200000), "stdout: {} bytes, not the expected {}", out.len(), seq(200000).len());
+    assert!(err == seq(100000), "stderr: {} bytes, not the expected {}", err.len(), seq(100000).len());
+
     let (mut out, mut err) = (Recorder::default(), Recorder::default());
     let started = Instant::now();
     let command = ssh::remote_command_line(".", &BTreeMap::new(), &GuestCommand::Shell("echo first; echo early >&2; sleep 2; echo second".into()));

@@ -43,9 +43,8 @@ pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &
 /// watchdog holds the channel's stdin instead. Closing the channel (at the command's end, or
 /// when vmrun abandons it) ends that stdin, and the watchdog then kills the session's
 /// process group (sshd makes it one per command), so nothing the command started keeps
-/// running. OpenSSH ignores SSH's own `signal` request for processes started this way
-/// unless privilege separation allows it, and libssh2 (through ssh2) cannot send one after
-/// `exec`; closing stdin works everywhere.
+/// running. (SSH's own `signal` request cannot do this here: libssh2, through ssh2, refuses
+/// any request on a channel once `exec` has been sent.)
 pub(super) fn killed_on_close(command_line: &str) -> String {
     format!("exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & exec 3<&-; {command_line}")
 }

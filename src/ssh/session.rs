@@ -49,7 +49,7 @@ pub enum Outcome {
 /// sent, then log in as [`USER`] with the client key.
 pub fn connect(target: &Target) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
-    attempt(target, &pinned, Instant::now() + HANDSHAKE_TIMEOUT + BANNER_WAIT)
+    attempt(target, &pinned, Instant::now() + HANDSHAKE_TIMEOUT + BANNER_WAIT, &|| false)
 }
 
 /// Polls [`connect`] (at most every [`POLL`]) until it succeeds, retrying while the guest is
@@ -57,22 +57,22 @@ pub fn connect(target: &Target) -> Result<Session, Error> {
 pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
     let started = Instant::now();
+    let mut last = None;
     loop {
         if should_stop() {
             return Err(Error::Cancelled { port: target.port });
         }
         let attempt_started = Instant::now();
         if attempt_started >= deadline {
-            return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last: "none was made".into() });
+            let last = last.unwrap_or_else(|| "no attempt was made".to_owned());
+            return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last });
         }
-        match attempt(target, &pinned, deadline) {
+        match attempt(target, &pinned, deadline, should_stop) {
             Ok(session) => return Ok(session),
             Err(e) if e.is_retryable() => {
+                last = Some(chain(&e));
                 let now = Instant::now();
-                if now >= deadline {
-                    return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last: chain(&e) });
-                }
-                std::thread::sleep((attempt_started + POLL).saturating_duration_since(now).min(deadline - now));
+                std::thread::sleep((attempt_started + POLL).min(deadline).saturating_duration_since(now));
             }
             Err(e) => return Err(e),
         }
@@ -83,12 +83,12 @@ fn pinned_key(target: &Target) -> Result<HostKey, Error> {
     HostKey::parse_line(&target.host_key).map_err(|reason| Error::PinnedKey { reason })
 }
 
-fn attempt(target: &Target, pinned: &HostKey, deadline: Instant) -> Result<Session, Error> {
+fn attempt(target: &Target, pinned: &HostKey, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
     let port = target.port;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&address, budget(deadline, BANNER_WAIT))
         .map_err(|source| Error::Connect { port, source })?;
-    wait_for_banner(&stream, port, budget(deadline, BANNER_WAIT))?;
+    wait_for_banner(&stream, port, budget(deadline, BANNER_WAIT), should_stop)?;
 
     let mut session = ssh2::Session::new().map_err(|source| Error::Handshake { port, source })?;
     session.set_tcp_stream(stream);
@@ -97,7 +97,7 @@ fn attempt(target: &Target, pinned: &HostKey, deadline: Instant) -> Result<Sessi
 
     let found = match session.host_key() {
         Some((blob, _)) => HostKey::from_blob(blob.to_vec()),
-        None => return Err(Error::PinnedKey { reason: "the server sent no host key".into() }),
+        None => return Err(Error::HostKeyMismatch { port, expected: pinned.fingerprint(), found: "none".into() }),
     };
     if &found != pinned {
         return Err(Error::HostKeyMismatch { port, expected: pinned.fingerprint(), found: found.fingerprint() });
@@ -109,11 +109,18 @@ fn attempt(target: &Target, pinned: &HostKey, deadline: Instant) -> Result<Sessi
     Ok(Session { inner: session, port })
 }
 
-/// Waits until the peer has sent something (sshd's version line) or has closed.
-fn wait_for_banner(stream: &TcpStream, port: u16, wait: Duration) -> Result<(), Error> {
-    let readable = wait_fd(stream.as_raw_fd(), libc::POLLIN, wait).map_err(|source| Error::Connect { port, source })?;
-    if !readable {
-        return Err(Error::Silent { port, waited: wait });
+/// Waits until the peer has sent something (sshd's version line) or has closed. A stop
+/// request ends the wait early, as if nothing had come.
+fn wait_for_banner(stream: &TcpStream, port: u16, wait: Duration, should_stop: &dyn Fn() -> bool) -> Result<(), Error> {
+    let until = Instant::now() + wait;
+    loop {
+        let slice = until.saturating_duration_since(Instant::now()).min(POLL);
+        if wait_fd(stream.as_raw_fd(), libc::POLLIN, slice).map_err(|source| Error::Connect { port, source })? {
+            break;
+        }
+        if Instant::now() >= until || should_stop() {
+            return Err(Error::Silent { port, waited: wait });
+        }
     }
     match stream.peek(&mut [0u8; 1]) {
         Ok(0) => Err(Error::Closed { port }),
@@ -271,4 +278,94 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
+
+    fn target(port: u16) -> Target {
+        Target { port, host_key: KEY.into(), client_key: "/nonexistent".into() }
+    }
+
+    /// A port that behaves like QEMU's forward before the guest listens: it accepts and the
+    /// connection ends at once. Counts the connections.
+    fn closing_port() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (port, count)
+    }
+
+    #[test]
+    fn a_closed_connection_is_retried_every_poll_until_the_deadline() {
+        let (port, count) = closing_port();
+        let started = Instant::now();
+        let err = wait_ready(&target(port), started + Duration::from_secs(1), &|| false).err().unwrap();
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(2), "{took:?}");
+        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        assert!(last.contains("closed the connection"), "{last}");
+        assert!(count.load(Ordering::SeqCst) >= 6, "only {} attempts in a second", count.load(Ordering::SeqCst));
+        assert_eq!(err.exit_code(), crate::exit_code::VM_FAILED);
+        assert!(err.to_string().starts_with("timed out after 1s waiting for SSH on 127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = wait_ready(&target(port), Instant::now() + Duration::from_millis(300), &|| false).err().unwrap();
+        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        assert!(last.contains("cannot connect"), "{last}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_wait_even_while_a_connection_is_silent() {
+        // Accepts and holds the connection without a word, like a guest whose network is
+        // not up yet.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let started = Instant::now();
+        let stop = || started.elapsed() > Duration::from_millis(500);
+        let err = wait_ready(&target(port), started + Duration::from_secs(60), &stop).err().unwrap();
+        assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_server_that_is_not_ssh_fails_the_handshake_and_is_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let _ = (&stream.unwrap()).write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            }
+        });
+        let err = wait_ready(&target(port), Instant::now() + Duration::from_millis(500), &|| false).err().unwrap();
+        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        assert!(last.contains("handshake"), "{last}");
+    }
+
+    #[test]
+    fn an_unusable_pinned_key_fails_before_connecting() {
+        let err = wait_ready(&Target { host_key: "garbage".into(), ..target(1) }, Instant::now(), &|| false).err().unwrap();
+        assert!(matches!(err, Error::PinnedKey { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), crate::exit_code::INTERNAL);
+    }
 }
