@@ -137,27 +137,34 @@ fn write_files(root: &Path, files: &[&str]) {
     }
 }
 
+/// Runs one part of the test and says how long it took.
+fn step<T>(name: &str, part: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = part();
+    eprintln!("[ssh_sync] {name}: {:.1}s", started.elapsed().as_secs_f64());
+    result
+}
+
 #[test]
 fn ssh_and_rsync_against_one_booted_guest() {
-    let image = baked_image();
+    let image = step("bake (or store hit)", baked_image);
     let scratch = tempfile::tempdir().unwrap();
     let guest = Guest::boot(&image, scratch.path());
 
-    let booted = Instant::now();
-    let session = match ssh::wait_ready(&guest.target, booted + BOOT_TIMEOUT, &never) {
-        Ok(session) => session,
-        Err(e) => panic!("{:?}\nconsole:\n{}", miette::Report::new(e), guest.console_tail()),
-    };
-    eprintln!("wait_ready: SSH ready {:.1}s after QEMU started (cold boot)", booted.elapsed().as_secs_f64());
-
-    exit_codes_and_signals_come_back(&session);
-    output_is_streamed_and_kept_apart(&session);
-    deadline_and_stop_end_the_command(&session);
+    let session = step("cold boot to SSH ready (wait_ready)", || {
+        match ssh::wait_ready(&guest.target, Instant::now() + BOOT_TIMEOUT, &never) {
+            Ok(session) => session,
+            Err(e) => panic!("{:?}\nconsole:\n{}", miette::Report::new(e), guest.console_tail()),
+        }
+    });
+    step("exit codes and signals", || exit_codes_and_signals_come_back(&session));
+    step("streaming", || output_is_streamed_and_kept_apart(&session));
+    step("deadline and stop", || deadline_and_stop_end_the_command(&session));
     let client_files = ClientFiles::write(&scratch.path().join("run 'a' %h"), &guest.target).unwrap();
-    push_copies_the_project_as_configured(&session, &client_files.ssh_config);
-    pull_brings_artifacts_back(&session, &client_files.ssh_config, scratch.path());
-    wrong_keys_fail_at_once(&guest.target, &image, scratch.path());
-    a_guest_without_rsync_is_named(&session, &client_files.ssh_config);
+    step("push", || push_copies_the_project_as_configured(&session, &client_files.ssh_config));
+    step("pull", || pull_brings_artifacts_back(&session, &client_files.ssh_config, scratch.path()));
+    step("wrong keys", || wrong_keys_fail_at_once(&guest.target, &image, scratch.path()));
+    step("guest without rsync", || a_guest_without_rsync_is_named(&session, &client_files.ssh_config));
 }
 
 fn exit_codes_and_signals_come_back(session: &Session) {
@@ -242,9 +249,7 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
     );
     std::fs::write(project.path().join(".gitignore"), "*.log\nbuild/\n").unwrap();
     let sync = SyncConfig { include: vec!["keep.log".into()], exclude: vec!["target/".into()] };
-    let started = Instant::now();
     vmrun::sync::push(ssh_config, project.path(), PROJECT_DIR, &sync).unwrap();
-    eprintln!("push: {:.2}s", started.elapsed().as_secs_f64());
     let (outcome, listing, err) = run_in(session, PROJECT_DIR, &BTreeMap::new(), "find . -type f | sort");
     assert_eq!(outcome, Outcome::Exited(0), "{err}");
     assert_eq!(listing, "./.gitignore\n./file with spaces.txt\n./it's.txt\n./keep.log\n./src/main.rs\n");
