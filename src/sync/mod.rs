@@ -89,7 +89,7 @@ impl Rsync {
         // The guest's rsync runs after creating the directory, in the same remote command.
         command.arg("--rsync-path").arg(format!("mkdir -p -- {} && rsync", sh_quote(remote_dir)));
         command.arg("--delete").args(push_rules(sync));
-        command.arg(with_trailing_slash(project.as_os_str())).arg(remote(remote_dir));
+        command.arg(local(project)).arg(remote(remote_dir));
         self.run(command, "copy the project into the guest").map(drop)
     }
 
@@ -101,7 +101,7 @@ impl Rsync {
         command.args(["-ii", "-8", "--prune-empty-dirs"]);
         command.arg(OsStr::from_bytes(&[b"--out-format=", ITEM_PREFIX, b"%i %n"].concat()));
         command.args(pull_rules(globs));
-        command.arg(remote(remote_dir)).arg(with_trailing_slash(local_dir.as_os_str()));
+        command.arg(remote(remote_dir)).arg(local(local_dir));
         let stdout = self.run(command, "copy the artifacts out of the guest")?;
         Ok(pulled_files(&stdout))
     }
@@ -139,6 +139,16 @@ fn no_remote_rsync(code: Option<i32>, stderr: &str) -> bool {
 /// `HOST:DIR/`: the trailing slash makes rsync copy into the directory, not below it.
 fn remote(dir: &str) -> OsString {
     with_trailing_slash(OsStr::new(&format!("{GUEST_HOST}:{dir}")))
+}
+
+/// `DIR/` for a local directory; a relative one starts with `./`, or rsync would take a
+/// name like `a:b` for a remote host `a`.
+fn local(dir: &Path) -> OsString {
+    if dir.is_absolute() {
+        with_trailing_slash(dir.as_os_str())
+    } else {
+        with_trailing_slash(Path::new(".").join(dir).as_os_str())
+    }
 }
 
 fn with_trailing_slash(path: &OsStr) -> OsString {

@@ -203,6 +203,13 @@ fn other_failures_show_rsyncs_message() {
 }
 
 #[test]
+fn local_directories_cannot_pass_for_hosts() {
+    assert_eq!(local(Path::new("/abs/a:b")), OsStr::new("/abs/a:b/"));
+    assert_eq!(local(Path::new("a:b")), OsStr::new("./a:b/"));
+    assert_eq!(local(Path::new("out/")), OsStr::new("./out/"));
+}
+
+#[test]
 fn escapes() {
     assert_eq!(rsync_quote(OsStr::new("/a b/it's")), OsStr::new(r#"'/a b/it'"'"'s'"#));
     assert_eq!(unescape(br"a\#012b\#c\#1x"), b"a\nb\\#c\\#1x");
