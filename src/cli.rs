@@ -161,6 +161,18 @@ pub enum VmCommand {
         action: String,
         tag: Option<String>,
     },
+    /// Start the VM whenever the user's systemd manager starts (at login; at boot with lingering).
+    Enable { name: String },
+    /// Stop starting the VM with the user's systemd manager.
+    Disable { name: String },
+    /// The VM unit's ExecStop: ACPI power-off over QMP (and the guest agent), then wait for QEMU to exit.
+    #[command(hide = true)]
+    Powerdown {
+        #[arg(long, value_name = "SOCKET")]
+        qmp: PathBuf,
+        #[arg(long, value_name = "SOCKET")]
+        agent: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

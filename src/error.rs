@@ -82,6 +82,11 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Sync(#[from] crate::sync::Error),
+
+    /// Persistent VMs (`vmrun vm ...`).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Vm(#[from] crate::vm::Error),
 }
 
 impl Error {
@@ -103,6 +108,7 @@ impl Error {
             Error::Warm(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
+            Error::Vm(e) => e.exit_code(),
         }
     }
 }

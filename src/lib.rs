@@ -22,4 +22,5 @@ pub mod sync;
 pub mod tools;
 pub mod ui;
 pub mod utc;
+pub mod vm;
 pub mod warm;

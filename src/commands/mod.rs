@@ -5,6 +5,7 @@ mod images;
 mod seed;
 mod ssh;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Images(args) => images::run(args),
         Command::Test(args) => test::run(args),
         Command::Ssh(args) => ssh::run(args),
-        other => Err(Error::NotBuilt(other.name())),
+        Command::Vm(command) => vm::run(command),
     }
 }
 

@@ -57,7 +57,7 @@ pub use duration::parse_duration;
 pub use image::ImageSpec;
 pub use size::MemorySize;
 pub use test_section::{SyncConfig, TestConfig};
-pub use vm::VmConfig;
+pub use vm::{CPUS, VmConfig};
 
 use crate::exit_code;
 

@@ -1,0 +1,277 @@
+//! `vmrun vm ...`: persistent VMs. Names, forwards, sizes and tags are checked here, before
+//! anything is written; the engine (`crate::vm`) does the work.
+
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+
+use crate::cli::{VmCommand, VmCreateArgs};
+use crate::config::{CPUS, MemorySize};
+use crate::error::Error;
+use crate::name;
+use crate::paths::Home;
+use crate::qemu::accel::{self, AccelChoice};
+use crate::tools;
+use crate::ui::Ui;
+use crate::vm::{self, CreateRequest, Forward, Stopped, VmState, VmStatus, Vms};
+
+pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
+    if let VmCommand::Powerdown { qmp, agent } = &command {
+        // Run by systemd as the unit's ExecStop; systemd bounds the wait.
+        vm::power_down(qmp, agent, vm::STOP_TIMEOUT * 2)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(name) = vm_name(&command) {
+        name::check("vm", name)?;
+    }
+    let ui = Ui::for_stderr();
+    let sink = |event| ui.render(event);
+    match command {
+        VmCommand::Create(args) => create(args, &sink),
+        VmCommand::Start { name } => {
+            match open()?.start(&name, &sink)? {
+                true => eprintln!("started VM `{name}`"),
+                false => eprintln!("VM `{name}` is already running"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Stop { name } => {
+            match open()?.stop(&name, &sink)? {
+                Stopped::Clean => eprintln!("stopped VM `{name}` (the guest powered off)"),
+                Stopped::Killed { result } => eprintln!(
+                    "stopped VM `{name}`: the guest did not power off within {}s, so QEMU was killed ({result})",
+                    vm::STOP_TIMEOUT.as_secs()
+                ),
+                Stopped::AlreadyStopped { state: VmState::Stopped } => eprintln!("VM `{name}` is already stopped"),
+                Stopped::AlreadyStopped { state } => eprintln!("VM `{name}` is already stopped ({})", state.as_str()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Restart { name } => {
+            open()?.restart(&name, &sink)?;
+            eprintln!("restarted VM `{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Delete { name } => {
+            open()?.delete(&name, &sink)?;
+            eprintln!("deleted VM `{name}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Status { name } => {
+            print!("{}", status_text(&open()?.status(&name)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::List { json } => {
+            let vms = open()?.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vms).expect("statuses serialize"));
+            } else {
+                print!("{}", table(&vms));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Logs { name } => {
+            let log = open()?.serial_log(&name)?;
+            match std::fs::File::open(&log) {
+                Ok(mut file) => {
+                    std::io::copy(&mut file, &mut std::io::stdout().lock()).map_err(|e| vm::Error::io("print", &log)(e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!("VM `{name}` has not written to its console yet"),
+                Err(e) => return Err(vm::Error::io("read", &log)(e).into()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Ssh { name, command } => {
+            let mut ssh = open()?.ssh_command(&name, &command)?;
+            let source = ssh.exec();
+            Err(Error::Exec { program: "ssh", source })
+        }
+        VmCommand::Forward { name, action, spec } => {
+            let forward: Forward = spec.parse().map_err(Error::Usage)?;
+            let vms = open()?;
+            let live = if action == "add" { vms.add_forward(&name, forward)? } else { vms.remove_forward(&name, forward)? };
+            let done = if action == "add" { "added" } else { "removed" };
+            let when = if live { "now and after restarts" } else { "from its next start" };
+            eprintln!("{done} forward {forward} for VM `{name}` ({when})");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Snapshot { name, action, tag } => snapshot(&name, &action, tag.as_deref(), &sink),
+        VmCommand::Enable { name } => {
+            let enabled = open()?.enable(&name)?;
+            eprintln!("VM `{name}` now starts with the systemd user manager of `{}`", enabled.user);
+            match enabled.lingering {
+                Some(true) => {}
+                Some(false) => eprintln!(
+                    "note: lingering is off for `{0}`: the manager (and the VM) starts when `{0}` logs in, not at boot; \
+                     to start at boot: loginctl enable-linger {0}",
+                    enabled.user
+                ),
+                None => eprintln!("note: cannot tell whether lingering is on (no /var/lib/systemd here); without it the VM starts at login, not at boot"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Disable { name } => {
+            open()?.disable(&name)?;
+            eprintln!("VM `{name}` no longer starts with the systemd user manager");
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCommand::Powerdown { .. } => unreachable!("handled above"),
+    }
+}
+
+fn vm_name(command: &VmCommand) -> Option<&str> {
+    match command {
+        VmCommand::Create(args) => Some(&args.name),
+        VmCommand::Start { name }
+        | VmCommand::Stop { name }
+        | VmCommand::Restart { name }
+        | VmCommand::Delete { name }
+        | VmCommand::Status { name }
+        | VmCommand::Logs { name }
+        | VmCommand::Ssh { name, .. }
+        | VmCommand::Forward { name, .. }
+        | VmCommand::Snapshot { name, .. }
+        | VmCommand::Enable { name }
+        | VmCommand::Disable { name } => Some(name),
+        VmCommand::List { .. } | VmCommand::Powerdown { .. } => None,
+    }
+}
+
+fn open() -> Result<Vms, Error> {
+    Ok(Vms::open(Home::from_env()?)?)
+}
+
+fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Error> {
+    let forwards = args.forward.iter().map(|spec| spec.parse::<Forward>()).collect::<Result<Vec<_>, _>>().map_err(Error::Usage)?;
+    if let Some(cpus) = args.cpus.filter(|n| !CPUS.contains(n)) {
+        return Err(Error::Usage(format!("--cpus {cpus}: must be {} to {}", CPUS.start(), CPUS.end())));
+    }
+    let memory = args.memory.as_deref().map(str::parse::<MemorySize>).transpose().map_err(|e| Error::Usage(format!("--memory: {e}")))?;
+    name::check("image", &args.image)?;
+    let accel_choice = AccelChoice::from_env()?;
+    let home = Home::from_env()?;
+    let vms = Vms::open(home.clone())?;
+    let qemu = tools::find("qemu-system-x86_64")?;
+    let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
+    let request = CreateRequest { name: args.name.clone(), image: args.image, cpus: args.cpus, memory, forwards, accel, qemu };
+    let record = vms.create(&request, sink)?;
+    eprintln!(
+        "created VM `{}` from image `{}`: running; `vmrun vm ssh {0}` once it has booted (SSH on 127.0.0.1:{})",
+        record.name, record.image, record.ssh_port
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot(name: &str, action: &str, tag: Option<&str>, sink: crate::events::Sink) -> Result<ExitCode, Error> {
+    let vms = open()?;
+    if action == "list" {
+        for s in vms.snapshots(name)? {
+            println!(
+                "{:<24} {:>10} MiB  {}  (guest ran {}s)",
+                s.tag,
+                s.vm_state_size >> 20,
+                crate::utc::UtcTime::from_unix(s.date),
+                s.vm_clock_seconds
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tag = tag.ok_or_else(|| Error::Usage(format!("`vmrun vm snapshot {name} {action}` needs a TAG")))?;
+    match action {
+        "save" => vms.save_snapshot(name, tag, sink)?,
+        "load" => vms.load_snapshot(name, tag, sink)?,
+        _ => vms.delete_snapshot(name, tag)?,
+    }
+    let done = match action {
+        "save" => "saved",
+        "load" => "loaded",
+        _ => "deleted",
+    };
+    eprintln!("{done} snapshot `{tag}` of VM `{name}`");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn addresses_text(vm: &VmStatus) -> String {
+    match (&vm.agent_error, vm.addresses.is_empty()) {
+        (Some(_), _) => "(agent not answering)".into(),
+        (None, true) => "-".into(),
+        (None, false) => vm.addresses.join(","),
+    }
+}
+
+fn forwards_text(vm: &VmStatus) -> String {
+    let mut all = vec![format!("ssh:{}", vm.ssh_port)];
+    all.extend(vm.forwards.iter().map(Forward::to_string));
+    all.join(",")
+}
+
+fn table(vms: &[VmStatus]) -> String {
+    let mut out = format!("{:<20} {:<9} {:<16} {:>4} {:>8}  {:<32} {}\n", "NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "ADDRESSES", "FORWARDS");
+    for vm in vms {
+        out += &format!(
+            "{:<20} {:<9} {:<16} {:>4} {:>8}  {:<32} {}\n",
+            vm.name,
+            vm.state.as_str(),
+            vm.image,
+            vm.cpus,
+            vm.memory,
+            addresses_text(vm),
+            forwards_text(vm)
+        );
+    }
+    out
+}
+
+fn status_text(vm: &VmStatus) -> String {
+    let mut out = format!("{}: {}\n", vm.name, vm.state.as_str());
+    out += &format!("  image:      {}\n", vm.image);
+    out += &format!("  cpus:       {}\n  memory:     {}\n", vm.cpus, vm.memory);
+    out += &format!("  addresses:  {}\n", addresses_text(vm));
+    if let Some(error) = &vm.agent_error {
+        out += &format!("  agent:      {error}\n");
+    }
+    out += &format!("  ssh:        127.0.0.1:{} (vmrun vm ssh {})\n", vm.ssh_port, vm.name);
+    for f in &vm.forwards {
+        out += &format!("  forward:    {f}\n");
+    }
+    out += &format!("  unit:       {} ({})\n", vm.unit, if vm.enabled { "enabled" } else { "not enabled" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> VmStatus {
+        VmStatus {
+            name: "db".into(),
+            state: VmState::Running,
+            addresses: vec!["10.0.2.15".into(), "fec0::1".into()],
+            agent_error: None,
+            forwards: vec!["8080:80".parse().unwrap()],
+            ssh_port: 40022,
+            image: "base".into(),
+            cpus: 2,
+            memory: "1GiB".into(),
+            memory_mib: 1024,
+            enabled: false,
+            unit: "vmrun-db.service".into(),
+        }
+    }
+
+    #[test]
+    fn table_rows() {
+        let t = table(&[status()]);
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.starts_with("db "), "{row}");
+        assert!(row.contains(" running "), "{row}");
+        assert!(row.contains("10.0.2.15,fec0::1"), "{row}");
+        assert!(row.ends_with("ssh:40022,tcp:127.0.0.1:8080:80"), "{row}");
+    }
+
+    #[test]
+    fn a_silent_agent_is_said() {
+        let vm = VmStatus { addresses: vec![], agent_error: Some("no answer".into()), ..status() };
+        assert!(status_text(&vm).contains("agent:      no answer"));
+        assert!(table(&[vm]).contains("(agent not answering)"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Where one persistent VM's files live: its state (record, disk, logs, pinned host key) in
+//! `state/vms/NAME`, its sockets in `run/vms/NAME`, its unit beside the user's other units.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::paths::Home;
+
+/// The longest path a unix socket address holds (sun_path is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmLayout {
+    pub name: String,
+    /// `state/vms/NAME` (0700).
+    pub state: PathBuf,
+    /// `run/vms/NAME` (0700): made by the unit before QEMU starts, gone after a reboot.
+    pub runtime: PathBuf,
+    /// `vmrun-NAME.service` in the user's unit directory.
+    pub unit_file: PathBuf,
+}
+
+impl VmLayout {
+    /// `name` must have passed `name::check`.
+    pub fn new(home: &Home, unit_dir: &Path, name: &str) -> VmLayout {
+        VmLayout {
+            name: name.to_owned(),
+            state: home.vms().join(name),
+            runtime: home.runtime.join("vms").join(name),
+            unit_file: unit_dir.join(unit_name(name)),
+        }
+    }
+
+    pub fn unit(&self) -> String {
+        unit_name(&self.name)
+    }
+    pub fn record(&self) -> PathBuf {
+        self.state.join("vm.json")
+    }
+    /// Taken by every command that changes the VM, so they do not interleave.
+    pub fn lock(&self) -> PathBuf {
+        self.state.join(".lock")
+    }
+    pub fn disk(&self) -> PathBuf {
+        self.state.join("disk.qcow2")
+    }
+    /// The guest's serial console (QEMU truncates it at each start).
+    pub fn serial_log(&self) -> PathBuf {
+        self.state.join("serial.log")
+    }
+    /// QEMU's own messages, appended across starts.
+    pub fn qemu_log(&self) -> PathBuf {
+        self.state.join("qemu.log")
+    }
+    /// ssh_config and known_hosts (the pinned host key) for `vmrun vm ssh`.
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.state.join("ssh")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.runtime.join("qmp.sock")
+    }
+    pub fn agent_socket(&self) -> PathBuf {
+        self.runtime.join("qga.sock")
+    }
+
+    /// The first socket path too long for a unix socket address, if any.
+    pub fn overlong_socket(&self) -> Option<PathBuf> {
+        [self.qmp_socket(), self.agent_socket()].into_iter().find(|p| p.as_os_str().as_bytes().len() > MAX_SOCKET_PATH)
+    }
+}
+
+pub fn unit_name(vm: &str) -> String {
+    format!("vmrun-{vm}.service")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places() {
+        let home = Home::under(Path::new("/v"));
+        let l = VmLayout::new(&home, Path::new("/h/.config/systemd/user"), "db");
+        assert_eq!(l.record(), Path::new("/v/state/vms/db/vm.json"));
+        assert_eq!(l.qmp_socket(), Path::new("/v/run/vms/db/qmp.sock"));
+        assert_eq!(l.unit_file, Path::new("/h/.config/systemd/user/vmrun-db.service"));
+        assert_eq!(l.unit(), "vmrun-db.service");
+        assert_eq!(l.overlong_socket(), None);
+        let deep = Home::under(&Path::new("/v").join("d".repeat(90)));
+        let l = VmLayout::new(&deep, Path::new("/u"), "db");
+        assert_eq!(l.overlong_socket(), Some(l.qmp_socket()));
+    }
+}

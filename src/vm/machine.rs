@@ -1,0 +1,65 @@
+//! The QEMU command line of a persistent VM, from its record and layout.
+
+use std::ffi::OsString;
+
+use super::forward::Forward;
+use super::layout::VmLayout;
+use super::record::VmRecord;
+use crate::qemu::args;
+
+/// QEMU and its arguments: headless, the VM's overlay disk, user networking with the SSH
+/// forward and the user's, the serial console to a file, the QMP and guest-agent sockets.
+pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Vec<OsString> {
+    let rules: Vec<String> = record.all_forwards().iter().map(Forward::rule).collect();
+    let mut argv = vec![record.qemu.clone().into_os_string()];
+    argv.extend(args::persistent_base_args());
+    argv.extend(args::name_args(&record.name));
+    argv.extend(args::accel_args(record.accel.into()));
+    argv.extend(args::size_args(record.cpus, record.memory_mib));
+    argv.extend(args::disk_args(&layout.disk()));
+    argv.extend(args::user_net_args(&rules));
+    argv.extend(args::serial_args(&layout.serial_log()));
+    argv.extend(args::rng_args());
+    argv.extend(args::qmp_args(&layout.qmp_socket()));
+    argv.extend(args::guest_agent_args(&layout.agent_socket()));
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Home;
+    use crate::vm::record::RecordedAccel;
+    use std::path::Path;
+
+    #[test]
+    fn whole_command_line() {
+        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), "db");
+        let record = VmRecord {
+            name: "db".into(),
+            image: "base".into(),
+            image_key: "k".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            accel: RecordedAccel::Tcg,
+            ssh_port: 40022,
+            forwards: vec!["udp:5353:53".parse().unwrap()],
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            created: 1,
+        };
+        let line: Vec<String> = qemu_argv(&record, &layout).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            line.join(" "),
+            "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none -machine q35 -name db \
+             -accel tcg,thread=multi -smp 2 -m 1024M \
+             -drive file=/v/state/vms/db/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=udp:127.0.0.1:5353-:53 -device virtio-net-pci,netdev=net0 \
+             -chardev file,id=serial0,path=/v/state/vms/db/serial.log -serial chardev:serial0 \
+             -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 \
+             -chardev socket,id=qmp,server=on,wait=off,path=/v/run/vms/db/qmp.sock -mon chardev=qmp,mode=control \
+             -chardev socket,id=qga0,server=on,wait=off,path=/v/run/vms/db/qga.sock \
+             -device virtio-serial-pci,id=virtio-serial0 \
+             -device virtserialport,bus=virtio-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! A clean guest shutdown, as the unit's ExecStop runs it (`vmrun vm powerdown`): the ACPI
+//! power button over QMP, and the same request through the guest agent, for guests with no
+//! power-button handler (a minimal Debian without logind ignores ACPI). Then wait for QEMU to
+//! exit; systemd kills it when TimeoutStopSec runs out first.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Error;
+use crate::qemu::qga::{self, GuestAgent};
+use crate::qemu::json_stream;
+use crate::qemu::qmp::{self, Qmp};
+
+/// How long the guest agent may take to take the request.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the agent is asked again while QEMU runs: a guest still booting starts its
+/// agent late.
+const ASK_AGAIN: Duration = Duration::from_secs(5);
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerDown {
+    /// QEMU exited after the guest powered off.
+    Exited,
+    /// There was no QEMU to ask.
+    NotRunning,
+}
+
+pub fn power_down(qmp_socket: &Path, agent_socket: &Path, timeout: Duration) -> Result<PowerDown, Error> {
+    let Ok(mut qmp) = Qmp::connect(qmp_socket) else { return Ok(PowerDown::NotRunning) };
+    qmp.execute("system_powerdown", None)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        ask_agent(agent_socket);
+        let wait = ASK_AGAIN.min(deadline.saturating_duration_since(Instant::now()));
+        match qmp.wait_closed(wait) {
+            Ok(()) => return Ok(PowerDown::Exited),
+            Err(qmp::Error::Stream { source: json_stream::Error::TimedOut, .. }) if Instant::now() < deadline => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Best effort: an agent that does not answer (not started yet, or already shutting down)
+/// leaves the job to ACPI and the timeout.
+fn ask_agent(socket: &Path) {
+    let Ok(mut agent) = GuestAgent::connect(socket, AGENT_TIMEOUT) else { return };
+    // On success guest-shutdown sends no answer: the guest is going down.
+    // qemu-ga runs `shutdown -P +0`, which without logind fails at once; poweroff does not
+    // need logind.
+    if let Err(qga::Error::Refused { .. }) = agent.execute("guest-shutdown", Some(json!({"mode": "powerdown"}))) {
+        let _ = agent.execute("guest-exec", Some(json!({"path": "/sbin/poweroff"})));
+    }
+}

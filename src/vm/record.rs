@@ -1,0 +1,140 @@
+//! `vm.json`: what a persistent VM is made of. The unit is rendered from it, so it is the one
+//! place a forward added at run time is remembered.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::forward::Forward;
+use crate::qemu::args::Accel;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRecord {
+    pub name: String,
+    /// The baked image's name. `Store::remove` reads this key: an image a VM stands on is
+    /// not removed.
+    pub image: String,
+    /// The store entry the disk's backing file is in (a later bake may move the name).
+    pub image_key: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub accel: RecordedAccel,
+    /// Host port on 127.0.0.1 forwarded to the guest's SSH, chosen free at create.
+    pub ssh_port: u16,
+    /// The user's forwards, beside the SSH one.
+    pub forwards: Vec<Forward>,
+    pub qemu: PathBuf,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// The accelerator chosen at create, kept so the VM runs the same way every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordedAccel {
+    Kvm,
+    Tcg,
+}
+
+impl From<Accel> for RecordedAccel {
+    fn from(accel: Accel) -> Self {
+        match accel {
+            Accel::Kvm => RecordedAccel::Kvm,
+            Accel::Tcg => RecordedAccel::Tcg,
+        }
+    }
+}
+
+impl From<RecordedAccel> for Accel {
+    fn from(accel: RecordedAccel) -> Self {
+        match accel {
+            RecordedAccel::Kvm => Accel::Kvm,
+            RecordedAccel::Tcg => Accel::Tcg,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+}
+
+impl VmRecord {
+    pub fn load(path: &Path) -> Result<VmRecord, Error> {
+        let text = fs::read_to_string(path).map_err(|source| Error::Io { action: "read", path: path.to_owned(), source })?;
+        serde_json::from_str(&text).map_err(|e| Error::Damaged { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// Writes the record whole or not at all (a temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let io = |action| move |source| Error::Io { action, path: path.to_owned(), source };
+        let json = serde_json::to_string_pretty(self).expect("a record serializes") + "\n";
+        let temp = path.with_extension("json.tmp");
+        let mut file = fs::File::create(&temp).map_err(io("create"))?;
+        file.write_all(json.as_bytes()).and_then(|()| file.sync_all()).map_err(io("write"))?;
+        fs::rename(&temp, path).map_err(io("replace"))
+    }
+
+    /// Every forward QEMU sets up, SSH's first.
+    pub fn all_forwards(&self) -> Vec<Forward> {
+        std::iter::once(Forward::ssh(self.ssh_port)).chain(self.forwards.iter().copied()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> VmRecord {
+        VmRecord {
+            name: "db".into(),
+            image: "base".into(),
+            image_key: "k".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            accel: RecordedAccel::Tcg,
+            ssh_port: 40022,
+            forwards: vec!["8080:80".parse().unwrap()],
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_names_its_image_where_the_store_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        record().save(&path).unwrap();
+        assert_eq!(VmRecord::load(&path).unwrap(), record());
+        let value: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value["image"], "base");
+        assert_eq!(value["accel"], "tcg");
+        assert_eq!(value["forwards"][0], serde_json::json!({"protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80}));
+        assert!(!dir.path().join("vm.json.tmp").exists());
+    }
+
+    #[test]
+    fn ssh_comes_first() {
+        let rules: Vec<String> = record().all_forwards().iter().map(Forward::rule).collect();
+        assert_eq!(rules, ["tcp:127.0.0.1:40022-:22", "tcp:127.0.0.1:8080-:80"]);
+    }
+
+    #[test]
+    fn damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.json");
+        fs::write(&path, "{\"name\": 1}").unwrap();
+        assert!(matches!(VmRecord::load(&path), Err(Error::Damaged { .. })));
+    }
+}

@@ -1,0 +1,31 @@
+//! `vmrun vm ssh`: the system's ssh with the files `crate::ssh::ClientFiles` writes for the
+//! VM at create: an ssh_config (StrictHostKeyChecking yes, IdentitiesOnly yes, vmrun's client
+//! key, the forwarded port) and a known_hosts of one line, the key the image was baked with.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::ssh::{GUEST_HOST, sh_quote};
+
+/// ssh's arguments. `command` is one remote command, each word quoted for the guest's shell
+/// so it arrives as the same argv.
+pub fn args(ssh_config: &Path, command: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-F".into(), ssh_config.as_os_str().to_owned()];
+    // `--`: nothing after it is taken as an option of ssh's.
+    args.extend(["--".into(), GUEST_HOST.into()]);
+    args.extend(command.iter().map(|word| sh_quote(word).into()));
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_and_quoted_words() {
+        let command = ["uname".to_owned(), "-a".to_owned(), "it's $HOME".to_owned()];
+        let text: Vec<String> =
+            args(Path::new("/s/db/ssh/ssh_config"), &command).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(text.join(" "), "-F /s/db/ssh/ssh_config -- guest 'uname' '-a' 'it'\\''s $HOME'");
+    }
+}
