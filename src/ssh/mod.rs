@@ -41,7 +41,7 @@ pub enum Error {
     },
     #[error("the guest closed the connection on 127.0.0.1:{port} before SSH started")]
     Closed { port: u16 },
-    #[error("no SSH server answered on 127.0.0.1:{port} within {}s", waited.as_secs_f64())]
+    #[error("no SSH server answered on 127.0.0.1:{port} within {:.1}s", waited.as_secs_f64())]
     Silent { port: u16, waited: Duration },
     #[error("SSH handshake with 127.0.0.1:{port} failed")]
     Handshake {
@@ -64,7 +64,7 @@ pub enum Error {
         #[source]
         source: ssh2::Error,
     },
-    #[error("timed out after {}s waiting for SSH on 127.0.0.1:{port}", waited.as_secs())]
+    #[error("timed out after {:.0}s waiting for SSH on 127.0.0.1:{port}", waited.as_secs_f64())]
     #[diagnostic(help("the last attempt failed with: {last}"))]
     NotReady { port: u16, waited: Duration, last: String },
     #[error("cancelled while waiting for SSH on 127.0.0.1:{port}")]

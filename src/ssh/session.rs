@@ -14,9 +14,12 @@ use super::{Error, HostKey, Target, USER};
 /// Upper bound on how long one wait on the socket lasts, so stop requests and deadlines are
 /// noticed promptly; also the pause between connection attempts.
 const POLL: Duration = Duration::from_millis(100);
-/// sshd sends its version line as soon as it accepts. With QEMU's user networking the port
-/// accepts before anything listens in the guest; the guest then resets the connection (seen
-/// at once) or, before its network is up, never answers (seen after this long).
+/// How long a connection may stay silent before it is given up, while the guest has not yet
+/// answered any. With QEMU's user networking the port accepts before anything listens in
+/// the guest: until the guest's network is up, such a connection stays silent; then the
+/// guest resets connections (seen at once) until sshd listens. Once the guest has reset one,
+/// silence means sshd accepted and is slow to send its version line (seconds, in an
+/// emulated guest that is still booting), and the wait is [`HANDSHAKE_TIMEOUT`].
 const BANNER_WAIT: Duration = Duration::from_secs(3);
 /// Key exchange and login; generous because an emulated (TCG) guest is slow.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,7 +52,7 @@ pub enum Outcome {
 /// sent, then log in as [`USER`] with the client key.
 pub fn connect(target: &Target) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
-    attempt(target, &pinned, Instant::now() + HANDSHAKE_TIMEOUT + BANNER_WAIT, &|| false)
+    attempt(target, &pinned, Instant::now() + 2 * HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, &|| false)
 }
 
 /// Polls [`connect`] (at most every [`POLL`]) until it succeeds, retrying while the guest is
@@ -58,6 +61,7 @@ pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> 
     let pinned = pinned_key(target)?;
     let started = Instant::now();
     let mut last = None;
+    let mut banner_wait = BANNER_WAIT;
     loop {
         if should_stop() {
             return Err(Error::Cancelled { port: target.port });
@@ -67,9 +71,12 @@ pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> 
             let last = last.unwrap_or_else(|| "no attempt was made".to_owned());
             return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last });
         }
-        match attempt(target, &pinned, deadline, should_stop) {
+        match attempt(target, &pinned, deadline, banner_wait, should_stop) {
             Ok(session) => return Ok(session),
             Err(e) if e.is_retryable() => {
+                if !matches!(e, Error::Connect { .. } | Error::Silent { .. }) {
+                    banner_wait = HANDSHAKE_TIMEOUT;
+                }
                 last = Some(chain(&e));
                 let now = Instant::now();
                 std::thread::sleep((attempt_started + POLL).min(deadline).saturating_duration_since(now));
@@ -83,12 +90,18 @@ fn pinned_key(target: &Target) -> Result<HostKey, Error> {
     HostKey::parse_line(&target.host_key).map_err(|reason| Error::PinnedKey { reason })
 }
 
-fn attempt(target: &Target, pinned: &HostKey, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
+fn attempt(
+    target: &Target,
+    pinned: &HostKey,
+    deadline: Instant,
+    banner_wait: Duration,
+    should_stop: &dyn Fn() -> bool,
+) -> Result<Session, Error> {
     let port = target.port;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&address, budget(deadline, BANNER_WAIT))
         .map_err(|source| Error::Connect { port, source })?;
-    wait_for_banner(&stream, port, budget(deadline, BANNER_WAIT), should_stop)?;
+    wait_for_banner(&stream, port, budget(deadline, banner_wait), should_stop)?;
 
     let mut session = ssh2::Session::new().map_err(|source| Error::Handshake { port, source })?;
     session.set_tcp_stream(stream);
@@ -321,6 +334,36 @@ mod tests {
         assert!(count.load(Ordering::SeqCst) >= 6, "only {} attempts in a second", count.load(Ordering::SeqCst));
         assert_eq!(err.exit_code(), crate::exit_code::VM_FAILED);
         assert!(err.to_string().starts_with("timed out after 1s waiting for SSH on 127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn once_the_guest_has_answered_a_slow_banner_is_waited_for() {
+        use std::io::Read;
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client_waited = Arc::new(AtomicBool::new(false));
+        let flag = client_waited.clone();
+        std::thread::spawn(move || {
+            let mut incoming = listener.incoming();
+            drop(incoming.next()); // a reset: the guest's network is up
+            let mut slow = incoming.next().unwrap().unwrap();
+            std::thread::sleep(BANNER_WAIT + Duration::from_millis(500));
+            let _ = slow.write_all(b"SSH-2.0-slow\r\n");
+            // A client still there answers with its own version line.
+            let mut reply = [0u8; 7];
+            slow.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            if slow.read_exact(&mut reply).is_ok() && &reply == b"SSH-2.0" {
+                flag.store(true, Ordering::SeqCst);
+            }
+            drop(slow);
+            for stream in incoming {
+                drop(stream);
+            }
+        });
+        let waited = || client_waited.load(Ordering::SeqCst);
+        let _ = wait_ready(&target(port), Instant::now() + BANNER_WAIT * 2, &waited);
+        assert!(client_waited.load(Ordering::SeqCst), "the slow server was given up");
     }
 
     #[test]
