@@ -55,7 +55,7 @@ pub fn connect(target: &Target) -> Result<Session, Error> {
     attempt(target, &pinned, Instant::now() + 2 * HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, &|| false)
 }
 
-/// Polls [`connect`] (at most every [`POLL`]) until it succeeds, retrying while the guest is
+/// Polls [`connect`] (at most every 100 ms) until it succeeds, retrying while the guest is
 /// still booting. A wrong host key or a refused login ends the wait at once.
 pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
@@ -149,7 +149,8 @@ impl Session {
     /// is /dev/null.
     ///
     /// When `deadline` passes or `should_stop` returns true, the channel is closed, which
-    /// kills the command and everything it started (see [`killed_on_close`]).
+    /// kills the command and everything it started: a watchdog in the guest holds the
+    /// channel's stdin and kills the process group when it ends.
     pub fn exec(
         &self,
         command_line: &str,
