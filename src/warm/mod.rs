@@ -229,10 +229,16 @@ pub fn finish_resume(vm: &mut QemuProcess, qmp_path: &Path, agent_path: &Path, q
             Err(e) => return Err(e.into()),
         }
     };
+    // The state was saved from a stopped guest, so it loads paused: `cont` once it is in.
     loop {
         let status = qmp.execute("query-status", None)?;
-        if status.get("status").and_then(|s| s.as_str()) == Some("running") {
-            break;
+        match status.get("status").and_then(|s| s.as_str()) {
+            Some("running") => break,
+            Some("paused") | Some("postmigrate") => {
+                qmp.execute("cont", None)?;
+                break;
+            }
+            _ => {}
         }
         if let Some(exit) = vm.try_wait()? {
             return Err(exited(exit, "loading the state", qemu_log));
