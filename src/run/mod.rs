@@ -29,6 +29,8 @@ use crate::warm::{self, WarmState, machine::Instance};
 
 /// Where the project lands in the guest.
 pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
+/// How long sync waits for the master connection before connecting on its own.
+const MASTER_WAIT: Duration = Duration::from_secs(5);
 /// Console lines shown when a boot fails.
 const TAIL_LINES: usize = 25;
 
@@ -149,6 +151,13 @@ fn drive(
     let (process, port) = start_qemu(plan, dir, qemu, &disk)?;
     *vm = Some(process);
     let target = Target { port, host_key: host_key.trim().to_owned(), client_key: plan.image.client_key() };
+    let files = ssh::ClientFiles::write(&dir.file("ssh"), &target)?;
+    // A resumed guest answers at once: the system ssh's master connection for rsync is made
+    // while vmrun's own session is.
+    let mut master = match &plan.warm {
+        Some(_) => crate::tools::find("ssh").ok().and_then(|ssh| ssh::Master::start(&ssh, &files)),
+        None => None,
+    };
     let deadline = started + plan.boot_timeout;
     let session = ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
         if matches!(source, ssh::Error::Cancelled { .. }) {
@@ -172,7 +181,10 @@ fn drive(
     report.record(Phase::Boot, started.elapsed());
     sink(Event::PhaseFinished { phase: format!("run {}: boot", dir.id()), elapsed: started.elapsed() });
 
-    let ssh_config = ssh::ClientFiles::write(&dir.file("ssh"), &target)?.ssh_config;
+    if let Some(master) = master.as_mut() {
+        master.wait_ready(&files, MASTER_WAIT);
+    }
+    let ssh_config = files.ssh_config.clone();
     report.time(Phase::Sync, || sync::push(&ssh_config, &plan.project, GUEST_PROJECT_DIR, &plan.sync))?;
 
     let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);

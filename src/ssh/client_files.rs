@@ -17,6 +17,9 @@ pub const GUEST_HOST: &str = "guest";
 pub struct ClientFiles {
     pub ssh_config: PathBuf,
     pub known_hosts: PathBuf,
+    /// Where a master connection (see [`super::Master`]) listens; ssh and rsync through the
+    /// config use it when it is there and connect on their own when not.
+    pub control_path: PathBuf,
 }
 
 /// The known_hosts line that pins `host_key_line` for the forwarded port
@@ -29,6 +32,7 @@ pub fn known_hosts_line(port: u16, host_key_line: &str) -> String {
 impl ClientFiles {
     pub const SSH_CONFIG: &str = "ssh_config";
     pub const KNOWN_HOSTS: &str = "known_hosts";
+    pub const CONTROL: &str = "control";
 
     /// Writes `known_hosts` and `ssh_config` for `target` into `dir` (created 0700 if
     /// missing), both 0600. The client key path must be absolute: ssh would resolve a
@@ -39,9 +43,14 @@ impl ClientFiles {
             .mode(0o700)
             .create(dir)
             .map_err(|source| Error::Io { action: "create", path: dir.to_owned(), source })?;
-        let files = ClientFiles { ssh_config: dir.join(Self::SSH_CONFIG), known_hosts: dir.join(Self::KNOWN_HOSTS) };
+        let files = ClientFiles {
+            ssh_config: dir.join(Self::SSH_CONFIG),
+            known_hosts: dir.join(Self::KNOWN_HOSTS),
+            control_path: dir.join(Self::CONTROL),
+        };
         write_private(&files.known_hosts, &(known_hosts_line(target.port, &target.host_key) + "\n"))?;
-        write_private(&files.ssh_config, &render_ssh_config(target.port, &target.client_key, &files.known_hosts)?)?;
+        let config = render_ssh_config(target.port, &target.client_key, &files.known_hosts, &files.control_path)?;
+        write_private(&files.ssh_config, &config)?;
         Ok(files)
     }
 }
@@ -49,7 +58,9 @@ impl ClientFiles {
 /// The ssh_config text. `StrictHostKeyChecking yes` with a known_hosts file of one line is
 /// what pins the key; the system-wide known hosts are ignored so no other line can match.
 /// Keepalives end a connection to a guest that stopped answering instead of hanging.
-fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path) -> Result<String, Error> {
+/// Key exchange is curve25519: the default hybrid post-quantum exchange costs an emulated
+/// guest about a second more per connection, and these connections never leave the host.
+fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path, control: &Path) -> Result<String, Error> {
     Ok(format!(
         "# Written by vmrun for one VM.\n\
          Host *\n\
@@ -65,9 +76,13 @@ fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path) -> Result
          \x20 BatchMode yes\n\
          \x20 LogLevel ERROR\n\
          \x20 ServerAliveInterval 10\n\
-         \x20 ServerAliveCountMax 6\n",
+         \x20 ServerAliveCountMax 6\n\
+         \x20 KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n\
+         \x20 ControlMaster no\n\
+         \x20 ControlPath {}\n",
         config_path(client_key)?,
         config_path(known_hosts)?,
+        config_path(control)?,
     ))
 }
 
@@ -118,13 +133,17 @@ mod tests {
 
     #[test]
     fn ssh_config_rendering() {
-        let text = render_ssh_config(2222, Path::new("/keys/client"), Path::new("/run/a/known_hosts")).unwrap();
+        let text =
+            render_ssh_config(2222, Path::new("/keys/client"), Path::new("/run/a/known_hosts"), Path::new("/run/a/control"))
+                .unwrap();
         assert_eq!(
             text,
             "# Written by vmrun for one VM.\nHost *\n  HostName 127.0.0.1\n  Port 2222\n  User vmrun\n  \
              IdentitiesOnly yes\n  IdentityFile \"/keys/client\"\n  UserKnownHostsFile \"/run/a/known_hosts\"\n  \
              GlobalKnownHostsFile none\n  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  BatchMode yes\n  \
-             LogLevel ERROR\n  ServerAliveInterval 10\n  ServerAliveCountMax 6\n"
+             LogLevel ERROR\n  ServerAliveInterval 10\n  ServerAliveCountMax 6\n  \
+             KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n  ControlMaster no\n  \
+             ControlPath \"/run/a/control\"\n"
         );
         assert_eq!(config_path(Path::new(r#"/a "b" %c\d"#)).unwrap(), r#""/a \"b\" %%c\\d""#);
         assert!(matches!(config_path(Path::new("relative")), Err(Error::UnusablePath { .. })));

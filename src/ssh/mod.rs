@@ -7,6 +7,7 @@
 mod client_files;
 mod command_line;
 mod host_key;
+mod master;
 mod session;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
+pub use master::Master;
 pub use session::{Outcome, Session, connect, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.

@@ -106,6 +106,10 @@ fn attempt(
     let mut session = ssh2::Session::new().map_err(|source| Error::Handshake { port, source })?;
     session.set_tcp_stream(stream);
     session.set_timeout(millis(budget(deadline, HANDSHAKE_TIMEOUT)));
+    // The cheapest exchange for an emulated guest's CPU (as in the ssh_config vmrun writes).
+    session
+        .method_pref(ssh2::MethodType::Kex, "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256")
+        .map_err(|source| Error::Handshake { port, source })?;
     session.handshake().map_err(|source| Error::Handshake { port, source })?;
 
     let found = match session.host_key() {
