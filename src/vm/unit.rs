@@ -3,7 +3,6 @@
 //! so a home directory with spaces, quotes, `%` or `$` reaches QEMU exactly as it is.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,8 +58,15 @@ pub fn exec_line(prefix: &str, argv: &[OsString]) -> Result<String, Unquotable> 
     let (program, args) = argv.split_first().expect("a command has a program");
     let mut line = executable(prefix, Path::new(program))?;
     for arg in args {
+        // systemd would run it, but could not report the unit's properties over D-Bus, so
+        // no `systemctl show` (and no vmrun command) would work on the VM.
+        let text = arg.to_str().ok_or_else(|| Unquotable {
+            what: "the argument",
+            value: arg.into(),
+            reason: "it is not UTF-8 (systemd cannot report a unit that runs it)",
+        })?;
         line.push(' ');
-        line.push_str(&argument(arg.as_bytes()));
+        line.push_str(&argument(text));
     }
     Ok(line)
 }
@@ -80,32 +86,29 @@ fn executable(prefix: &str, program: &Path) -> Result<String, Unquotable> {
     Ok(if word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word })
 }
 
-/// One argument after the program: as is when plain, else double-quoted with C escapes.
-/// `%` (specifiers) and `$` (environment variables) are doubled either way.
-pub fn argument(bytes: &[u8]) -> String {
-    let plain = !bytes.is_empty() && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_./,:=+@%$".contains(b));
-    // Text keeps its non-ASCII characters; other bytes go as \xNN, which systemd turns back
-    // into that very byte.
-    let text = std::str::from_utf8(bytes).is_ok();
-    let mut out = Vec::with_capacity(bytes.len() + 2);
+/// One argument after the program: as is when plain, else double-quoted with C escapes
+/// (control characters as `\xNN`). `%` (specifiers) and `$` (environment variables) are
+/// doubled either way.
+pub fn argument(text: &str) -> String {
+    let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./,:=+@%$".contains(&b));
+    let mut out = String::with_capacity(text.len() + 2);
     if !plain {
-        out.push(b'"');
+        out.push('"');
     }
-    for &b in bytes {
-        match b {
-            b'%' => out.extend_from_slice(b"%%"),
-            b'$' => out.extend_from_slice(b"$$"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            0x20..=0x7e => out.push(b),
-            0x80.. if text => out.push(b),
-            _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%%"),
+            '$' => out.push_str("$$"),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if c.is_control() => c.encode_utf8(&mut [0; 4]).bytes().for_each(|b| out.push_str(&format!("\\x{b:02x}"))),
+            c => out.push(c),
         }
     }
     if !plain {
-        out.push(b'"');
+        out.push('"');
     }
-    String::from_utf8(out).expect("ASCII, escapes and whole UTF-8 sequences")
+    out
 }
 
 /// A path as a setting's whole value (`StandardOutput=append:PATH`): taken literally, except
@@ -169,17 +172,16 @@ mod tests {
 
     #[test]
     fn arguments() {
-        assert_eq!(argument(b"-m"), "-m");
-        assert_eq!(argument(b"file=/a/b.qcow2,if=virtio"), "file=/a/b.qcow2,if=virtio");
-        assert_eq!(argument(b"50%"), "50%%");
-        assert_eq!(argument(b"$HOME"), "$$HOME");
-        assert_eq!(argument(b""), r#""""#);
-        assert_eq!(argument(b";"), r#"";""#);
-        assert_eq!(argument(b"a b"), r#""a b""#);
-        assert_eq!(argument(b"it's"), r#""it's""#);
-        assert_eq!(argument(b"tab\there\nnl"), r#""tab\x09here\x0anl""#);
-        assert_eq!(argument("café".as_bytes()), "\"café\"");
-        assert_eq!(argument(b"bad\xff%"), r#""bad\xff%%""#);
+        assert_eq!(argument("-m"), "-m");
+        assert_eq!(argument("file=/a/b.qcow2,if=virtio"), "file=/a/b.qcow2,if=virtio");
+        assert_eq!(argument("50%"), "50%%");
+        assert_eq!(argument("$HOME"), "$$HOME");
+        assert_eq!(argument(""), r#""""#);
+        assert_eq!(argument(";"), r#"";""#);
+        assert_eq!(argument("a b"), r#""a b""#);
+        assert_eq!(argument("it's"), r#""it's""#);
+        assert_eq!(argument("tab\there\nnl\u{85}"), r#""tab\x09here\x0anl\xc2\x85""#);
+        assert_eq!(argument("café"), "\"café\"");
     }
 
     #[test]
@@ -190,6 +192,9 @@ mod tests {
         for bad in ["/opt/it's/q", "/opt/\"/q", "/opt/a\\b/q", "/opt/a\nb/q", "relative/q"] {
             assert!(exec_line("", &os(&[bad])).is_err(), "{bad:?}");
         }
+        use std::os::unix::ffi::OsStringExt;
+        let not_text = vec!["/bin/q".into(), OsString::from_vec(b"a\xffb".to_vec())];
+        assert_eq!(exec_line("", &not_text).unwrap_err().reason, "it is not UTF-8 (systemd cannot report a unit that runs it)");
     }
 
     #[test]
