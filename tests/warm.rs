@@ -1,0 +1,106 @@
+//! Warm start against real VMs: runs resume the state saved at bake, each with the host's
+//! time, its own randomness and a fresh disk, and boot cold, saying why, when they cannot.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vmrun::paths::Home;
+
+fn vmrun_test(project: &Path, image: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(common::VMRUN);
+    cmd.args(["test", "--image", image]).args(args).current_dir(project).env("VMRUN_HOME", common::test_home());
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// What one resumed run saw: the guest's clock against the host's when the line arrived,
+/// 16 random bytes, whether an earlier run's file was there, and vmrun's stderr.
+struct Seen {
+    clock_skew: f64,
+    random: String,
+    earlier_file: bool,
+    stderr: String,
+}
+
+fn resumed_run(project: &Path) -> Seen {
+    let script = "date +%s.%N; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; \
+                  test -e /var/tmp/earlier && echo earlier-file; touch /var/tmp/earlier";
+    let mut child = vmrun_test(project, common::baked_image(), &["--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let guest_clock: f64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    let clock_skew = (now() - guest_clock).abs();
+    let random = lines.next().unwrap().unwrap();
+    let earlier_file = lines.any(|l| l.unwrap() == "earlier-file");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    Seen { clock_skew, random, earlier_file, stderr: text(&out.stderr) }
+}
+
+#[test]
+fn resumed_runs_get_the_hosts_time_their_own_randomness_and_a_fresh_disk() {
+    let project = tempfile::tempdir().unwrap();
+    let first = resumed_run(project.path());
+    let second = resumed_run(project.path());
+    for seen in [&first, &second] {
+        assert!(!seen.stderr.contains("booting cold"), "did not resume: {}", seen.stderr);
+        assert!(seen.clock_skew < 1.0, "guest clock off by {:.3}s", seen.clock_skew);
+        assert!(!seen.earlier_file, "a file from an earlier run was there");
+        assert_eq!(seen.random.len(), 32, "{}", seen.random);
+    }
+    assert_ne!(first.random, second.random, "two resumed runs produced the same random bytes");
+}
+
+#[test]
+fn a_run_that_asks_for_another_machine_size_boots_cold_and_says_why() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("vmrun.yaml"), "vm:\n  memory: 1536M\n").unwrap();
+    let out: Output = vmrun_test(project.path(), common::baked_image(), &["--", "free", "-m"]).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("booting cold: the warm state does not fit") && err.contains("1536 MiB"), "{err}");
+    let total: u64 = text(&out.stdout).lines().find(|l| l.starts_with("Mem:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(total > 1100, "the guest has {total} MiB, not the 1536 MiB asked for");
+}
+
+#[test]
+fn an_image_without_a_warm_state_boots_cold_and_says_why() {
+    // A store entry as an older vmrun made it: the baked image without `warm/`.
+    let image = common::baked_image();
+    let home = Home::under(&common::test_home());
+    let entry = std::fs::canonicalize(home.images().join(image)).unwrap();
+    let key = "0000000000000000000000000000000000000000000000000000000000000cold";
+    let copy = home.store().join(key);
+    if !copy.exists() {
+        let staging = home.store().join(".test-cold-copy");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging).unwrap();
+        for file in ["disk.qcow2", "host_ed25519.pub", "client_ed25519", "image.json"] {
+            std::fs::copy(entry.join(file), staging.join(file)).unwrap();
+        }
+        let _ = std::fs::rename(&staging, &copy);
+    }
+    let link = home.images().join("test-no-warm");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(Path::new("../store").join(key), &link).unwrap();
+
+    let project = tempfile::tempdir().unwrap();
+    let out = vmrun_test(project.path(), "test-no-warm", &["--", "true"]).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("booting cold: the image has no warm state"), "{err}");
+}
