@@ -1,0 +1,107 @@
+//! `vmrun test -- true` end to end: resumed from the warm state, booted cold, and the plain
+//! shell flow it replaces (tests/bench/shell_flow.sh), on the same baked image in the same
+//! run. Prints medians, the per-phase breakdown, the warm state's size and peak memory.
+//! Run with `cargo bench --bench test_run` (RUNS=N, default 3; the image is baked first).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vmrun::paths::Home;
+
+const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+
+struct Sample {
+    took: Duration,
+    /// Peak resident memory of the largest process in the tree (QEMU), KiB.
+    max_rss_kib: i64,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion, measuring wall time and the peak RSS of it and its children.
+fn measure(mut cmd: Command) -> Sample {
+    let started = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
+    let pid = child.id() as libc::pid_t;
+    let output = std::thread::spawn(move || {
+        let mut err = String::new();
+        let mut stderr = child.stderr.expect("piped");
+        std::io::Read::read_to_string(&mut stderr, &mut err).ok();
+        err
+    });
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 on our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let took = started.elapsed();
+    let stderr = output.join().unwrap();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "failed: {stderr}");
+    Sample { took, max_rss_kib: usage.ru_maxrss, stderr }
+}
+
+fn median(samples: &[Sample]) -> &Sample {
+    let mut sorted: Vec<&Sample> = samples.iter().collect();
+    sorted.sort_by_key(|s| s.took);
+    sorted[sorted.len() / 2]
+}
+
+fn vmrun(home: &Path, project: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(VMRUN);
+    cmd.args(args).env("VMRUN_HOME", home).current_dir(project);
+    cmd
+}
+
+fn main() {
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let home = std::env::var_os("VMRUN_TEST_HOME")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home"));
+    let accel = match std::env::var("VMRUN_ACCEL").as_deref() {
+        Ok("kvm") => "kvm",
+        _ => "tcg",
+    };
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("README"), "a small project\n").unwrap();
+    let bake = vmrun(&home, project.path(), &["bake", "--image", "debian:bookworm", "--name", "bench"]).output().unwrap();
+    assert!(bake.status.success(), "bake: {}", String::from_utf8_lossy(&bake.stderr));
+    let entry = std::fs::canonicalize(Home::under(&home).images().join("bench")).unwrap();
+    let state_bytes = std::fs::metadata(entry.join("warm/state")).map(|m| m.len()).unwrap_or(0);
+
+    let mut warm = Vec::new();
+    let mut cold = Vec::new();
+    let mut shell = Vec::new();
+    for i in 0..runs {
+        warm.push(measure(vmrun(&home, project.path(), &["test", "--image", "bench", "--", "true"])));
+        cold.push(measure(vmrun(&home, project.path(), &["test", "--image", "bench", "--cold", "--", "true"])));
+        let mut flow = Command::new("bash");
+        flow.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/shell_flow.sh")).arg(&entry).arg(project.path()).arg(accel);
+        shell.push(measure(flow));
+        eprintln!(
+            "round {}: warm {:.2}s, cold {:.2}s, shell flow {:.2}s",
+            i + 1,
+            warm[i].took.as_secs_f64(),
+            cold[i].took.as_secs_f64(),
+            shell[i].took.as_secs_f64()
+        );
+    }
+    let (w, c, s) = (median(&warm), median(&cold), median(&shell));
+    println!("\n`true` in a fresh VM, end to end ({runs} runs each, accel {accel}); warm state {} MiB", state_bytes >> 20);
+    println!("{:<34} {:>10} {:>10} {:>16}", "", "median", "min", "peak RSS (MiB)");
+    for (name, samples, m) in [("vmrun test (warm)", &warm, w), ("vmrun test --cold", &cold, c), ("shell flow", &shell, s)] {
+        let min = samples.iter().map(|s| s.took).min().unwrap();
+        println!(
+            "{:<34} {:>9.2}s {:>9.2}s {:>16}",
+            name,
+            m.took.as_secs_f64(),
+            min.as_secs_f64(),
+            m.max_rss_kib / 1024
+        );
+    }
+    println!("shell flow / warm: {:.1}x", s.took.as_secs_f64() / w.took.as_secs_f64());
+    for (name, m) in [("warm", w), ("cold", c)] {
+        println!("\nphases of the median {name} run:");
+        for line in m.stderr.lines().filter(|l| !l.starts_with('[') && !l.starts_with("note:")) {
+            println!("  {line}");
+        }
+    }
+}
