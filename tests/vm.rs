@@ -290,6 +290,29 @@ fn whoami() -> String {
     String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned()
 }
 
+/// QEMU cannot bind a forward whose port is taken: the create fails saying why, and leaves no
+/// disk, record, sockets or unit behind.
+#[test]
+fn a_failed_create_leaves_nothing_behind() {
+    require_user_manager();
+    let image = image();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let name = vm_name("failing");
+    let out = vmrun(&["vm", "create", &name, "--image", image, "--forward", &format!("{port}:80")]);
+    fails_with(&out, vmrun::exit_code::VM_FAILED, &format!("VM `{name}` did not start"));
+    assert!(stderr(&out).contains("Could not set up host forwarding rule"), "QEMU's reason is shown: {}", stderr(&out));
+    assert!(stderr(&out).contains("nothing of the VM is left"), "{}", stderr(&out));
+    let layout = vmrun::vm::VmLayout::new(&vmrun::paths::Home::under(&common::test_home()), &unit_dir(), &name);
+    assert!(!layout.state.exists(), "{} is left", layout.state.display());
+    assert!(!layout.runtime.exists(), "{} is left", layout.runtime.display());
+    assert!(!layout.unit_file.exists(), "{} is left", layout.unit_file.display());
+    let show = systemctl(&["show", "-p", "LoadState", &layout.unit()]);
+    assert_eq!(stdout(&show).trim(), "LoadState=not-found");
+    // The name is free again.
+    fails_with(&vmrun(&["vm", "status", &name]), vmrun::exit_code::BAD_INPUT, "no VM named");
+}
+
 #[test]
 fn bad_names_are_refused_before_anything_is_written() {
     let home = tempfile::tempdir().unwrap();

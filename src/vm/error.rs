@@ -59,9 +59,12 @@ pub enum Error {
     #[error("`{command}` failed: {qemu_says}")]
     Snapshot { command: String, qemu_says: String },
 
-    #[error("VM `{name}` did not start: {reason}\nQEMU's messages ({}):\n{qemu_log}", log.display())]
-    #[diagnostic(help("its unit: systemctl --user status {unit}"))]
-    StartFailed { name: String, unit: String, reason: String, log: PathBuf, qemu_log: String },
+    #[error("VM `{name}` did not start: {reason}\nQEMU's last messages:\n{qemu_log}")]
+    #[diagnostic(help("{}", match kept {
+        true => format!("QEMU's log: {}; its unit: systemctl --user status {unit}", log.display()),
+        false => "the failed create was undone: nothing of the VM is left".to_owned(),
+    }))]
+    StartFailed { name: String, unit: String, reason: String, log: PathBuf, qemu_log: String, kept: bool },
 
     #[error(transparent)]
     #[diagnostic(transparent)]

@@ -229,7 +229,12 @@ impl Vms {
         if made.is_err() {
             self.remove_remains(&layout, unit_written);
         }
-        made
+        made.map_err(|e| match e {
+            Error::StartFailed { name, unit, reason, log, qemu_log, .. } => {
+                Error::StartFailed { name, unit, reason, log, qemu_log, kept: false }
+            }
+            other => other,
+        })
     }
 
     fn make(
@@ -603,6 +608,7 @@ impl Vms {
             reason,
             log: layout.qemu_log(),
             qemu_log: last_lines(&layout.qemu_log(), LOG_TAIL),
+            kept: true,
         }
     }
 
