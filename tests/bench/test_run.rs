@@ -21,18 +21,19 @@ struct Sample {
 /// Runs `cmd` to completion, measuring wall time and the peak RSS of it and its children.
 fn measure(mut cmd: Command) -> Sample {
     let started = Instant::now();
-    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
     let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.take().expect("piped");
     let output = std::thread::spawn(move || {
         let mut err = String::new();
-        let mut stderr = child.stderr.expect("piped");
         std::io::Read::read_to_string(&mut stderr, &mut err).ok();
         err
     });
     let mut status = 0;
-    // SAFETY: zeroed rusage is valid; wait4 on our own child.
+    // SAFETY: zeroed rusage is valid; wait4 reaps our own child (so `child` is not waited).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
     let took = started.elapsed();
     let stderr = output.join().unwrap();
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "failed: {stderr}");

@@ -36,7 +36,7 @@ pub(crate) struct Layout {
 
 /// Why no overlay can have this virtual size, if it cannot.
 pub(crate) fn check_size(virtual_size: u64) -> Result<(), &'static str> {
-    if virtual_size % SECTOR_SIZE != 0 {
+    if !virtual_size.is_multiple_of(SECTOR_SIZE) {
         return Err("it is not a whole number of 512-byte sectors");
     }
     if virtual_size > MAX_VIRTUAL_SIZE {

@@ -42,7 +42,7 @@ impl<'a> Record<'a> {
 
     pub(super) fn encode(&self) -> Vec<u8> {
         let id_len = self.identifier.len();
-        let id_padding = usize::from(id_len % 2 == 0);
+        let id_padding = usize::from(id_len.is_multiple_of(2));
         let unpadded = 33 + id_len + id_padding + self.system_use.len();
         let len = unpadded + unpadded % 2;
         let mut out = Vec::with_capacity(len);

@@ -54,7 +54,7 @@ impl Layout {
         file_sizes: &[u64],
         max_extent: u32,
     ) -> Layout {
-        debug_assert!(max_extent > 0 && max_extent as usize % SECTOR == 0);
+        debug_assert!(max_extent > 0 && (max_extent as usize).is_multiple_of(SECTOR));
         let dir_extent = |sector, len: usize| Extent {
             sector,
             len: u32::try_from(len).expect("directories are far below 4 GiB"),
