@@ -188,20 +188,6 @@ pub struct VmCreateArgs {
     pub forward: Vec<String>,
 }
 
-impl Command {
-    /// The command's name as a user types it, for messages.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Seed(_) => "seed",
-            Command::Bake(_) => "bake",
-            Command::Images(_) => "images",
-            Command::Test(_) => "test",
-            Command::Ssh(_) => "ssh",
-            Command::Vm(_) => "vm",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,6 @@ use crate::tools::MissingTool;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum Error {
-    #[error("`vmrun {0}` is not built yet")]
-    #[diagnostic(code(vmrun::not_built), help("this command is part of the planned command-line contract; see README.md"))]
-    NotBuilt(&'static str),
-
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -93,7 +89,6 @@ impl Error {
     /// The documented exit code for this failure (see `exit_code`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::NotBuilt(_) => exit_code::NOT_BUILT,
             Error::Usage(_) => exit_code::USAGE,
             Error::InvalidName(_) => exit_code::BAD_INPUT,
             Error::CurrentDir(_) | Error::NoHome(_) | Error::Exec { .. } => exit_code::INTERNAL,

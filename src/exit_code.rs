@@ -17,5 +17,3 @@ pub const IMAGE_FAILED: u8 = 242;
 pub const VM_FAILED: u8 = 243;
 /// An I/O or other internal failure of vmrun itself.
 pub const INTERNAL: u8 = 244;
-/// The command exists in the command-line contract but is not built yet.
-pub const NOT_BUILT: u8 = 245;
