@@ -59,12 +59,13 @@ pub enum Error {
     #[error("`{command}` failed: {qemu_says}")]
     Snapshot { command: String, qemu_says: String },
 
-    #[error("VM `{name}` did not start: {reason}\nQEMU's last messages:\n{qemu_log}")]
+    /// `reason` ends with QEMU's last messages.
+    #[error("VM `{name}` did not start: {reason}")]
     #[diagnostic(help("{}", match kept {
-        true => format!("QEMU's log: {}; its unit: systemctl --user status {unit}", log.display()),
+        true => format!("QEMU's log: {}; its unit: systemctl --user status vmrun-{name}.service", log.display()),
         false => "the failed create was undone: nothing of the VM is left".to_owned(),
     }))]
-    StartFailed { name: String, unit: String, reason: String, log: PathBuf, qemu_log: String, kept: bool },
+    StartFailed { name: String, reason: String, log: PathBuf, kept: bool },
 
     #[error(transparent)]
     #[diagnostic(transparent)]

@@ -230,9 +230,7 @@ impl Vms {
             self.remove_remains(&layout, unit_written);
         }
         made.map_err(|e| match e {
-            Error::StartFailed { name, unit, reason, log, qemu_log, .. } => {
-                Error::StartFailed { name, unit, reason, log, qemu_log, kept: false }
-            }
+            Error::StartFailed { name, reason, log, .. } => Error::StartFailed { name, reason, log, kept: false },
             other => other,
         })
     }
@@ -602,12 +600,11 @@ impl Vms {
     }
 
     fn start_failed(&self, layout: &VmLayout, reason: String) -> Error {
+        let said = last_lines(&layout.qemu_log(), LOG_TAIL);
         Error::StartFailed {
             name: layout.name.clone(),
-            unit: layout.unit(),
-            reason,
+            reason: format!("{reason}\nQEMU's last messages:\n{said}"),
             log: layout.qemu_log(),
-            qemu_log: last_lines(&layout.qemu_log(), LOG_TAIL),
             kept: true,
         }
     }
