@@ -40,7 +40,7 @@ use crate::qemu::qga::GuestAgent;
 use crate::qemu::qmp::Qmp;
 use crate::qemu::serial::last_lines;
 use crate::ssh::ClientFiles;
-use crate::store::Store;
+use crate::store::{BakedImage, Store};
 use crate::tools;
 use systemd::{Systemctl, UnitState};
 use unit::UnitSpec;
@@ -169,8 +169,11 @@ pub struct Vms {
     systemctl: Systemctl,
 }
 
-/// A change to a VM is under way: other changes wait (closed when dropped).
-struct VmLock(#[allow(dead_code)] File);
+/// A change to a VM is under way: other changes wait until this is dropped (and the file,
+/// with its lock, closed).
+struct VmLock {
+    _file: File,
+}
 
 impl Vms {
     /// Finds the user's unit directory and checks that the user manager answers.
@@ -239,7 +242,7 @@ impl Vms {
         &self,
         layout: &VmLayout,
         mut record: VmRecord,
-        image: &crate::store::BakedImage,
+        image: &BakedImage,
         unit_written: &mut bool,
         sink: Sink,
     ) -> Result<VmRecord, Error> {
@@ -724,7 +727,7 @@ fn lock(layout: &VmLayout) -> Result<VmLock, Error> {
     let path = layout.lock();
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(Error::io("open", &path))?;
     file.lock().map_err(Error::io("lock", &path))?;
-    Ok(VmLock(file))
+    Ok(VmLock { _file: file })
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
