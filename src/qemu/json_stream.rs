@@ -158,6 +158,25 @@ mod tests {
         assert_eq!(s.receive(soon()).unwrap(), json!({"return": 5}));
     }
 
+    proptest::proptest! {
+        /// However the bytes are cut into writes, the same messages come out.
+        #[test]
+        fn messages_survive_any_chunking(numbers in proptest::collection::vec(proptest::num::i64::ANY, 1..20), cut in 1usize..64) {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let mut s = JsonStream::new(a);
+            let bytes: Vec<u8> = numbers.iter().flat_map(|n| format!("{{\"n\": {n}}}\r\n").into_bytes()).collect();
+            let writer = std::thread::spawn(move || {
+                for chunk in bytes.chunks(cut) {
+                    b.write_all(chunk).unwrap();
+                }
+            });
+            for n in &numbers {
+                proptest::prop_assert_eq!(s.receive(soon()).unwrap(), json!({"n": n}));
+            }
+            writer.join().unwrap();
+        }
+    }
+
     #[test]
     fn junk_is_reported() {
         let (a, mut b) = UnixStream::pair().unwrap();

@@ -153,6 +153,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_forward_round_trips(udp: bool, address: u32, host in 1u16.., guest in 1u16..) {
+            let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+            let forward = Forward { protocol, address: Ipv4Addr::from(address), host, guest };
+            proptest::prop_assert_eq!(forward.to_string().parse::<Forward>(), Ok(forward));
+        }
+
+        #[test]
+        fn no_text_makes_the_parser_panic(spec in "\\PC{0,40}") {
+            let _ = spec.parse::<Forward>();
+        }
+    }
+
     #[test]
     fn clashes_need_one_protocol_one_port_and_overlapping_addresses() {
         assert!(parse("8080:80").clashes_with(&parse("8080:81")));
