@@ -11,6 +11,7 @@ pub mod exit_code;
 pub mod external;
 pub mod image;
 pub mod name;
+pub mod path_error;
 pub mod paths;
 pub mod qemu;
 pub mod random;

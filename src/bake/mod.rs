@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::path_error::PathError;
 use crate::config::BakeConfig;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink, phase};
@@ -67,13 +68,9 @@ pub enum Error {
     #[error("saving the warm state failed")]
     #[diagnostic(help("bake again to retry; until then runs of this image boot cold"))]
     Warm(#[source] warm::Error),
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
 }
 
 impl Error {
@@ -85,15 +82,11 @@ impl Error {
             Error::Disk(e) => e.exit_code(),
             Error::Seed(e) => e.exit_code(),
             Error::CloudConfig(_) => BAD_INPUT,
-            Error::Keys(_) | Error::Io { .. } => INTERNAL,
+            Error::Keys(_) | Error::Io(_) => INTERNAL,
             Error::Qemu(_) | Error::Warm(_) | Error::Provisioning { .. } | Error::NoVerdict { .. } | Error::Timeout { .. } => IMAGE_FAILED,
         }
     }
 
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_owned();
-        move |source| Error::Io { action, path, source }
-    }
 }
 
 fn console_tail(serial_log: &Path) -> String {
@@ -143,7 +136,7 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         verdict_marker: marker.clone(),
     };
     // The guest has the host key now; the store keeps only its public half.
-    fs::remove_file(&host_key.private_path).map_err(Error::io("remove", &host_key.private_path))?;
+    fs::remove_file(&host_key.private_path).map_err(PathError::at("remove", &host_key.private_path))?;
     let seed_path = dir.join("seed.iso");
     SeedIso::new(cloud_config::user_data(&req.bake, &secrets)?)
         .meta_data(cloud_config::meta_data(&format!("vmrun-bake-{}", &key[..16])))
@@ -166,7 +159,7 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
     }
     for leftover in [seed_path, dir.join("qemu.log")] {
-        fs::remove_file(&leftover).map_err(Error::io("remove", &leftover))?;
+        fs::remove_file(&leftover).map_err(PathError::at("remove", &leftover))?;
     }
 
     let manifest = Manifest {
@@ -201,19 +194,19 @@ fn ensure_warm(image: &BakedImage, req: &BakeRequest, qemu: &Path, sink: Sink) -
         return Ok(());
     }
     let lock_path = image.dir.join("warm.lock");
-    let lock = fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-    lock.lock().map_err(Error::io("lock", &lock_path))?;
+    let lock = fs::File::create(&lock_path).map_err(PathError::at("create", &lock_path))?;
+    lock.lock().map_err(PathError::at("lock", &lock_path))?;
     if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
         return Ok(());
     }
     let partial = image.dir.join(crate::warm::DIR);
     if partial.exists() {
-        fs::remove_dir_all(&partial).map_err(Error::io("remove", &partial))?;
+        fs::remove_dir_all(&partial).map_err(PathError::at("remove", &partial))?;
     }
     let host_key_path = image.host_key();
     let capture = warm::Capture {
         entry: &image.dir,
-        host_key: fs::read_to_string(&host_key_path).map_err(Error::io("read", &host_key_path))?.trim().to_owned(),
+        host_key: fs::read_to_string(&host_key_path).map_err(PathError::at("read", &host_key_path))?.trim().to_owned(),
         client_key: image.client_key(),
         accel: req.accel,
         cpus: req.cpus,
@@ -250,7 +243,7 @@ fn boot_until_verdict(
     let mut verdict: Option<Result<(), String>> = None;
     let mut deadline = started + timeout;
     loop {
-        for line in console.new_lines().map_err(Error::io("read", &machine.serial_log))? {
+        for line in console.new_lines().map_err(PathError::at("read", &machine.serial_log))? {
             match console::signal(&line, marker) {
                 Some(ConsoleSignal::Stage(stage)) => sink(Event::Detail(format!("cloud-init: {stage}"))),
                 Some(ConsoleSignal::CloudInitFinished) => sink(Event::Detail("cloud-init finished".into())),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::path_error::PathError;
 use crate::disk::{self, DiskFormat};
 use crate::events::{Event, Sink, phase};
 use crate::image::debian::{self, DebianImage};
@@ -24,13 +25,9 @@ pub enum Error {
     HasBacking { path: PathBuf },
     #[error("`{}` has sha256 {actual}, not the expected {expected}", path.display())]
     DigestMismatch { path: PathBuf, expected: String, actual: String },
-    #[error("cannot {action} `{}`", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Disk(#[from] disk::Error),
@@ -47,17 +44,13 @@ impl Error {
         use crate::exit_code::{BAD_INPUT, IMAGE_FAILED, INTERNAL};
         match self {
             Error::UnsupportedSuite(_) | Error::HasBacking { .. } | Error::DigestMismatch { .. } => BAD_INPUT,
-            Error::Io { .. } => INTERNAL,
+            Error::Io(_) => INTERNAL,
             Error::Disk(e) => e.exit_code(),
             Error::Debian(_) => IMAGE_FAILED,
             Error::Download(e) => e.exit_code(),
         }
     }
 
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_owned();
-        move |source| Error::Io { action, path, source }
-    }
 }
 
 /// An image source as the user named it.
@@ -147,8 +140,8 @@ fn check_standalone(path: &Path) -> Result<DiskFormat, Error> {
 /// unchanged file again reads nothing.
 fn import_file(path: &Path, expected: Option<&str>, dir: &Path, sink: Sink) -> Result<LocalSource, Error> {
     let format = check_standalone(path)?;
-    fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-    let meta = fs::metadata(path).map_err(Error::io("read", path))?;
+    fs::create_dir_all(dir).map_err(PathError::at("create", dir))?;
+    let meta = fs::metadata(path).map_err(PathError::at("read", path))?;
     let identity = format!("{} {} {} {}", meta.dev(), meta.ino(), meta.size(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000);
     let memo = dir.join(format!("{}.digest", hex(&Sha256::digest(identity.as_bytes()))));
     if let Ok(digest) = fs::read_to_string(&memo) {
@@ -159,14 +152,14 @@ fn import_file(path: &Path, expected: Option<&str>, dir: &Path, sink: Sink) -> R
         }
     }
     let digest = phase(sink, &format!("import {}", path.display()), || {
-        let staging = tempfile::Builder::new().prefix(".import-").tempfile_in(dir).map_err(Error::io("create a file in", dir))?;
+        let staging = tempfile::Builder::new().prefix(".import-").tempfile_in(dir).map_err(PathError::at("create a file in", dir))?;
         let digest = copy_hashing(path, staging.as_file(), sink)?;
         check_expected(path, expected, &digest)?;
         let imported = dir.join(format!("{digest}.{}", format.name()));
-        staging.persist(&imported).map_err(|e| Error::Io { action: "write", path: imported, source: e.error })?;
+        staging.persist(&imported).map_err(|e| Error::Io(PathError { action: "write", path: imported, source: e.error }))?;
         Ok::<_, Error>(digest)
     })?;
-    fs::write(&memo, &digest).map_err(Error::io("write", &memo))?;
+    fs::write(&memo, &digest).map_err(PathError::at("write", &memo))?;
     Ok(LocalSource { path: dir.join(format!("{digest}.{}", format.name())), digest })
 }
 
@@ -183,26 +176,26 @@ fn check_expected(path: &Path, expected: Option<&str>, actual: &str) -> Result<(
 /// not written, so a sparse raw disk stays sparse.
 fn copy_hashing(from: &Path, mut to: &File, sink: Sink) -> Result<String, Error> {
     const CHUNK: usize = 1 << 20;
-    let mut input = File::open(from).map_err(Error::io("read", from))?;
-    let total = input.metadata().map_err(Error::io("read", from))?.len();
+    let mut input = File::open(from).map_err(PathError::at("read", from))?;
+    let total = input.metadata().map_err(PathError::at("read", from))?.len();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
-        let n = read_full(&mut input, &mut buf).map_err(Error::io("read", from))?;
+        let n = read_full(&mut input, &mut buf).map_err(PathError::at("read", from))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         if buf[..n].iter().all(|&b| b == 0) {
-            to.seek(SeekFrom::Current(n as i64)).map_err(Error::io("write", from))?;
+            to.seek(SeekFrom::Current(n as i64)).map_err(PathError::at("write", from))?;
         } else {
-            to.write_all(&buf[..n]).map_err(Error::io("write", from))?;
+            to.write_all(&buf[..n]).map_err(PathError::at("write", from))?;
         }
         done += n as u64;
         sink(Event::Bytes { done, total: Some(total) });
     }
-    to.set_len(done).map_err(Error::io("write", from))?;
+    to.set_len(done).map_err(PathError::at("write", from))?;
     Ok(hex(&hasher.finalize()))
 }
 

@@ -7,19 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("cannot {action} {}", path.display())]
-pub struct Error {
-    action: &'static str,
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error { action, path, source }
-}
+pub use crate::path_error::PathError as Error;
 
 const LOCK: &str = "lock";
 const QEMU_PID: &str = "qemu.pid";
@@ -35,16 +23,16 @@ pub struct RunDir {
 impl RunDir {
     /// Creates `runs/<id>` (0700) and takes its lock.
     pub fn create(runs: &Path, id: &str) -> Result<RunDir, Error> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(runs).map_err(io("create", runs))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(runs).map_err(Error::at("create", runs))?;
         // Made under a hidden name and locked before it gets its real one, so a reaper never
         // sees it unlocked.
         let staging = runs.join(format!(".{id}.new"));
-        fs::DirBuilder::new().mode(0o700).create(&staging).map_err(io("create", &staging))?;
+        fs::DirBuilder::new().mode(0o700).create(&staging).map_err(Error::at("create", &staging))?;
         let lock_path = staging.join(LOCK);
-        let lock = File::create(&lock_path).map_err(io("create", &lock_path))?;
-        lock.lock().map_err(io("lock", &lock_path))?;
+        let lock = File::create(&lock_path).map_err(Error::at("create", &lock_path))?;
+        lock.lock().map_err(Error::at("lock", &lock_path))?;
         let path = runs.join(id);
-        fs::rename(&staging, &path).map_err(io("create", &path))?;
+        fs::rename(&staging, &path).map_err(Error::at("create", &path))?;
         Ok(RunDir { id: id.to_owned(), path, _lock: lock })
     }
 
@@ -59,8 +47,8 @@ impl RunDir {
     /// Records QEMU's pid so a later vmrun can end it if this one is killed.
     pub fn record_qemu_pid(&self, pid: u32) -> Result<(), Error> {
         let path = self.file(QEMU_PID);
-        let mut f = File::create(&path).map_err(io("write", &path))?;
-        writeln!(f, "{pid}").map_err(io("write", &path))
+        let mut f = File::create(&path).map_err(Error::at("write", &path))?;
+        writeln!(f, "{pid}").map_err(Error::at("write", &path))
     }
 }
 

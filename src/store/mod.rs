@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::path_error::PathError;
 use crate::name::{self, InvalidName};
 use crate::paths::Home;
 
@@ -26,13 +27,9 @@ pub enum Error {
     InUse { name: String, vms: Vec<String> },
     #[error("the store entry {} is damaged: {reason}", dir.display())]
     Damaged { dir: PathBuf, reason: String },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
 }
 
 impl Error {
@@ -40,14 +37,10 @@ impl Error {
         use crate::exit_code::{BAD_INPUT, INTERNAL};
         match self {
             Error::InvalidName(_) | Error::NotFound { .. } | Error::InUse { .. } => BAD_INPUT,
-            Error::Damaged { .. } | Error::Io { .. } => INTERNAL,
+            Error::Damaged { .. } | Error::Io(_) => INTERNAL,
         }
     }
 
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_owned();
-        move |source| Error::Io { action, path, source }
-    }
 }
 
 /// One store entry: a provisioned disk layer and what connecting to it needs.
@@ -78,7 +71,7 @@ impl BakedImage {
 
     fn load(dir: &Path) -> Result<BakedImage, Error> {
         let path = dir.join(Self::MANIFEST);
-        let text = fs::read_to_string(&path).map_err(Error::io("read", &path))?;
+        let text = fs::read_to_string(&path).map_err(PathError::at("read", &path))?;
         let manifest = serde_json::from_str(&text)
             .map_err(|e| Error::Damaged { dir: dir.to_owned(), reason: format!("{}: {e}", Self::MANIFEST) })?;
         Ok(BakedImage { dir: dir.to_owned(), manifest })
@@ -128,10 +121,8 @@ impl Store {
     /// nothing behind.
     pub fn staging(&self) -> Result<tempfile::TempDir, Error> {
         create_private_dir(&self.entries)?;
-        tempfile::Builder::new()
-            .prefix(".staging-")
-            .tempdir_in(&self.entries)
-            .map_err(Error::io("create a directory in", &self.entries))
+        let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.entries);
+        Ok(staging.map_err(PathError::at("create a directory in", &self.entries))?)
     }
 
     /// Writes the manifest into `staging` and moves it to `store/<key>`. If a concurrent
@@ -139,13 +130,13 @@ impl Store {
     pub fn commit(&self, staging: tempfile::TempDir, manifest: &Manifest) -> Result<BakedImage, Error> {
         let manifest_path = staging.path().join(BakedImage::MANIFEST);
         let json = serde_json::to_string_pretty(manifest).expect("manifest serializes");
-        fs::write(&manifest_path, json + "\n").map_err(Error::io("write", &manifest_path))?;
+        fs::write(&manifest_path, json + "\n").map_err(PathError::at("write", &manifest_path))?;
         let dir = self.entries.join(&manifest.key);
         let staged = staging.keep();
         if let Err(e) = fs::rename(&staged, &dir) {
             let _ = fs::remove_dir_all(&staged);
             if !dir.join(BakedImage::MANIFEST).exists() {
-                return Err(Error::Io { action: "store", path: dir, source: e });
+                return Err(Error::Io(PathError { action: "store", path: dir, source: e }));
             }
         }
         BakedImage::load(&dir)
@@ -159,20 +150,20 @@ impl Store {
         let temp = self.names.join(format!(".{name}.{}", std::process::id()));
         let _ = fs::remove_file(&temp);
         let target = Path::new("../store").join(key);
-        std::os::unix::fs::symlink(&target, &temp).map_err(Error::io("create", &temp))?;
-        fs::rename(&temp, &link).map_err(Error::io("replace", &link))
+        std::os::unix::fs::symlink(&target, &temp).map_err(PathError::at("create", &temp))?;
+        Ok(fs::rename(&temp, &link).map_err(PathError::at("replace", &link))?)
     }
 
     pub fn get(&self, name: &str) -> Result<BakedImage, Error> {
         name::check("image", name)?;
         let link = self.names.join(name);
         match fs::read_link(&link) {
-            Ok(_) => BakedImage::load(&fs::canonicalize(&link).map_err(Error::io("resolve", &link))?),
+            Ok(_) => BakedImage::load(&fs::canonicalize(&link).map_err(PathError::at("resolve", &link))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
                 name: name.to_owned(),
                 known: self.list()?.into_iter().map(|n| n.name).collect(),
             }),
-            Err(e) => Err(Error::Io { action: "read", path: link, source: e }),
+            Err(e) => Err(Error::Io(PathError { action: "read", path: link, source: e })),
         }
     }
 
@@ -181,16 +172,16 @@ impl Store {
         let entries = match fs::read_dir(&self.names) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::Io { action: "read", path: self.names.clone(), source: e }),
+            Err(e) => return Err(Error::Io(PathError { action: "read", path: self.names.clone(), source: e })),
         };
         let mut images = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(Error::io("read", &self.names))?;
+            let entry = entry.map_err(PathError::at("read", &self.names))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
             }
-            let dir = fs::canonicalize(entry.path()).map_err(Error::io("resolve", &entry.path()))?;
+            let dir = fs::canonicalize(entry.path()).map_err(PathError::at("resolve", &entry.path()))?;
             images.push(NamedImage { name, image: BakedImage::load(&dir)? });
         }
         images.sort_by(|a, b| a.name.cmp(&b.name));
@@ -206,9 +197,9 @@ impl Store {
             return Err(Error::InUse { name: name.to_owned(), vms });
         }
         let link = self.names.join(name);
-        fs::remove_file(&link).map_err(Error::io("remove", &link))?;
+        fs::remove_file(&link).map_err(PathError::at("remove", &link))?;
         if !self.list()?.iter().any(|n| n.image.dir == image.dir) {
-            fs::remove_dir_all(&image.dir).map_err(Error::io("remove", &image.dir))?;
+            fs::remove_dir_all(&image.dir).map_err(PathError::at("remove", &image.dir))?;
         }
         Ok(())
     }
@@ -234,8 +225,8 @@ impl Store {
 /// Creates `dir` (and parents) readable by its owner only: it holds private keys.
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("create", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(Error::io("set permissions of", dir))
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(PathError::at("create", dir))?;
+    Ok(fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(PathError::at("set permissions of", dir))?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
+use crate::path_error::PathError;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
 use crate::qemu::args::{Accel, Forward, Machine};
@@ -56,13 +57,9 @@ pub enum Error {
     Migration { status: String, detail: String },
     #[error("QEMU exited ({status}) while {doing}\n{qemu_log}")]
     Exited { status: String, doing: &'static str, qemu_log: String },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
     #[error("cannot tell QEMU's version from `{0}`")]
     Version(String),
 }
@@ -71,16 +68,12 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Disk(e) => e.exit_code(),
-            Error::Io { .. } | Error::Version(_) => crate::exit_code::INTERNAL,
+            Error::Io(_) | Error::Version(_) => crate::exit_code::INTERNAL,
             _ => crate::exit_code::VM_FAILED,
         }
     }
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_owned();
-    move |source| Error::Io { action, path, source }
-}
 
 /// A store entry's saved machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,16 +92,16 @@ impl WarmState {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("read", &path)(e)),
+            Err(e) => return Err(PathError::at("read", &path)(e).into()),
         };
-        let machine = serde_json::from_str(&text).map_err(|e| io("read", &path)(std::io::Error::other(e)))?;
+        let machine = serde_json::from_str(&text).map_err(|e| PathError::at("read", &path)(std::io::Error::other(e)))?;
         Ok(Some(WarmState { disk: dir.join(DISK), state: dir.join(STATE), machine }))
     }
 }
 
 /// The first line of `qemu --version`, which a saved state must match.
 pub fn qemu_version(qemu: &Path) -> Result<String, Error> {
-    let out = Command::new(qemu).arg("--version").output().map_err(io("run", qemu))?;
+    let out = Command::new(qemu).arg("--version").output().map_err(PathError::at("run", qemu))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines().next().filter(|l| l.contains("version")).map(str::to_owned).ok_or(Error::Version(text))
 }
@@ -129,12 +122,12 @@ pub struct Capture<'a> {
 /// Boots the provisioned image, lets it settle, and saves its state into `entry/warm`.
 pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let dir = c.entry.join(DIR);
-    fs::create_dir(&dir).map_err(io("create", &dir))?;
+    fs::create_dir(&dir).map_err(PathError::at("create", &dir))?;
     let disk = dir.join(DISK);
     Overlay::create(&disk, &c.entry.join(DISK))?;
     // Sockets need short paths (108 bytes); the entry's may be long.
-    let scratch = tempfile::Builder::new().prefix("vmrun-warm-").tempdir().map_err(io("create", Path::new("/tmp")))?;
-    let port = crate::qemu::port::free_loopback_port().map_err(io("bind", Path::new("127.0.0.1")))?;
+    let scratch = tempfile::Builder::new().prefix("vmrun-warm-").tempdir().map_err(PathError::at("create", Path::new("/tmp")))?;
+    let port = crate::qemu::port::free_loopback_port().map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
     let machine = Machine {
         accel: c.accel,
         cpus: c.cpus,
@@ -178,10 +171,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         cpus: c.cpus,
         memory_mib: c.memory_mib,
         args: line.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-        state_bytes: fs::metadata(&state).map_err(io("read", &state))?.len(),
+        state_bytes: fs::metadata(&state).map_err(PathError::at("read", &state))?.len(),
     };
     let path = dir.join(MACHINE);
-    fs::write(&path, serde_json::to_string_pretty(&saved).expect("serializes") + "\n").map_err(io("write", &path))?;
+    fs::write(&path, serde_json::to_string_pretty(&saved).expect("serializes") + "\n").map_err(PathError::at("write", &path))?;
     Ok(saved)
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::Error;
+use crate::path_error::PathError;
 use crate::external;
 use crate::image::mbr::{self, PARTITION_START_LBA, SECTOR};
 use crate::tools;
@@ -40,8 +41,8 @@ const CORE_MODULES: &[&str] =
     &["biosdisk", "part_msdos", "ext2", "normal", "linux", "configfile", "search", "echo", "boot"];
 
 pub(super) fn assemble(tools: &Tools, rootfs: &Path, raw: &Path, disk_size: u64) -> Result<(), Error> {
-    let file = fs::File::create(raw).map_err(Error::io("create", raw))?;
-    file.set_len(disk_size).map_err(Error::io("size", raw))?;
+    let file = fs::File::create(raw).map_err(PathError::at("create", raw))?;
+    file.set_len(disk_size).map_err(PathError::at("size", raw))?;
     drop(file);
 
     let offset = PARTITION_START_LBA * SECTOR;
@@ -65,14 +66,14 @@ pub(super) fn assemble(tools: &Tools, rootfs: &Path, raw: &Path, disk_size: u64)
             .args(CORE_MODULES),
     )
     .map_err(|source| Error::Step { step: "grub-mkimage", source })?;
-    let core = fs::read(&core_path).map_err(Error::io("read", &core_path))?;
-    fs::remove_file(&core_path).map_err(Error::io("remove", &core_path))?;
+    let core = fs::read(&core_path).map_err(PathError::at("read", &core_path))?;
+    fs::remove_file(&core_path).map_err(PathError::at("remove", &core_path))?;
     let boot_img_path = tools.grub_dir.join("boot.img");
-    let boot_img = fs::read(&boot_img_path).map_err(Error::io("read", &boot_img_path))?;
+    let boot_img = fs::read(&boot_img_path).map_err(PathError::at("read", &boot_img_path))?;
 
     let area = mbr::boot_area(&boot_img, &core, disk_size)?;
-    let mut disk = OpenOptions::new().write(true).open(raw).map_err(Error::io("open", raw))?;
-    disk.write_all(&area).map_err(Error::io("write", raw))
+    let mut disk = OpenOptions::new().write(true).open(raw).map_err(PathError::at("open", raw))?;
+    Ok(disk.write_all(&area).map_err(PathError::at("write", raw))?)
 }
 
 pub(super) fn to_qcow2(tools: &Tools, raw: &Path, out: &Path) -> Result<(), Error> {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::path_error::PathError;
 use crate::events::{Sink, phase};
 use crate::external::ExternalError;
 use crate::image::mbr::MbrError;
@@ -49,23 +50,15 @@ pub enum Error {
         #[source]
         source: ExternalError,
     },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Mbr(#[from] MbrError),
 }
 
 impl Error {
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_owned();
-        move |source| Error::Io { action, path, source }
-    }
 }
 
 /// What to build: a Debian suite with vmrun's package set on a disk of a given size.
@@ -112,18 +105,18 @@ impl DebianImage {
         if path.exists() {
             return Ok(path);
         }
-        fs::create_dir_all(cache_dir).map_err(Error::io("create", cache_dir))?;
+        fs::create_dir_all(cache_dir).map_err(PathError::at("create", cache_dir))?;
         let lock_path = cache_dir.join(format!(".debian-{}.lock", &key[..16]));
-        let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-        lock.lock().map_err(Error::io("lock", &lock_path))?;
+        let lock = File::create(&lock_path).map_err(PathError::at("create", &lock_path))?;
+        lock.lock().map_err(PathError::at("lock", &lock_path))?;
         if !path.exists() {
             let work = tempfile::Builder::new()
                 .prefix(".debian-build-")
                 .tempdir_in(cache_dir)
-                .map_err(Error::io("create a build directory in", cache_dir))?;
+                .map_err(PathError::at("create a build directory in", cache_dir))?;
             let built = work.path().join("disk.qcow2");
             self.build(work.path(), &built, sink)?;
-            fs::rename(&built, &path).map_err(Error::io("move the built image to", &path))?;
+            fs::rename(&built, &path).map_err(PathError::at("move the built image to", &path))?;
         }
         Ok(path)
     }
@@ -144,9 +137,9 @@ impl DebianImage {
         phase(sink, "make the whole-disk image (ext4 root, GRUB)", || {
             disk::assemble(&tools, &rootfs, &raw, self.disk_size)
         })?;
-        fs::remove_dir_all(&rootfs).map_err(Error::io("remove", &rootfs))?;
+        fs::remove_dir_all(&rootfs).map_err(PathError::at("remove", &rootfs))?;
         phase(sink, "convert to qcow2", || disk::to_qcow2(&tools, &raw, out))?;
-        fs::remove_file(&raw).map_err(Error::io("remove", &raw))
+        Ok(fs::remove_file(&raw).map_err(PathError::at("remove", &raw))?)
     }
 }
 

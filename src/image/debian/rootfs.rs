@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::Error;
+use crate::path_error::PathError;
 use crate::external;
 
 /// Files written into the root file system, by path relative to its root.
@@ -34,18 +35,18 @@ pub(super) fn configure(rootfs: &Path, grub_dir: &Path) -> Result<(), Error> {
     for (relative, text) in TEMPLATES {
         let path = rootfs.join(relative);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+            fs::create_dir_all(dir).map_err(PathError::at("create", dir))?;
         }
-        fs::write(&path, text).map_err(Error::io("write", &path))?;
+        fs::write(&path, text).map_err(PathError::at("write", &path))?;
     }
     let machine_id = rootfs.join("etc/machine-id");
-    fs::write(&machine_id, "").map_err(Error::io("write", &machine_id))?;
+    fs::write(&machine_id, "").map_err(PathError::at("write", &machine_id))?;
     let modules = rootfs.join("boot/grub/i386-pc");
-    fs::create_dir_all(&modules).map_err(Error::io("create", &modules))?;
-    for entry in fs::read_dir(grub_dir).map_err(Error::io("read", grub_dir))? {
-        let entry = entry.map_err(Error::io("read", grub_dir))?;
+    fs::create_dir_all(&modules).map_err(PathError::at("create", &modules))?;
+    for entry in fs::read_dir(grub_dir).map_err(PathError::at("read", grub_dir))? {
+        let entry = entry.map_err(PathError::at("read", grub_dir))?;
         let target = modules.join(entry.file_name());
-        fs::copy(entry.path(), &target).map_err(Error::io("write", &target))?;
+        fs::copy(entry.path(), &target).map_err(PathError::at("write", &target))?;
     }
     Ok(())
 }
