@@ -73,10 +73,10 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             let log = open()?.serial_log(&name)?;
             match std::fs::File::open(&log) {
                 Ok(mut file) => {
-                    std::io::copy(&mut file, &mut std::io::stdout().lock()).map_err(|e| vm::Error::io("print", &log)(e))?;
+                    std::io::copy(&mut file, &mut std::io::stdout().lock()).map_err(crate::path_error::PathError::at("print", &log)).map_err(vm::Error::from)?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!("VM `{name}` has not written to its console yet"),
-                Err(e) => return Err(vm::Error::io("read", &log)(e).into()),
+                Err(e) => return Err(vm::Error::from(crate::path_error::PathError::at("read", &log)(e)).into()),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -120,7 +120,7 @@ impl Store {
     /// [`Store::commit`] is a rename). Removed if dropped uncommitted: a failed bake leaves
     /// nothing behind.
     pub fn staging(&self) -> Result<tempfile::TempDir, Error> {
-        create_private_dir(&self.entries)?;
+        crate::path_error::create_private_dir(&self.entries)?;
         let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.entries);
         Ok(staging.map_err(PathError::at("create a directory in", &self.entries))?)
     }
@@ -145,7 +145,7 @@ impl Store {
     /// Points `name` at the entry `key`, replacing what it pointed at in one rename.
     pub fn set_name(&self, name: &str, key: &str) -> Result<(), Error> {
         name::check("image", name)?;
-        create_private_dir(&self.names)?;
+        crate::path_error::create_private_dir(&self.names)?;
         let link = self.names.join(name);
         let temp = self.names.join(format!(".{name}.{}", std::process::id()));
         let _ = fs::remove_file(&temp);
@@ -222,12 +222,6 @@ impl Store {
     }
 }
 
-/// Creates `dir` (and parents) readable by its owner only: it holds private keys.
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(PathError::at("create", dir))?;
-    Ok(fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(PathError::at("set permissions of", dir))?)
-}
 
 #[cfg(test)]
 mod tests {

@@ -108,13 +108,9 @@ pub enum Error {
     #[diagnostic(transparent)]
     External(#[from] crate::external::ExternalError),
 
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] crate::path_error::PathError),
 }
 
 impl Error {
@@ -144,12 +140,7 @@ impl Error {
             | Error::Qmp(_)
             | Error::Agent(_)
             | Error::External(_) => VM_FAILED,
-            Error::NoUnitDir | Error::Record(_) | Error::Io { .. } => INTERNAL,
+            Error::NoUnitDir | Error::Record(_) | Error::Io(_) => INTERNAL,
         }
-    }
-
-    pub(crate) fn io(action: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_owned();
-        move |source| Error::Io { action, path, source }
     }
 }

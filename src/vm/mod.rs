@@ -16,7 +16,7 @@ pub mod systemd;
 pub mod unit;
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +30,7 @@ pub use layout::{VmLayout, unit_name};
 pub use power::{PowerDown, power_down};
 pub use record::VmRecord;
 
+use crate::path_error::PathError;
 use crate::config::MemorySize;
 use crate::events::{self, Sink};
 use crate::name;
@@ -207,12 +208,12 @@ impl Vms {
                 return Err(Error::ForwardClash { forward: forward.to_string(), existing: earlier.to_string() });
             }
         }
-        create_private_dir(&self.home.vms())?;
+        crate::path_error::create_private_dir(&self.home.vms())?;
         match fs::DirBuilder::new().mode(0o700).create(&layout.state) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::Exists { name: req.name.clone() });
             }
-            other => other.map_err(Error::io("create", &layout.state))?,
+            other => other.map_err(PathError::at("create", &layout.state))?,
         }
         let _lock = lock(&layout)?;
         let record = VmRecord {
@@ -250,7 +251,7 @@ impl Vms {
         // First, so that from now on `images rm` sees the VM's image as in use.
         record.save(&layout.record())?;
         events::phase(sink, "create the VM's disk", || crate::disk::Overlay::create(&layout.disk(), &image.disk()))?;
-        let host_key = fs::read_to_string(image.host_key()).map_err(Error::io("read", &image.host_key()))?;
+        let host_key = fs::read_to_string(image.host_key()).map_err(PathError::at("read", &image.host_key()))?;
         let target = crate::ssh::Target { port: record.ssh_port, host_key, client_key: image.client_key() };
         ClientFiles::write(&layout.ssh_dir(), &target)?;
         self.write_unit(layout, &record, true)?;
@@ -336,7 +337,7 @@ impl Vms {
             self.systemctl.disable(&unit)?;
         }
         match fs::remove_file(&layout.unit_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &layout.unit_file)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PathError::at("remove", &layout.unit_file)(e).into()),
             _ => {}
         }
         self.systemctl.daemon_reload()?;
@@ -531,7 +532,7 @@ impl Vms {
     fn locked(&self, name: &str) -> Result<(VmLayout, VmRecord, VmLock), Error> {
         let (layout, _) = self.existing(name)?;
         let lock = match lock(&layout) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Err(self.not_found(name)),
+            Err(Error::Io(PathError { source, .. })) if source.kind() == std::io::ErrorKind::NotFound => return Err(self.not_found(name)),
             other => other?,
         };
         let (layout, record) = self.existing(name)?;
@@ -547,7 +548,7 @@ impl Vms {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read", &dir)(e)),
+            Err(e) => return Err(PathError::at("read", &dir)(e).into()),
         };
         let mut names: Vec<String> = entries
             .flatten()
@@ -616,7 +617,7 @@ impl Vms {
     /// a rename.
     fn write_unit(&self, layout: &VmLayout, record: &VmRecord, create: bool) -> Result<(), Error> {
         let mkdir = tools::find("mkdir")?;
-        let vmrun = std::env::current_exe().map_err(Error::io("find", Path::new("vmrun's own executable")))?;
+        let vmrun = std::env::current_exe().map_err(PathError::at("find", Path::new("vmrun's own executable")))?;
         let spec = UnitSpec {
             vm: record.name.clone(),
             prepare: vec![mkdir.into(), "-p".into(), layout.runtime.clone().into()],
@@ -634,19 +635,19 @@ impl Vms {
             stop_timeout: STOP_TIMEOUT,
         };
         let text = unit::render(&spec)?;
-        fs::create_dir_all(&self.unit_dir).map_err(Error::io("create", &self.unit_dir))?;
+        fs::create_dir_all(&self.unit_dir).map_err(PathError::at("create", &self.unit_dir))?;
         let path = &layout.unit_file;
         if create {
             use std::io::Write;
             let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::UnitTaken { path: path.clone() }),
-                other => other.map_err(Error::io("create", path))?,
+                other => other.map_err(PathError::at("create", path))?,
             };
-            file.write_all(text.as_bytes()).map_err(Error::io("write", path))
+            Ok(file.write_all(text.as_bytes()).map_err(PathError::at("write", path))?)
         } else {
             let temp = path.with_extension("service.tmp");
-            fs::write(&temp, text).map_err(Error::io("write", &temp))?;
-            fs::rename(&temp, path).map_err(Error::io("replace", path))
+            fs::write(&temp, text).map_err(PathError::at("write", &temp))?;
+            Ok(fs::rename(&temp, path).map_err(PathError::at("replace", path))?)
         }
     }
 
@@ -716,7 +717,7 @@ fn memory_text(mib: u64) -> String {
 /// now; QEMU binds it when the VM starts (a start fails, saying so, if it was taken since).
 fn free_port(forwards: &[Forward]) -> Result<u16, Error> {
     loop {
-        let port = free_loopback_port().map_err(Error::io("bind", Path::new("127.0.0.1:0")))?;
+        let port = free_loopback_port().map_err(PathError::at("bind", Path::new("127.0.0.1:0")))?;
         if !forwards.iter().any(|f| f.clashes_with(&Forward::ssh(port))) {
             return Ok(port);
         }
@@ -725,19 +726,15 @@ fn free_port(forwards: &[Forward]) -> Result<u16, Error> {
 
 fn lock(layout: &VmLayout) -> Result<VmLock, Error> {
     let path = layout.lock();
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(Error::io("open", &path))?;
-    file.lock().map_err(Error::io("lock", &path))?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(PathError::at("open", &path))?;
+    file.lock().map_err(PathError::at("lock", &path))?;
     Ok(VmLock { _file: file })
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(Error::io("create", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(Error::io("set permissions of", dir))
-}
 
 fn remove_dir_if_present(dir: &Path) -> Result<(), Error> {
     match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir)(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PathError::at("remove", dir)(e).into()),
         _ => Ok(()),
     }
 }
