@@ -231,3 +231,12 @@ fn timeout_ends_the_command_with_124() {
     assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("timed out after 3s"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn until_fail_stops_at_the_first_failure() {
+    let project = tempfile::tempdir().unwrap();
+    let out = run(project.path(), &["--until-fail", "--repeat", "5", "--", "sh", "-c", "exit 3"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("0 passed, 1 failed"), "more runs after the first failure: {err}");
+}

@@ -231,6 +231,25 @@ fn run_id() -> String {
 mod tests {
     use super::*;
 
+    fn parsed(args: &[&str]) -> TestArgs {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([&["vmrun", "test"], args].concat()).unwrap();
+        let crate::cli::Command::Test(args) = cli.command else { unreachable!("parsed a test command") };
+        args
+    }
+
+    #[test]
+    fn schedules() {
+        let one = schedule(&parsed(&[])).unwrap();
+        assert_eq!(one, Schedule { runs: Some(1), until_fail: false, jobs: 1 });
+        let endless = schedule(&parsed(&["--until-fail"])).unwrap();
+        assert_eq!(endless, Schedule { runs: None, until_fail: true, jobs: 1 });
+        let bounded = schedule(&parsed(&["--until-fail", "--repeat", "5", "--jobs", "2"])).unwrap();
+        assert_eq!(bounded, Schedule { runs: Some(5), until_fail: true, jobs: 2 });
+        assert!(schedule(&parsed(&["--repeat", "0"])).is_err());
+        assert!(schedule(&parsed(&["--jobs", "0"])).is_err());
+    }
+
     #[test]
     fn shards() {
         assert_eq!(parse_shard("2/4"), Ok((2, 4)));
