@@ -1,5 +1,6 @@
 //! vmrun: run a project's tests inside throwaway QEMU virtual machines.
 
+pub mod atomic_file;
 pub mod bake;
 pub mod cli;
 pub mod commands;

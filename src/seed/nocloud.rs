@@ -81,14 +81,7 @@ impl SeedIso {
             path: path.to_owned(),
             source,
         };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".vmrun-seed-")
-            .tempfile_in(dir)
-            .map_err(write_error)?;
+        let temp = crate::atomic_file::temp_beside(path, ".vmrun-seed-").map_err(write_error)?;
         let mut out = BufWriter::new(temp);
         image
             .write(&mut out)

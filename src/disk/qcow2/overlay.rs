@@ -117,14 +117,7 @@ fn write_new(path: &Path, layout: &Layout) -> Result<(), Error> {
         path: path.to_owned(),
         source,
     };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".vmrun-overlay-")
-        .tempfile_in(dir)
-        .map_err(write_error)?;
+    let temp = crate::atomic_file::temp_beside(path, ".vmrun-overlay-").map_err(write_error)?;
     for (offset, bytes) in &layout.pieces {
         temp.as_file()
             .write_all_at(bytes, *offset)
