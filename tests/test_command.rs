@@ -240,3 +240,13 @@ fn until_fail_stops_at_the_first_failure() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("0 passed, 1 failed"), "more runs after the first failure: {err}");
 }
+
+#[test]
+fn a_guest_that_does_not_come_up_in_time_fails_with_its_console() {
+    let project = tempfile::tempdir().unwrap();
+    let out = run(project.path(), &["--cold", "--boot-timeout", "3s", "--", "true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(vmrun::exit_code::VM_FAILED as i32), "{err}");
+    assert!(err.contains("did not become reachable over SSH"), "{err}");
+    assert!(err.contains("last lines of the serial console"), "{err}");
+}
