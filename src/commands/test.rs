@@ -204,8 +204,8 @@ fn run_all(plan: &RunPlan, schedule: Schedule, runs_dir: &Path, qemu: &Path, sin
                     let mut err = std::io::stderr();
                     run::run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
                 };
-                if let Outcome::Failed(message, _) = report.outcome() {
-                    let _ = writeln!(std::io::stderr(), "run {id}: {message}");
+                if let Outcome::Failed(report_text, _) = report.outcome() {
+                    let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");
                 }
                 reports.lock().expect("not poisoned").push(report);
             });

@@ -114,7 +114,10 @@ pub fn run_once(plan: &RunPlan, id: &str, runs: &Path, qemu: &Path, out: &mut dy
         Ok(dir) => {
             let mut vm = None;
             let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
-                .unwrap_or_else(|e| Outcome::Failed(e.to_string(), e.exit_code()));
+                .unwrap_or_else(|e| {
+                    let code = e.exit_code();
+                    Outcome::Failed(format!("{:?}", miette::Report::new(e)), code)
+                });
             if plan.keep && !outcome.passed() && vm.is_some() {
                 keep_until_interrupted(&dir, sink);
             }
@@ -122,7 +125,7 @@ pub fn run_once(plan: &RunPlan, id: &str, runs: &Path, qemu: &Path, out: &mut dy
             drop(dir);
             outcome
         }
-        Err(e) => Outcome::Failed(e.to_string(), crate::exit_code::INTERNAL),
+        Err(e) => Outcome::Failed(format!("{:?}", miette::Report::new(e)), crate::exit_code::INTERNAL),
     };
     report.outcome = Some(outcome);
     report

@@ -35,7 +35,7 @@ pub enum Outcome {
     TimedOut(Duration),
     /// vmrun itself was asked to stop (SIGINT/SIGTERM).
     Stopped(i32),
-    /// vmrun could not run the command: the message and vmrun's exit code.
+    /// vmrun could not run the command: its rendered error report and vmrun's exit code.
     Failed(String, u8),
 }
 
@@ -63,9 +63,15 @@ impl Outcome {
             Outcome::Signalled(name) => format!("killed by SIG{name}"),
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
-            Outcome::Failed(message, _) => format!("error: {}", message.lines().next().unwrap_or_default()),
+            Outcome::Failed(report, _) => format!("error: {}", headline(report)),
         }
     }
+}
+
+/// The message of a rendered error report: its `×` line, else its first line.
+fn headline(report: &str) -> &str {
+    let marked = report.lines().find_map(|l| l.trim_start().strip_prefix('×'));
+    marked.or_else(|| report.lines().find(|l| !l.trim().is_empty())).unwrap_or_default().trim()
 }
 
 /// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
@@ -155,6 +161,8 @@ mod tests {
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
+        assert_eq!(headline("  × the guest did not answer\n  ╰─▶ timed out"), "the guest did not answer");
+        assert_eq!(headline("plain message\nmore"), "plain message");
     }
 
     #[test]
