@@ -14,9 +14,6 @@ use crate::qemu::accel::{self, AccelChoice};
 use crate::tools;
 use crate::ui::Ui;
 
-/// A bake VM's size when vmrun.yaml's `vm:` does not say.
-const DEFAULT_CPUS: u32 = 2;
-const DEFAULT_MEMORY_MIB: u64 = 1024;
 
 pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
@@ -42,8 +39,8 @@ pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
         source,
         name: name.clone(),
         bake: config.bake,
-        cpus: config.vm.cpus.unwrap_or(DEFAULT_CPUS),
-        memory_mib: config.vm.memory.map(|m| m.mib()).unwrap_or(DEFAULT_MEMORY_MIB),
+        cpus: config.vm.cpus_or_default(),
+        memory_mib: config.vm.memory_mib_or_default(),
         accel,
         timeout,
     };

@@ -143,8 +143,8 @@ fn resolve_image(
         name: source.default_name(),
         source,
         bake: config.bake.clone(),
-        cpus: config.vm.cpus.unwrap_or(2),
-        memory_mib: config.vm.memory.map(|m| m.mib()).unwrap_or(1024),
+        cpus: config.vm.cpus_or_default(),
+        memory_mib: config.vm.memory_mib_or_default(),
         accel,
         timeout: BAKE_TIMEOUT,
     };

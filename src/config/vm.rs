@@ -25,6 +25,21 @@ pub struct VmConfig {
     pub memory: Option<MemorySize>,
 }
 
+impl VmConfig {
+    /// A baked image's machine when `vm:` does not say: 2 cpus.
+    pub const DEFAULT_CPUS: u32 = 2;
+    /// ... and 1 GiB.
+    pub const DEFAULT_MEMORY_MIB: u64 = 1024;
+
+    pub fn cpus_or_default(&self) -> u32 {
+        self.cpus.unwrap_or(Self::DEFAULT_CPUS)
+    }
+
+    pub fn memory_mib_or_default(&self) -> u64 {
+        self.memory.as_ref().map_or(Self::DEFAULT_MEMORY_MIB, MemorySize::mib)
+    }
+}
+
 fn cpus<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     struct Cpus(u32);
     impl<'de> Deserialize<'de> for Cpus {
