@@ -16,6 +16,8 @@ use super::json_stream::{self, JsonStream};
 
 /// Resets the agent's JSON parser; marks the start of a synced answer.
 const DELIMITER: u8 = 0xFF;
+/// How often [`GuestAgent::run`] asks whether its process ended.
+const EXEC_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -100,6 +102,28 @@ impl GuestAgent {
         }
     }
 
+    /// Runs `path` with `args` in the guest (as the agent's user, root) and waits for it to
+    /// end; its exit code. Its output is discarded.
+    pub fn run(&mut self, path: &str, args: &[&str]) -> Result<i64, Error> {
+        let started = self.execute("guest-exec", Some(json!({"path": path, "arg": args})))?;
+        let Some(pid) = started.get("pid").and_then(Value::as_i64) else {
+            return Err(Error::Unexpected { command: "guest-exec".into(), answer: started.to_string() });
+        };
+        loop {
+            let status = self.execute("guest-exec-status", Some(json!({"pid": pid})))?;
+            if status.get("exited").and_then(Value::as_bool) == Some(true) {
+                // A process killed by a signal has `signal` instead of `exitcode`.
+                return Ok(status.get("exitcode").and_then(Value::as_i64).unwrap_or_else(|| {
+                    128 + status.get("signal").and_then(Value::as_i64).unwrap_or(0)
+                }));
+            }
+            if Instant::now() >= self.deadline {
+                return Err(Error::NoAnswer(self.timeout));
+            }
+            std::thread::sleep(EXEC_POLL);
+        }
+    }
+
     /// The guest's network interfaces and their addresses.
     pub fn network_interfaces(&mut self) -> Result<Vec<Interface>, Error> {
         let command = "guest-network-get-interfaces";
@@ -130,14 +154,14 @@ mod tests {
     use std::thread;
 
     /// A fake agent: expects the 0xFF flush, answers the sync after stale output, then answers
-    /// one command with `reply`.
-    fn fake_agent(reply: String) -> (UnixStream, thread::JoinHandle<Vec<u8>>) {
+    /// each following command with the next of `replies`.
+    fn fake_agent(replies: Vec<String>) -> (UnixStream, thread::JoinHandle<Vec<u8>>) {
         let (client, mut server) = UnixStream::pair().unwrap();
         let handle = thread::spawn(move || {
             let mut received = Vec::new();
             let mut byte = [0u8; 1];
             let mut lines = 0;
-            while lines < 2 {
+            while lines <= replies.len() {
                 if server.read(&mut byte).unwrap() == 0 {
                     break;
                 }
@@ -153,7 +177,7 @@ mod tests {
                         answer.extend_from_slice(format!("{}\n", json!({"return": id})).as_bytes());
                         server.write_all(&answer).unwrap();
                     } else {
-                        server.write_all(reply.as_bytes()).unwrap();
+                        server.write_all(replies[lines - 2].as_bytes()).unwrap();
                     }
                 }
             }
@@ -171,7 +195,7 @@ mod tests {
                 {"ip-address-type": "ipv6", "ip-address": "fec0::5054:ff:fe12:3456", "prefix": 64}]},
             {"name": "eth1"}
         ]);
-        let (client, agent) = fake_agent(format!("{}\n", json!({"return": interfaces})));
+        let (client, agent) = fake_agent(vec![format!("{}\n", json!({"return": interfaces}))]);
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         let interfaces = ga.network_interfaces().unwrap();
         assert_eq!(interfaces.len(), 3);
@@ -186,10 +210,32 @@ mod tests {
 
     #[test]
     fn refusals_are_errors() {
-        let (client, _agent) = fake_agent("{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}}\n".into());
+        let (client, _agent) = fake_agent(vec!["{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}}\n".into()]);
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         let err = ga.execute("guest-info", None).unwrap_err();
         assert_eq!(err.to_string(), "the guest agent refused `guest-info`: no way");
+    }
+
+    #[test]
+    fn run_starts_the_process_and_polls_until_it_exits() {
+        let replies = [json!({"pid": 42}), json!({"exited": false}), json!({"exited": true, "exitcode": 3})];
+        let (client, agent) = fake_agent(replies.iter().map(|r| format!("{}\n", json!({"return": r}))).collect());
+        let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
+        assert_eq!(ga.run("/bin/date", &["-u", "-s", "@1.5"]).unwrap(), 3);
+        drop(ga);
+        let received = String::from_utf8_lossy(&agent.join().unwrap()).into_owned();
+        let sent: Vec<Value> = received.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(sent[0], json!({"execute": "guest-exec", "arguments": {"path": "/bin/date", "arg": ["-u", "-s", "@1.5"]}}));
+        assert_eq!(sent[1], json!({"execute": "guest-exec-status", "arguments": {"pid": 42}}));
+        assert_eq!(sent.len(), 3, "polled until exited: {received}");
+    }
+
+    #[test]
+    fn a_process_killed_by_a_signal_reports_128_plus_it() {
+        let replies = [json!({"pid": 7}), json!({"exited": true, "signal": 9})];
+        let (client, _agent) = fake_agent(replies.iter().map(|r| format!("{}\n", json!({"return": r}))).collect());
+        let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
+        assert_eq!(ga.run("/bin/sleep", &["9"]).unwrap(), 137);
     }
 
     #[test]

@@ -155,11 +155,15 @@ fn drive(
     *vm = Some(process);
     let target = Target { port, host_key: host_key.trim().to_owned(), client_key: plan.image.client_key() };
     let files = ssh::ClientFiles::write(&dir.file("ssh"), &target)?;
-    // A resumed guest answers at once: the system ssh's master connection for rsync is made
-    // while vmrun's own session is.
-    let mut master = match &plan.warm {
-        Some(_) => crate::tools::find("ssh").ok().and_then(|ssh| ssh::Master::start(&ssh, &files)),
-        None => None,
+    // A resumed guest answers at once: its clock and randomness are refreshed, and the
+    // system ssh's master connection for rsync is made, while vmrun's own session is.
+    let (refresh, mut master) = match &plan.warm {
+        Some(_) => {
+            let agent = dir.file("qga.sock");
+            let refresh = std::thread::spawn(move || warm::refresh_clone(&agent));
+            (Some(refresh), crate::tools::find("ssh").ok().and_then(|ssh| ssh::Master::start(&ssh, &files)))
+        }
+        None => (None, None),
     };
     let deadline = started + plan.boot_timeout;
     let session = ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
@@ -181,6 +185,9 @@ fn drive(
         }
         other => other?,
     };
+    if let Some(refresh) = refresh {
+        refresh.join().expect("refreshing the clone does not panic").map_err(Error::Resume)?;
+    }
     report.record(Phase::Boot, started.elapsed());
     sink(Event::PhaseFinished { phase: format!("run {}: boot", dir.id()), elapsed: started.elapsed() });
 
@@ -236,7 +243,7 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
         let mut process = QemuProcess::spawn(qemu, &line, &qemu_log)?;
         dir.record_qemu_pid(process.pid())?;
         let started = match &plan.warm {
-            Some(_) => warm::finish_resume(&mut process, &qmp, &agent, &qemu_log).map_err(Error::Resume),
+            Some(_) => warm::resume(&mut process, &qmp, &qemu_log).map_err(Error::Resume),
             // A forward that cannot bind makes QEMU exit at once; give it that moment.
             None => match process.wait_timeout(Duration::from_millis(300))? {
                 None => Ok(()),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::config::SyncConfig;
-use crate::ssh::{GUEST_HOST, sh_quote};
+use crate::ssh::GUEST_HOST;
 use crate::tools::{self, MissingTool};
 
 /// rsync's exit code when files vanished while it read them: a project or an artifact
@@ -58,9 +58,10 @@ impl Error {
     }
 }
 
-/// Copies the contents of `project` into `remote_dir` in the guest (created if missing;
-/// absolute, or relative to the guest user's home), deleting what else is there. Which
-/// files go is decided by [`push_rules`].
+/// Copies the contents of `project` into `remote_dir` in the guest (absolute, or relative
+/// to the guest user's home), deleting what else is there. rsync creates `remote_dir` if it
+/// is missing, but not its parent, which must exist. Which files go is decided by
+/// [`push_rules`].
 pub fn push(ssh_config: &Path, project: &Path, remote_dir: &str, sync: &SyncConfig) -> Result<(), Error> {
     Rsync::find(ssh_config)?.push(project, remote_dir, sync)
 }
@@ -86,8 +87,6 @@ impl Rsync {
 
     fn push(&self, project: &Path, remote_dir: &str, sync: &SyncConfig) -> Result<(), Error> {
         let mut command = self.command();
-        // The guest's rsync runs after creating the directory, in the same remote command.
-        command.arg("--rsync-path").arg(format!("mkdir -p -- {} && rsync", sh_quote(remote_dir)));
         command.arg("--delete").args(push_rules(sync));
         command.arg(local(project)).arg(remote(remote_dir));
         self.run(command, "copy the project into the guest").map(drop)

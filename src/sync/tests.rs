@@ -3,6 +3,7 @@
 //! the `-e` quoting and the item parsing are rsync's real behaviour; only the network is not.
 
 use super::*;
+use crate::ssh::sh_quote;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,15 +17,15 @@ struct FakeGuest {
 }
 
 impl FakeGuest {
-    /// `with_rsync: false` leaves rsync off the remote command's PATH (mkdir stays).
+    /// `with_rsync: false` leaves rsync off the remote command's PATH.
     fn new(with_rsync: bool) -> FakeGuest {
         let root = tempfile::tempdir().unwrap();
         let home = root.path().join("home");
         let bin = root.path().join("guest bin");
         fs::create_dir_all(&home).unwrap();
         fs::create_dir_all(&bin).unwrap();
-        for program in ["mkdir", "rsync"].iter().filter(|p| with_rsync || **p != "rsync") {
-            std::os::unix::fs::symlink(tools::find(program).unwrap(), bin.join(program)).unwrap();
+        if with_rsync {
+            std::os::unix::fs::symlink(tools::find("rsync").unwrap(), bin.join("rsync")).unwrap();
         }
         let seen_config = root.path().join("seen-config");
         // Called as `ssh -F CONFIG HOST COMMAND...`; runs COMMAND like sshd would.
@@ -129,12 +130,15 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
 }
 
 #[test]
-fn push_creates_missing_parents() {
+fn push_creates_the_directory_but_not_its_parent() {
     let guest = FakeGuest::new(true);
     let project = tempfile::tempdir().unwrap();
     write(project.path(), &["a"]);
-    guest.rsync.push(project.path(), "deep/er/project", &SyncConfig::default()).unwrap();
-    assert_eq!(files_under(&guest.home.join("deep/er/project")), set(&["a"]));
+    guest.rsync.push(project.path(), "project", &SyncConfig::default()).unwrap();
+    assert_eq!(files_under(&guest.home.join("project")), set(&["a"]));
+    let err = guest.rsync.push(project.path(), "deep/er/project", &SyncConfig::default()).unwrap_err();
+    assert!(matches!(err, Error::Rsync { action: "copy the project into the guest", .. }), "{err:?}");
+    assert!(err.to_string().contains("deep/er/project"), "{err}");
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] PathError),
+    #[error("setting the guest's clock: `date --set` exited with {code}")]
+    Clock { code: i64 },
     #[error("cannot tell QEMU's version from `{0}`")]
     Version(String),
 }
@@ -206,9 +208,10 @@ fn exited(status: std::process::ExitStatus, doing: &'static str, qemu_log: &Path
     Error::Exited { status: status.to_string(), doing, qemu_log }
 }
 
-/// After QEMU was started with `-incoming`: waits until the loaded guest runs, then sets its
-/// clock to the host's and feeds its random pool (besides vmgenid's reseed).
-pub fn finish_resume(vm: &mut QemuProcess, qmp_path: &Path, agent_path: &Path, qemu_log: &Path) -> Result<(), Error> {
+/// After QEMU was started with `-incoming`: waits until the saved state is loaded and lets
+/// the guest run. The guest then still has the saved clock and random state: see
+/// [`refresh_clone`].
+pub fn resume(vm: &mut QemuProcess, qmp_path: &Path, qemu_log: &Path) -> Result<(), Error> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut qmp = loop {
         match Qmp::connect(qmp_path) {
@@ -226,10 +229,10 @@ pub fn finish_resume(vm: &mut QemuProcess, qmp_path: &Path, agent_path: &Path, q
     loop {
         let status = qmp.execute("query-status", None)?;
         match status.get("status").and_then(|s| s.as_str()) {
-            Some("running") => break,
+            Some("running") => return Ok(()),
             Some("paused") | Some("postmigrate") => {
                 qmp.execute("cont", None)?;
-                break;
+                return Ok(());
             }
             _ => {}
         }
@@ -241,11 +244,34 @@ pub fn finish_resume(vm: &mut QemuProcess, qmp_path: &Path, agent_path: &Path, q
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Gives a resumed clone what it must not share with the saved machine, through the guest
+/// agent: the host's time on its clock, and fresh host randomness in its pool (besides the
+/// reseed vmgenid made). It needs nothing else of the run, so a run does it while SSH
+/// connects.
+pub fn refresh_clone(agent_path: &Path) -> Result<(), Error> {
     let mut agent = GuestAgent::connect(agent_path, AGENT_TIMEOUT)?;
+    set_clock(&mut agent)?;
+    feed_entropy(&mut agent)
+}
+
+/// Sets the guest's clock to the host's with `date` run by the agent. The agent's own
+/// guest-set-time also writes the hardware clock with hwclock, which waits for that clock's
+/// next second (up to a second, measured here); it is used only where the agent refuses to
+/// run programs.
+fn set_clock(agent: &mut GuestAgent) -> Result<(), Error> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    agent.execute("guest-set-time", Some(json!({ "time": now.as_nanos() as u64 })))?;
-    feed_entropy(&mut agent)?;
-    Ok(())
+    let epoch = format!("@{}.{:09}", now.as_secs(), now.subsec_nanos());
+    match agent.run("/bin/date", &["--utc", "--set", &epoch]) {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(Error::Clock { code }),
+        Err(qga::Error::Refused { .. }) => {
+            agent.execute("guest-set-time", Some(json!({ "time": now.as_nanos() as u64 })))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes fresh host randomness into the guest's /dev/urandom (mixed into its pool).
