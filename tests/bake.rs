@@ -41,7 +41,8 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
             "vm:\n  cpus: 2\n  memory: 1G\n\
              bake:\n  files:\n    - path: /etc/vmrun-test\n      content: \"file-{token}\"\n  \
              run:\n    - echo \"run-saw $(cat /etc/vmrun-test)\" > /dev/ttyS0\n    \
-             - [sh, -c, 'echo guest-host-key $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) > /dev/ttyS0']\n"
+             - [sh, -c, 'echo guest-host-key $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) > /dev/ttyS0']\n    \
+             - [sh, -c, 'echo own-name $(getent hosts $(hostname)) > /dev/ttyS0']\n"
         ),
     )
     .unwrap();
@@ -57,6 +58,8 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
     assert!(log.contains(&format!("run-saw file-{token}")), "bake.run/files did not run:\n{log}");
     let guest_key_line = log.lines().find(|l| l.contains("guest-host-key")).expect("host key line");
     assert!(guest_key_line.contains(&fingerprint(&dir.join("host_ed25519.pub"))), "guest has another host key: {guest_key_line}");
+    let own_name = log.lines().find(|l| l.contains("own-name")).expect("own-name line");
+    assert!(own_name.contains("own-name 127.0.1.1 vmrun"), "the guest's name does not resolve locally: {own_name}");
     let mode = std::fs::metadata(dir.join("client_ed25519")).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     assert!(!dir.join("host_ed25519").exists(), "the host's private key is not kept");
