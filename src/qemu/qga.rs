@@ -147,15 +147,18 @@ fn sync_id() -> u64 {
     ((nanos as u64) ^ (u64::from(std::process::id()) << 32)) & ((1 << 53) - 1)
 }
 
+/// A stand-in for the guest agent, for unit tests of what talks to it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fake {
+    use super::DELIMITER;
+    use serde_json::{Value, json};
     use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     use std::thread;
 
     /// A fake agent: expects the 0xFF flush, answers the sync after stale output, then answers
     /// each following command with the next of `replies`.
-    fn fake_agent(replies: Vec<String>) -> (UnixStream, thread::JoinHandle<Vec<u8>>) {
+    pub(crate) fn fake_agent(replies: Vec<String>) -> (UnixStream, thread::JoinHandle<Vec<u8>>) {
         let (client, mut server) = UnixStream::pair().unwrap();
         let handle = thread::spawn(move || {
             let mut received = Vec::new();
@@ -185,6 +188,22 @@ mod tests {
         });
         (client, handle)
     }
+
+    /// Each value as the `return` of one answer.
+    pub(crate) fn returning(values: &[Value]) -> Vec<String> {
+        values.iter().map(|v| format!("{}\n", json!({"return": v}))).collect()
+    }
+
+    /// The commands a fake agent received after the sync, parsed.
+    pub(crate) fn commands(received: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(received).lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{commands, fake_agent, returning};
+    use super::*;
 
     #[test]
     fn flushes_syncs_past_stale_answers_and_reads_interfaces() {
@@ -218,22 +237,20 @@ mod tests {
 
     #[test]
     fn run_starts_the_process_and_polls_until_it_exits() {
-        let replies = [json!({"pid": 42}), json!({"exited": false}), json!({"exited": true, "exitcode": 3})];
-        let (client, agent) = fake_agent(replies.iter().map(|r| format!("{}\n", json!({"return": r}))).collect());
+        let (client, agent) =
+            fake_agent(returning(&[json!({"pid": 42}), json!({"exited": false}), json!({"exited": true, "exitcode": 3})]));
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         assert_eq!(ga.run("/bin/date", &["-u", "-s", "@1.5"]).unwrap(), 3);
         drop(ga);
-        let received = String::from_utf8_lossy(&agent.join().unwrap()).into_owned();
-        let sent: Vec<Value> = received.lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
+        let sent = commands(&agent.join().unwrap());
         assert_eq!(sent[0], json!({"execute": "guest-exec", "arguments": {"path": "/bin/date", "arg": ["-u", "-s", "@1.5"]}}));
         assert_eq!(sent[1], json!({"execute": "guest-exec-status", "arguments": {"pid": 42}}));
-        assert_eq!(sent.len(), 3, "polled until exited: {received}");
+        assert_eq!(sent.len(), 3, "polled until exited: {sent:?}");
     }
 
     #[test]
     fn a_process_killed_by_a_signal_reports_128_plus_it() {
-        let replies = [json!({"pid": 7}), json!({"exited": true, "signal": 9})];
-        let (client, _agent) = fake_agent(replies.iter().map(|r| format!("{}\n", json!({"return": r}))).collect());
+        let (client, _agent) = fake_agent(returning(&[json!({"pid": 7}), json!({"exited": true, "signal": 9})]));
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         assert_eq!(ga.run("/bin/sleep", &["9"]).unwrap(), 137);
     }

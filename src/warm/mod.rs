@@ -282,3 +282,54 @@ fn feed_entropy(agent: &mut GuestAgent) -> Result<(), Error> {
     agent.execute("guest-file-close", Some(json!({ "handle": handle })))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::qga::fake::{commands, fake_agent, returning};
+
+    fn agent(replies: Vec<String>) -> (GuestAgent, std::thread::JoinHandle<Vec<u8>>) {
+        let (client, server) = fake_agent(replies);
+        (GuestAgent::sync(client, Duration::from_secs(5)).unwrap(), server)
+    }
+
+    fn seconds_since_epoch() -> f64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    }
+
+    #[test]
+    fn the_clock_is_set_with_date_run_by_the_agent() {
+        let (mut ga, server) = agent(returning(&[json!({"pid": 5}), json!({"exited": true, "exitcode": 0})]));
+        set_clock(&mut ga).unwrap();
+        drop(ga);
+        let sent = commands(&server.join().unwrap());
+        assert_eq!(sent[0]["execute"], "guest-exec");
+        assert_eq!(sent[0]["arguments"]["path"], "/bin/date");
+        let args = sent[0]["arguments"]["arg"].as_array().unwrap();
+        assert_eq!(args[..2], [json!("--utc"), json!("--set")]);
+        let set: f64 = args[2].as_str().unwrap().strip_prefix('@').unwrap().parse().unwrap();
+        assert!((seconds_since_epoch() - set).abs() < 5.0, "set to {set}");
+    }
+
+    #[test]
+    fn an_agent_that_runs_no_programs_sets_the_clock_itself() {
+        let refused = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"command guest-exec has been disabled\"}}\n";
+        let mut replies = vec![refused.to_owned()];
+        replies.extend(returning(&[json!({})]));
+        let (mut ga, server) = agent(replies);
+        set_clock(&mut ga).unwrap();
+        drop(ga);
+        let sent = commands(&server.join().unwrap());
+        assert_eq!(sent[1]["execute"], "guest-set-time");
+        let set = sent[1]["arguments"]["time"].as_u64().unwrap() as f64 / 1e9;
+        assert!((seconds_since_epoch() - set).abs() < 5.0, "set to {set}");
+    }
+
+    #[test]
+    fn a_failing_date_is_an_error() {
+        let (mut ga, _server) = agent(returning(&[json!({"pid": 5}), json!({"exited": true, "exitcode": 1})]));
+        let err = set_clock(&mut ga).unwrap_err();
+        assert!(matches!(err, Error::Clock { code: 1 }), "{err:?}");
+        assert_eq!(err.to_string(), "setting the guest's clock: `date --set` exited with 1");
+    }
+}
