@@ -42,7 +42,8 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
              bake:\n  files:\n    - path: /etc/vmrun-test\n      content: \"file-{token}\"\n  \
              run:\n    - echo \"run-saw $(cat /etc/vmrun-test)\" > /dev/ttyS0\n    \
              - [sh, -c, 'echo guest-host-key $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) > /dev/ttyS0']\n    \
-             - [sh, -c, 'echo own-name $(getent hosts $(hostname)) > /dev/ttyS0']\n"
+             - [sh, -c, 'echo own-name $(getent hosts $(hostname)) > /dev/ttyS0']\n    \
+             - [sh, -c, 'echo motd-sessions $(grep -c pam_motd /etc/pam.d/sshd) $(grep -c ^session.*pam_motd /etc/pam.d/sshd) > /dev/ttyS0']\n"
         ),
     )
     .unwrap();
@@ -60,6 +61,9 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
     assert!(guest_key_line.contains(&fingerprint(&dir.join("host_ed25519.pub"))), "guest has another host key: {guest_key_line}");
     let own_name = log.lines().find(|l| l.contains("own-name")).expect("own-name line");
     assert!(own_name.contains("own-name 127.0.1.1 vmrun"), "the guest's name does not resolve locally: {own_name}");
+    // pam_motd's lines are there, commented out.
+    let motd = log.lines().find(|l| l.contains("motd-sessions")).expect("motd-sessions line");
+    assert!(motd.contains("motd-sessions 2 0"), "pam_motd still runs on SSH logins: {motd}");
     let mode = std::fs::metadata(dir.join("client_ed25519")).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     assert!(!dir.join("host_ed25519").exists(), "the host's private key is not kept");
