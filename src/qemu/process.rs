@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -44,15 +45,32 @@ impl QemuProcess {
     /// The death signal is tied to the thread that spawns, so call this from a thread that
     /// lives as long as the VM should (the main thread, or one that owns the VM).
     pub fn spawn(qemu: &Path, args: &[OsString], log: &Path) -> Result<QemuProcess, Error> {
+        Self::start(qemu, args, log, None)
+    }
+
+    /// [`spawn`](Self::spawn), with `passed` open in QEMU under the same number (for
+    /// arguments like `-incoming fd:N`). The descriptor stays close-on-exec here, so no other
+    /// program vmrun starts meanwhile gets it.
+    pub fn spawn_passing(qemu: &Path, args: &[OsString], log: &Path, passed: BorrowedFd) -> Result<QemuProcess, Error> {
+        Self::start(qemu, args, log, Some(passed.as_raw_fd()))
+    }
+
+    fn start(qemu: &Path, args: &[OsString], log: &Path, passed: Option<RawFd>) -> Result<QemuProcess, Error> {
         let out = File::create(log).map_err(|source| Error::Log { path: log.to_owned(), source })?;
         let err = out.try_clone().map_err(|source| Error::Log { path: log.to_owned(), source })?;
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let mut command = Command::new(qemu);
         command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
+        // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, getppid,
+        // _exit), and `passed` is open: its owner outlives this call.
         unsafe {
             command.pre_exec(move || {
+                if let Some(fd) = passed
+                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -111,6 +129,7 @@ impl Drop for QemuProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn wait_timeout_and_kill_on_drop() {
@@ -133,6 +152,23 @@ mod tests {
         let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &dir.path().join("log")).unwrap();
         let status = p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_passed_descriptor_is_open_in_the_child_under_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::write(&state, "saved\n").unwrap();
+        let file = File::open(&state).unwrap();
+        let fd = file.as_raw_fd();
+        let log = dir.path().join("log");
+        let args: Vec<OsString> = vec!["-c".into(), format!("cat <&{fd}").into()];
+        let mut p = QemuProcess::spawn_passing(Path::new("/bin/sh"), &args, &log, file.as_fd()).unwrap();
+        assert_eq!(p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().code(), Some(0));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "saved\n");
+        // Not passed, the same number is closed in the child.
+        let mut q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log).unwrap();
+        assert_ne!(q.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().code(), Some(0));
     }
 
     #[test]

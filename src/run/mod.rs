@@ -13,12 +13,14 @@ pub use summary::{Outcome, Phase, RunReport, summary_table};
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{Command, SyncConfig};
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
+use crate::path_error::PathError;
 use crate::qemu::args::{Accel, Forward, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::last_lines;
@@ -231,16 +233,21 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
             forwards: vec![Forward { host_port: port, guest_port: 22 }],
         };
         let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
-        let line = match &plan.warm {
-            None => command_line(&machine),
+        let mut process = match &plan.warm {
+            None => QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log)?,
             Some(warm) => {
+                let state = std::fs::File::open(&warm.state)
+                    .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
                 let generation = warm::machine::new_generation();
-                let instance =
-                    Instance { qmp: &qmp, guest_agent: &agent, generation: &generation, incoming: Some(&warm.state) };
-                warm::machine::command_line(&machine, &instance)
+                let instance = Instance {
+                    qmp: &qmp,
+                    guest_agent: &agent,
+                    generation: &generation,
+                    incoming: Some(state.as_raw_fd()),
+                };
+                QemuProcess::spawn_passing(qemu, &warm::machine::command_line(&machine, &instance), &qemu_log, state.as_fd())?
             }
         };
-        let mut process = QemuProcess::spawn(qemu, &line, &qemu_log)?;
         dir.record_qemu_pid(process.pid())?;
         let started = match &plan.warm {
             Some(_) => warm::resume(&mut process, &qmp, &qemu_log).map_err(Error::Resume),

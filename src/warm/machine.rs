@@ -2,6 +2,7 @@
 //! match to resume it.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -85,8 +86,10 @@ pub struct Instance<'a> {
     /// The VM generation id: a new one on every resume makes the guest kernel reseed its
     /// random number generator (the vmgenid driver).
     pub generation: &'a str,
-    /// The saved state to resume from; `None` when booting to save one.
-    pub incoming: Option<&'a Path>,
+    /// The descriptor of the open saved state to resume from, which QEMU inherits (reading
+    /// the file itself loads the state in about half the time a `cat` through a pipe takes);
+    /// `None` when booting to save one.
+    pub incoming: Option<RawFd>,
 }
 
 /// The warm machine's command line: the test machine (no seed), a QMP monitor, the guest
@@ -98,8 +101,8 @@ pub fn command_line(machine: &Machine, instance: &Instance) -> Vec<OsString> {
     line.extend(args::qmp_args(instance.qmp));
     line.extend(args::guest_agent_args(instance.guest_agent));
     line.extend(["-device".into(), format!("vmgenid,guid={}", instance.generation).into()]);
-    if let Some(state) = instance.incoming {
-        line.extend(["-incoming".into(), format!("exec:cat {}", crate::ssh::sh_quote(&state.to_string_lossy())).into()]);
+    if let Some(fd) = instance.incoming {
+        line.extend(["-incoming".into(), format!("fd:{fd}").into()]);
     }
     line
 }
@@ -161,14 +164,14 @@ mod tests {
         );
         let resume = command_line(
             &machine("/b"),
-            &Instance { qmp: Path::new("/b/qmp"), guest_agent: Path::new("/b/qga"), generation: "g2", incoming: Some(Path::new("/s/it's state")) },
+            &Instance { qmp: Path::new("/b/qmp"), guest_agent: Path::new("/b/qga"), generation: "g2", incoming: Some(7) },
         );
         assert_eq!(resume.len(), save.len() + 2);
         let shape = |line: &[OsString]| -> Vec<String> {
             line.iter().map(|a| a.to_string_lossy().replace("/a/", "/X/").replace("/b/", "/X/").replace("g1", "G").replace("g2", "G")).collect()
         };
         assert_eq!(shape(&save), shape(&resume[..save.len()]));
-        assert_eq!(resume[save.len() + 1], "exec:cat '/s/it'\\''s state'");
+        assert_eq!(resume[save.len() + 1], "fd:7");
     }
 
     #[test]
