@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod error_line;
 pub mod events;
 pub mod exit_code;
 pub mod external;

@@ -77,7 +77,7 @@ pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> 
                 if !matches!(e, Error::Connect { .. } | Error::Silent { .. }) {
                     banner_wait = HANDSHAKE_TIMEOUT;
                 }
-                last = Some(chain(&e));
+                last = Some(crate::error_line::one_line(&e));
                 let now = Instant::now();
                 std::thread::sleep((attempt_started + POLL).min(deadline).saturating_duration_since(now));
             }
@@ -284,18 +284,6 @@ fn budget(deadline: Instant, cap: Duration) -> Duration {
 
 fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u32::MAX as u128) as u32
-}
-
-/// An error and its causes on one line, for the "last attempt" hint.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
         Ok(report) => report,
         Err(e) => {
             // Not a verdict on KVM: nothing is remembered, the next run tries again.
-            sink(Event::Notice(format!("cannot check whether KVM runs guests here ({}); using TCG", chain(&e))));
+            sink(Event::Notice(format!("cannot check whether KVM runs guests here ({}); using TCG", crate::error_line::one_line(&e))));
             return Accel::Tcg;
         }
     };
@@ -201,18 +201,6 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
         sink(Event::Notice(format!("KVM does not run guests here ({}); using TCG", verdict.reason)));
         Accel::Tcg
     }
-}
-
-/// An error and its sources, joined with ": ".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Opens `device` read-write and asks for KVM's API version, as QEMU will.
