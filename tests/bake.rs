@@ -1,7 +1,10 @@
 //! `vmrun bake` through the binary, against real QEMU: a Debian bake provisioned from
-//! vmrun.yaml, a cache hit, a bake from a local whole-disk image, and the failures.
+//! vmrun.yaml, a cache hit, bakes from a local whole-disk image and from a URL, and the
+//! failures.
 
 mod common;
+#[path = "support/http_server.rs"]
+mod http_server;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -93,6 +96,27 @@ fn bake_from_a_local_whole_disk_image() {
     let entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-local").expect("listed");
     assert_eq!(entry["source"], image.to_str().unwrap());
     assert_eq!(common::sha256_file(image), base_before, "the source file was modified");
+}
+
+#[test]
+fn bake_from_a_url_downloads_checks_and_provisions_it() {
+    let image = common::guest_image();
+    let digest = common::sha256_file(image);
+    let server = http_server::Server::start(std::fs::read(image).unwrap());
+    let url = server.url("/images/debian-bookworm.qcow2");
+    let project = tempfile::tempdir().unwrap();
+    // A token of this run's own: the bake cannot be a store hit of an earlier one.
+    let token = common::unique_token();
+    std::fs::write(project.path().join("vmrun.yaml"), format!("bake:\n  run:\n    - echo url-bake-ran-{token} > /dev/ttyS0\n")).unwrap();
+    let out = vmrun(project.path(), &["bake", "--image", &url, "--sha256", &digest, "--name", "bake-url"]);
+    assert!(out.status.success(), "bake failed: {}", stderr(&out));
+    assert!(server.requests().iter().any(|r| r.method == "GET" && r.status / 100 == 2), "{:?}", server.requests());
+    let images = images_json();
+    let entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-url").expect("listed");
+    assert_eq!(entry["source"], url.as_str());
+    let dir = vmrun::paths::Home::under(&common::test_home()).store().join(entry["key"].as_str().unwrap());
+    let log = std::fs::read_to_string(dir.join("bake-serial.log")).unwrap();
+    assert!(log.contains(&format!("url-bake-ran-{token}")), "bake.run did not run in the downloaded image:\n{log}");
 }
 
 #[test]
