@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::net::Network;
+use crate::net::forward::Forward;
+
 #[derive(Debug, Parser)]
 #[command(name = "vmrun", version, about = "Run a project's tests inside throwaway QEMU virtual machines")]
 pub struct Cli {
@@ -27,6 +30,9 @@ pub enum Command {
     /// Manage persistent VMs run as systemd user units.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Internal: start QEMU in an isolated network namespace (`outbound` network).
+    #[command(hide = true)]
+    Isolate(IsolateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,12 +118,29 @@ pub struct TestArgs {
     /// Run shard K of N: exports VMRUN_SHARD_INDEX=K and VMRUN_SHARD_COUNT=N to the command.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
+    /// What the guest may reach: none, outbound (the outside world, not the host) or host
+    /// (also the host's loopback, as 10.0.2.2); default: `test.network` from vmrun.yaml, else
+    /// outbound.
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Option<Network>,
     /// Where artifacts (`test.artifacts`) are copied; one subdirectory per run when repeating.
     #[arg(long, value_name = "DIR", default_value = "vmrun-artifacts")]
     pub artifacts_dir: PathBuf,
     /// The command to run in the guest; default: `test.command` from vmrun.yaml.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IsolateArgs {
+    /// The VM's directory for slirp4netns's socket and the namespace's resolv.conf.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    #[arg(long, value_name = "[tcp|udp:]ADDR:HOST:GUEST")]
+    pub forward: Vec<Forward>,
+    /// QEMU and its arguments.
+    #[arg(last = true, required = true, value_name = "QEMU")]
+    pub qemu: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +209,9 @@ pub struct VmCreateArgs {
     pub memory: Option<String>,
     #[arg(long, value_name = "[tcp|udp:]HOST:GUEST")]
     pub forward: Vec<String>,
+    /// What the guest may reach: none, outbound (the outside world, not the host) or host.
+    #[arg(long, value_name = "NETWORK", default_value_t = Network::Outbound)]
+    pub network: Network,
 }
 
 #[cfg(test)]

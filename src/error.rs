@@ -83,6 +83,11 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Vm(#[from] crate::vm::Error),
+
+    /// Starting QEMU in an isolated network namespace (`vmrun isolate`).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Isolate(#[from] crate::net::isolate::Error),
 }
 
 impl Error {
@@ -104,6 +109,7 @@ impl Error {
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
             Error::Vm(e) => e.exit_code(),
+            Error::Isolate(e) => e.exit_code(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod exit_code;
 pub mod external;
 pub mod image;
 pub mod name;
+pub mod net;
 pub mod path_error;
 pub mod paths;
 pub mod qemu;

@@ -22,6 +22,8 @@ fn package_of(program: &str) -> &'static str {
         "rsync" => "rsync",
         "ssh" | "ssh-keygen" => "openssh-client",
         "genisoimage" | "isoinfo" => "genisoimage",
+        "slirp4netns" => "slirp4netns",
+        "ip" => "iproute2",
         _ => "the package that provides it",
     }
 }

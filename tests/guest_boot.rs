@@ -45,6 +45,8 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
         disk: disk.clone(),
         seed: Some(seed),
         serial_log: serial_log.clone(),
+        // Nothing to reach: the guest provisions itself from the seed.
+        network: vmrun::net::Network::None,
         forwards: vec![],
     };
     let mut qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.path().join("qemu.log")).unwrap();

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use vmrun::config::{Command as GuestCommand, SyncConfig};
 use vmrun::disk::Overlay;
 use vmrun::paths::Home;
-use vmrun::qemu::args::{Forward, Machine, command_line};
+use vmrun::net::{Network, forward::Forward};
+use vmrun::qemu::args::{Machine, command_line};
 use vmrun::qemu::process::QemuProcess;
 use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
 use vmrun::store::{BakedImage, Store};
@@ -63,7 +64,9 @@ impl Guest {
             disk,
             seed: None,
             serial_log: serial_log.clone(),
-            forwards: vec![Forward { host_port: port, guest_port: 22 }],
+            // QEMU is started here directly, not through `vmrun isolate`.
+            network: Network::None,
+            forwards: vec![Forward::ssh(port)],
         };
         let qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.join("qemu.log")).unwrap();
         let host_key = std::fs::read_to_string(image.host_key()).unwrap().trim().to_owned();

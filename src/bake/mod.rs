@@ -17,6 +17,7 @@ use crate::config::BakeConfig;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink, phase};
 use crate::image::source::{self, ImageSource};
+use crate::net::{Network, isolate};
 use crate::paths::Home;
 use crate::qemu::args::{Accel, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
@@ -57,6 +58,9 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Qemu(#[from] process::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Isolate(#[from] isolate::Error),
     #[error("cloud-init failed while provisioning: {errors}\n{}", console_tail(serial_log))]
     Provisioning { errors: String, serial_log: PathBuf },
     #[error("the guest stopped ({status}) without reporting that provisioning finished\n{}", console_tail(serial_log))]
@@ -80,6 +84,7 @@ impl Error {
             Error::Source(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),
+            Error::Isolate(e) => e.exit_code(),
             Error::Seed(e) => e.exit_code(),
             Error::CloudConfig(_) => BAD_INPUT,
             Error::Keys(_) | Error::Io(_) => INTERNAL,
@@ -152,14 +157,23 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         disk,
         seed: Some(seed_path.clone()),
         serial_log: serial_log.clone(),
+        // Provisioning installs packages: the outside world, not the host.
+        network: Network::Outbound,
         forwards: vec![],
     };
-    let provisioned = boot_until_verdict(&machine, qemu, &marker, req.timeout, &dir.join("qemu.log"), sink);
+    let provisioned = boot_until_verdict(&machine, qemu, &marker, req.timeout, dir, sink);
     if let Err(e) = provisioned {
         return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
     }
     for leftover in [seed_path, dir.join("qemu.log")] {
         fs::remove_file(&leftover).map_err(PathError::at("remove", &leftover))?;
+    }
+    // What the isolated network left, if it was used.
+    for leftover in [isolate::api_socket(dir), dir.join(isolate::RESOLV_CONF)] {
+        match fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PathError::at("remove", &leftover)(e).into()),
+            _ => {}
+        }
     }
 
     let manifest = Manifest {
@@ -233,12 +247,14 @@ fn boot_until_verdict(
     qemu: &Path,
     marker: &str,
     timeout: Duration,
-    qemu_log: &Path,
+    dir: &Path,
     sink: Sink,
 ) -> Result<(), Error> {
     let started = Instant::now();
     sink(Event::PhaseStarted("boot and provision".into()));
-    let mut vm = QemuProcess::spawn(qemu, &command_line(machine), qemu_log)?;
+    let qemu_log = &dir.join("qemu.log");
+    let (program, args) = isolate::command(machine.network, dir, &machine.forwards, qemu, command_line(machine))?;
+    let mut vm = QemuProcess::spawn(&program, &args, qemu_log)?;
     let mut console = SerialTail::new(&machine.serial_log);
     let mut verdict: Option<Result<(), String>> = None;
     let mut deadline = started + timeout;

@@ -2,6 +2,7 @@
 
 mod bake;
 mod images;
+mod isolate;
 mod seed;
 mod ssh;
 mod test;
@@ -14,6 +15,10 @@ use crate::error::Error;
 
 /// Runs the parsed command line; `Ok` carries the exit code to return (a guest command's own).
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    // The launcher becomes QEMU: no reaping, and no thread may start before it forks.
+    if let Command::Isolate(args) = cli.command {
+        return isolate::run(args);
+    }
     reap_dead_runs();
     match cli.command {
         Command::Seed(args) => seed::run(args),
@@ -22,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Test(args) => test::run(args),
         Command::Ssh(args) => ssh::run(args),
         Command::Vm(command) => vm::run(command),
+        Command::Isolate(_) => unreachable!("handled above"),
     }
 }
 

@@ -75,6 +75,7 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         warm,
         image,
         accel,
+        network: args.network.unwrap_or(config.test.network),
         project,
         command,
         env,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Command, duration, or_default};
+use crate::net::Network;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,9 @@ pub struct TestConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// What the guest may reach.
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// Which files of the project are copied into the guest (globs, relative to the project).

@@ -321,6 +321,7 @@ test:
     exclude: [ "target/", ".venv/" ]
   artifacts: [ "junit.xml", "logs/**" ]
   timeout: 1h30m
+  network: none
 "#;
 
 fn full_config() -> Config {
@@ -366,6 +367,7 @@ fn full_config() -> Config {
             },
             artifacts: vec!["junit.xml".into(), "logs/**".into()],
             timeout: Some(Duration::from_secs(5400)),
+            network: crate::net::Network::None,
         },
     }
 }
@@ -444,4 +446,15 @@ fn load_default_prefers_the_explicit_file_then_vmrun_yaml() {
             .cpus,
         Some(4)
     );
+}
+
+#[test]
+fn an_unknown_network_is_named_with_the_known_ones() {
+    let text = "test:\n  network: open\n";
+    let (message, at) = error_at(text);
+    assert!(
+        message.contains("test.network: unknown variant `open`, expected one of `none`, `outbound`, `host`"),
+        "{message}"
+    );
+    assert_eq!(at, Some((2, 12)));
 }

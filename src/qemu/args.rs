@@ -5,18 +5,14 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use crate::net::Network;
+use crate::net::forward::Forward;
+
 /// How QEMU runs guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
     Kvm,
     Tcg,
-}
-
-/// A TCP forward from the host's loopback to a guest port (user networking).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Forward {
-    pub host_port: u16,
-    pub guest_port: u16,
 }
 
 /// Everything QEMU needs to know about one VM.
@@ -30,6 +26,9 @@ pub struct Machine {
     /// A cloud-init seed attached read-only, when the boot needs one.
     pub seed: Option<PathBuf>,
     pub serial_log: PathBuf,
+    /// What the guest may reach; with [`Network::Outbound`] QEMU must be started in an
+    /// isolated namespace ([`crate::net::isolate`]), where its forwards listen.
+    pub network: Network,
     pub forwards: Vec<Forward>,
 }
 
@@ -42,7 +41,7 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
     if let Some(seed) = &m.seed {
         args.extend(seed_args(seed));
     }
-    args.extend(net_args(&m.forwards));
+    args.extend(net_args(&m.forwards, m.network));
     args.extend(serial_args(&m.serial_log));
     args.extend(rng_args());
     args
@@ -74,20 +73,17 @@ pub fn seed_args(seed: &Path) -> Vec<OsString> {
     vec!["-drive".into(), option_list("file=", seed, ",if=virtio,format=raw,readonly=on")]
 }
 
-/// User networking; forwards bind 127.0.0.1 only, never every interface.
-pub fn net_args(forwards: &[Forward]) -> Vec<OsString> {
-    let rules: Vec<String> = forwards.iter().map(|f| format!("tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port)).collect();
-    user_net_args(&rules)
-}
-
-/// User networking (netdev `net0`) with host forwards given as QEMU's rules
-/// (`tcp:127.0.0.1:2222-:22`), the form `hostfwd_add net0 RULE` takes at run time too.
-pub fn user_net_args(hostfwd_rules: &[String]) -> Vec<OsString> {
+/// User networking (netdev `net0`) with host forwards as QEMU's rules (the form
+/// `hostfwd_add net0 RULE` takes at run time too). [`Network::None`] restricts the guest to
+/// those forwards; [`Network::Outbound`] binds them in the isolated namespace.
+pub fn net_args(forwards: &[Forward], network: Network) -> Vec<OsString> {
     let mut netdev = String::from("user,id=net0");
-    for rule in hostfwd_rules {
-        debug_assert!(!rule.contains(','), "a rule is one option: {rule}");
+    if network == Network::None {
+        netdev.push_str(",restrict=on");
+    }
+    for forward in forwards {
         netdev.push_str(",hostfwd=");
-        netdev.push_str(rule);
+        netdev.push_str(&forward.rule(network));
     }
     os(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
 }
@@ -170,7 +166,8 @@ mod tests {
             disk: "/runs/a/disk.qcow2".into(),
             seed: Some("/runs/a/seed.iso".into()),
             serial_log: "/runs/a/serial.log".into(),
-            forwards: vec![Forward { host_port: 40022, guest_port: 22 }],
+            network: Network::Host,
+            forwards: vec![Forward::ssh(40022)],
         }
     }
 
@@ -228,14 +225,21 @@ mod tests {
     }
 
     #[test]
-    fn user_net_takes_any_rules() {
-        let netdev = user_net_args(&["tcp:127.0.0.1:2222-:22".into(), "udp:0.0.0.0:5353-:53".into()]);
+    fn forwards_bind_loopback_unless_an_address_is_given() {
+        let forwards = [Forward::ssh(2222), "udp:0.0.0.0:5353:53".parse().unwrap()];
+        let netdev = net_args(&forwards, Network::Host);
         assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53");
     }
 
     #[test]
-    fn forwards_bind_loopback_only() {
-        let netdev = net_args(&[Forward { host_port: 1, guest_port: 2 }, Forward { host_port: 3, guest_port: 4 }]);
-        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:1-:2,hostfwd=tcp:127.0.0.1:3-:4");
+    fn no_network_restricts_the_guest_to_the_forwards() {
+        let netdev = net_args(&[Forward::ssh(2222)], Network::None);
+        assert_eq!(netdev[1], "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22");
+    }
+
+    #[test]
+    fn isolated_forwards_listen_on_the_namespaces_addresses() {
+        let netdev = net_args(&[Forward::ssh(2222)], Network::Outbound);
+        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp::2222-:22");
     }
 }

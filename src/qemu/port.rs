@@ -11,9 +11,10 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Whether QEMU's own output says a host forward could not be set up (port taken).
+/// Whether QEMU's own output, or slirp4netns's refusal passed on by `vmrun isolate`, says a
+/// host forward could not be set up (port taken).
 pub fn is_forward_conflict(qemu_log: &str) -> bool {
-    qemu_log.contains("Could not set up host forwarding rule")
+    qemu_log.contains("Could not set up host forwarding rule") || qemu_log.contains("add_hostfwd: bind: Address already in use")
 }
 
 #[cfg(test)]
@@ -31,6 +32,9 @@ mod tests {
     fn recognises_qemus_hostfwd_error() {
         assert!(is_forward_conflict(
             "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22: Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
+        ));
+        assert!(is_forward_conflict(
+            "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: add_hostfwd: bind: Address already in use"
         ));
         assert!(!is_forward_conflict("qemu-system-x86_64: terminating on signal 15"));
     }

@@ -21,7 +21,9 @@ use crate::config::{Command, SyncConfig};
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
 use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Forward, Machine, command_line};
+use crate::net::forward::Forward;
+use crate::net::{Network, isolate};
+use crate::qemu::args::{Accel, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::last_lines;
 use crate::ssh::{self, Target};
@@ -65,6 +67,9 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Sync(#[from] sync::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Isolate(#[from] isolate::Error),
     #[error("cannot find a free port: {0}")]
     Port(#[source] std::io::Error),
     #[error("resuming the warm state failed")]
@@ -82,6 +87,7 @@ impl Error {
             Error::Qemu(_) | Error::QemuExited { .. } | Error::NoPort { .. } | Error::NotReady { .. } => VM_FAILED,
             Error::RunDir(_) | Error::Port(_) => INTERNAL,
             Error::Resume(e) => e.exit_code(),
+            Error::Isolate(e) => e.exit_code(),
         }
     }
 }
@@ -91,6 +97,7 @@ impl Error {
 pub struct RunPlan {
     pub image: BakedImage,
     pub accel: Accel,
+    pub network: Network,
     pub cpus: u32,
     pub memory_mib: u64,
     pub project: PathBuf,
@@ -230,11 +237,16 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
             disk: disk.to_owned(),
             seed: None,
             serial_log: dir.file("serial.log"),
-            forwards: vec![Forward { host_port: port, guest_port: 22 }],
+            network: plan.network,
+            forwards: vec![Forward::ssh(port)],
         };
+        let launch = |args| isolate::command(plan.network, dir.path(), &machine.forwards, qemu, args);
         let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
         let mut process = match &plan.warm {
-            None => QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log)?,
+            None => {
+                let (program, args) = launch(command_line(&machine))?;
+                QemuProcess::spawn(&program, &args, &qemu_log)?
+            }
             Some(warm) => {
                 let state = std::fs::File::open(&warm.state)
                     .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
@@ -245,7 +257,8 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
                     generation: &generation,
                     incoming: Some(state.as_raw_fd()),
                 };
-                QemuProcess::spawn_passing(qemu, &warm::machine::command_line(&machine, &instance), &qemu_log, state.as_fd())?
+                let (program, args) = launch(warm::machine::command_line(&machine, &instance))?;
+                QemuProcess::spawn_passing(&program, &args, &qemu_log, state.as_fd())?
             }
         };
         dir.record_qemu_pid(process.pid())?;

@@ -40,6 +40,10 @@ impl RunDir {
         &self.id
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

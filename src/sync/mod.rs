@@ -132,7 +132,9 @@ impl Rsync {
 
 /// Whether rsync failed because the guest's shell found no rsync to run.
 fn no_remote_rsync(code: Option<i32>, stderr: &str) -> bool {
-    code == Some(COMMAND_NOT_FOUND) || stderr.contains("rsync: command not found") || stderr.contains("remote command not found")
+    // rsync 3.5 (bookworm's security update) passes on the shell's own words, `rsync: not found`.
+    code == Some(COMMAND_NOT_FOUND)
+        || ["rsync: command not found", "remote command not found", "rsync: not found"].iter().any(|said| stderr.contains(said))
 }
 
 /// `HOST:DIR/`: the trailing slash makes rsync copy into the directory, not below it.

@@ -103,6 +103,12 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     MissingTool(#[from] crate::tools::MissingTool),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Isolate(#[from] crate::net::isolate::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Slirp(#[from] crate::net::slirp4netns::Error),
 
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -131,6 +137,8 @@ impl Error {
             Error::Store(e) => e.exit_code(),
             Error::Disk(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
+            Error::Isolate(e) => e.exit_code(),
+            Error::Slirp(_) => VM_FAILED,
             Error::Systemd(super::systemd::Error::MissingTool(_)) => MISSING_TOOL,
             Error::UnitNotLoaded { .. }
             | Error::ForwardRefused { .. }

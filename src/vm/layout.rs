@@ -65,7 +65,7 @@ impl VmLayout {
 
     /// The first socket path too long for a unix socket address, if any.
     pub fn overlong_socket(&self) -> Option<PathBuf> {
-        [self.qmp_socket(), self.agent_socket()].into_iter().find(|p| p.as_os_str().as_bytes().len() > MAX_SOCKET_PATH)
+        [self.qmp_socket(), self.agent_socket(), crate::net::isolate::api_socket(&self.runtime)].into_iter().find(|p| p.as_os_str().as_bytes().len() > MAX_SOCKET_PATH)
     }
 }
 

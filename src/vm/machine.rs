@@ -2,27 +2,29 @@
 
 use std::ffi::OsString;
 
-use super::forward::Forward;
+use crate::net::isolate;
 use super::layout::VmLayout;
 use super::record::VmRecord;
 use crate::qemu::args;
 
-/// QEMU and its arguments: headless, the VM's overlay disk, user networking with the SSH
-/// forward and the user's, the serial console to a file, the QMP and guest-agent sockets.
-pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Vec<OsString> {
-    let rules: Vec<String> = record.all_forwards().iter().map(Forward::rule).collect();
-    let mut argv = vec![record.qemu.clone().into_os_string()];
-    argv.extend(args::persistent_base_args());
+/// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
+/// its files in the runtime directory) and its arguments: headless, the VM's overlay disk,
+/// user networking with the SSH forward and the user's, the serial console to a file, the
+/// QMP and guest-agent sockets.
+pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, isolate::Error> {
+    let forwards = record.all_forwards();
+    let mut argv = args::persistent_base_args();
     argv.extend(args::name_args(&record.name));
     argv.extend(args::accel_args(record.accel.into()));
     argv.extend(args::size_args(record.cpus, record.memory_mib));
     argv.extend(args::disk_args(&layout.disk()));
-    argv.extend(args::user_net_args(&rules));
+    argv.extend(args::net_args(&forwards, record.network));
     argv.extend(args::serial_args(&layout.serial_log()));
     argv.extend(args::rng_args());
     argv.extend(args::qmp_args(&layout.qmp_socket()));
     argv.extend(args::guest_agent_args(&layout.agent_socket()));
-    argv
+    let (program, args) = isolate::command(record.network, &layout.runtime, &forwards, &record.qemu, argv)?;
+    Ok(std::iter::once(program.into_os_string()).chain(args).collect())
 }
 
 #[cfg(test)]
@@ -44,10 +46,11 @@ mod tests {
             accel: RecordedAccel::Tcg,
             ssh_port: 40022,
             forwards: vec!["udp:5353:53".parse().unwrap()],
+            network: crate::net::Network::Host,
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
         };
-        let line: Vec<String> = qemu_argv(&record, &layout).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line: Vec<String> = qemu_argv(&record, &layout).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             line.join(" "),
             "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none -machine q35 -name db \

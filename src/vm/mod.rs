@@ -6,7 +6,7 @@
 //! Every command that changes a VM holds its lock (`state/vms/NAME/.lock`) for the change.
 
 mod error;
-pub mod forward;
+
 mod layout;
 mod machine;
 mod power;
@@ -25,7 +25,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use error::Error;
-pub use forward::Forward;
+pub use crate::net::forward::Forward;
+use crate::net::slirp4netns;
+use crate::net::{Network, isolate};
 pub use layout::{VmLayout, unit_name};
 pub use power::{PowerDown, power_down};
 pub use record::VmRecord;
@@ -67,6 +69,7 @@ pub struct CreateRequest {
     pub cpus: Option<u32>,
     pub memory: Option<MemorySize>,
     pub forwards: Vec<Forward>,
+    pub network: Network,
     pub accel: Accel,
     pub qemu: PathBuf,
 }
@@ -225,6 +228,7 @@ impl Vms {
             accel: req.accel.into(),
             ssh_port: 0,
             forwards: req.forwards.clone(),
+            network: req.network,
             qemu: req.qemu.clone(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         };
@@ -401,9 +405,13 @@ impl Vms {
         }
         let running = self.systemctl.show(&layout.unit())?.is_running();
         if running {
-            let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_add net0 {}", forward.rule()))?;
+            let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_add net0 {}", forward.rule(record.network)))?;
             if !said.is_empty() {
                 return Err(Error::ForwardRefused { forward: forward.to_string(), qemu_says: said });
+            }
+            if record.network == Network::Outbound {
+                let api = isolate::api_socket(&layout.runtime);
+                slirp4netns::add_forward(&api, forward.protocol.as_str(), forward.address, forward.host)?;
             }
         }
         record.forwards.push(forward);
@@ -426,7 +434,12 @@ impl Vms {
         };
         let running = self.systemctl.show(&layout.unit())?.is_running();
         if running {
-            let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_remove net0 {}", forward.removal_rule()))?;
+            if record.network == Network::Outbound {
+                let api = isolate::api_socket(&layout.runtime);
+                slirp4netns::remove_forward(&api, forward.protocol.as_str(), forward.address, forward.host)?;
+            }
+            let said =
+                Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_remove net0 {}", forward.removal_rule(record.network)))?;
             // "not found": QEMU no longer has it; the record is what is left to fix.
             if !said.ends_with("removed") && !said.ends_with("not found") {
                 return Err(Error::ForwardRefused { forward: forward.to_string(), qemu_says: said });
@@ -621,7 +634,7 @@ impl Vms {
         let spec = UnitSpec {
             vm: record.name.clone(),
             prepare: vec![mkdir.into(), "-p".into(), layout.runtime.clone().into()],
-            run: machine::qemu_argv(record, layout),
+            run: machine::qemu_argv(record, layout)?,
             stop: vec![
                 vmrun.into(),
                 "vm".into(),

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::forward::Forward;
+use crate::net::Network;
+use crate::net::forward::Forward;
 use crate::qemu::args::Accel;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub struct VmRecord {
     pub ssh_port: u16,
     /// The user's forwards, beside the SSH one.
     pub forwards: Vec<Forward>,
+    /// What the guest may reach. VMs created before vmrun isolated guests have none
+    /// recorded and keep the network they were made with.
+    #[serde(default = "network_before_isolation")]
+    pub network: Network,
     pub qemu: PathBuf,
     /// Seconds since the Unix epoch.
     pub created: u64,
@@ -55,6 +60,10 @@ impl From<RecordedAccel> for Accel {
             RecordedAccel::Tcg => Accel::Tcg,
         }
     }
+}
+
+fn network_before_isolation() -> Network {
+    Network::Host
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -106,6 +115,7 @@ mod tests {
             accel: RecordedAccel::Tcg,
             ssh_port: 40022,
             forwards: vec!["8080:80".parse().unwrap()],
+            network: Network::Outbound,
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
         }
@@ -126,8 +136,16 @@ mod tests {
 
     #[test]
     fn ssh_comes_first() {
-        let rules: Vec<String> = record().all_forwards().iter().map(Forward::rule).collect();
+        let rules: Vec<String> = record().all_forwards().iter().map(|f| f.rule(Network::Host)).collect();
         assert_eq!(rules, ["tcp:127.0.0.1:40022-:22", "tcp:127.0.0.1:8080-:80"]);
+    }
+
+    #[test]
+    fn a_record_from_before_isolation_keeps_the_hosts_network() {
+        let mut value = serde_json::to_value(record()).unwrap();
+        value.as_object_mut().unwrap().remove("network");
+        let old: VmRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(old.network, Network::Host);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn new_generation() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qemu::args::Forward;
+    use crate::net::{Network, forward::Forward};
 
     fn saved() -> WarmMachine {
         WarmMachine {
@@ -156,7 +156,8 @@ mod tests {
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
             serial_log: format!("{dir}/serial.log").into(),
-            forwards: vec![Forward { host_port: 2222, guest_port: 22 }],
+            network: Network::Host,
+            forwards: vec![Forward::ssh(2222)],
         };
         let save = command_line(
             &machine("/a"),

@@ -21,7 +21,9 @@ use serde_json::json;
 use crate::path_error::PathError;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
-use crate::qemu::args::{Accel, Forward, Machine};
+use crate::net::Network;
+use crate::net::forward::Forward;
+use crate::qemu::args::{Accel, Machine};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
@@ -137,7 +139,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         disk,
         seed: None,
         serial_log: scratch.path().join("serial.log"),
-        forwards: vec![Forward { host_port: port, guest_port: 22 }],
+        // Settling needs no network beyond vmrun's SSH (and no namespace to set up); the
+        // network is QEMU's own state, not the guest's, so runs resume it on any network.
+        network: Network::None,
+        forwards: vec![Forward::ssh(port)],
     };
     let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
     let generation = machine::new_generation();

@@ -1,4 +1,4 @@
-//! Host-to-guest port forwards of a persistent VM: `[tcp|udp:][ADDR:]HOST:GUEST`, bound to
+//! Host-to-guest port forwards (a run's SSH forward, a persistent VM's): `[tcp|udp:][ADDR:]HOST:GUEST`, bound to
 //! 127.0.0.1 unless an address is given.
 
 use std::fmt;
@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use super::Network;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,13 +45,18 @@ impl Forward {
     }
 
     /// QEMU's hostfwd rule, as `-netdev user,hostfwd=RULE` and `hostfwd_add net0 RULE` take it.
-    pub fn rule(&self) -> String {
-        format!("{}:{}:{}-:{}", self.protocol.as_str(), self.address, self.host, self.guest)
+    /// In an isolated namespace QEMU listens on the same port on every address of the
+    /// namespace, where slirp4netns delivers what reaches the host's side.
+    pub fn rule(&self, network: Network) -> String {
+        format!("{}-:{}", self.removal_rule(network), self.guest)
     }
 
     /// What `hostfwd_remove net0 ...` takes to remove this forward.
-    pub fn removal_rule(&self) -> String {
-        format!("{}:{}:{}", self.protocol.as_str(), self.address, self.host)
+    pub fn removal_rule(&self, network: Network) -> String {
+        match network {
+            Network::Outbound => format!("{}::{}", self.protocol.as_str(), self.host),
+            Network::None | Network::Host => format!("{}:{}:{}", self.protocol.as_str(), self.address, self.host),
+        }
     }
 
     /// Whether both cannot be bound at once: one protocol, one port, overlapping addresses.
@@ -127,9 +134,11 @@ mod tests {
             assert_eq!(parse(&f.to_string()), f, "{spec}");
         }
         assert_eq!(parse("8080:80").to_string(), "tcp:127.0.0.1:8080:80");
-        assert_eq!(parse("8080:80").rule(), "tcp:127.0.0.1:8080-:80");
-        assert_eq!(parse("udp:5353:53").removal_rule(), "udp:127.0.0.1:5353");
-        assert_eq!(Forward::ssh(40022).rule(), "tcp:127.0.0.1:40022-:22");
+        assert_eq!(parse("8080:80").rule(Network::Host), "tcp:127.0.0.1:8080-:80");
+        assert_eq!(parse("udp:5353:53").removal_rule(Network::None), "udp:127.0.0.1:5353");
+        assert_eq!(Forward::ssh(40022).rule(Network::None), "tcp:127.0.0.1:40022-:22");
+        assert_eq!(parse("0.0.0.0:8080:80").rule(Network::Outbound), "tcp::8080-:80");
+        assert_eq!(parse("udp:5353:53").removal_rule(Network::Outbound), "udp::5353");
     }
 
     #[test]
