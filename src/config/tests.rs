@@ -453,7 +453,9 @@ fn an_unknown_network_is_named_with_the_known_ones() {
     let text = "test:\n  network: open\n";
     let (message, at) = error_at(text);
     assert!(
-        message.contains("test.network: unknown variant `open`, expected one of `none`, `outbound`, `host`"),
+        message.contains(
+            "test.network: unknown variant `open`, expected one of `none`, `outbound`, `host`"
+        ),
         "{message}"
     );
     assert_eq!(at, Some((2, 12)));

@@ -41,7 +41,12 @@ pub const SYNTAX: &str = "[tcp|udp:][ADDR:]HOST:GUEST";
 impl Forward {
     /// The SSH forward every VM gets: vmrun's way in.
     pub fn ssh(host: u16) -> Forward {
-        Forward { protocol: Protocol::Tcp, address: Ipv4Addr::LOCALHOST, host, guest: 22 }
+        Forward {
+            protocol: Protocol::Tcp,
+            address: Ipv4Addr::LOCALHOST,
+            host,
+            guest: 22,
+        }
     }
 
     /// QEMU's hostfwd rule, as `-netdev user,hostfwd=RULE` and `hostfwd_add net0 RULE` take it.
@@ -55,7 +60,9 @@ impl Forward {
     pub fn removal_rule(&self, network: Network) -> String {
         match network {
             Network::Outbound => format!("{}::{}", self.protocol.as_str(), self.host),
-            Network::None | Network::Host => format!("{}:{}:{}", self.protocol.as_str(), self.address, self.host),
+            Network::None | Network::Host => {
+                format!("{}:{}:{}", self.protocol.as_str(), self.address, self.host)
+            }
         }
     }
 
@@ -63,14 +70,23 @@ impl Forward {
     pub fn clashes_with(&self, other: &Forward) -> bool {
         self.protocol == other.protocol
             && self.host == other.host
-            && (self.address == other.address || self.address.is_unspecified() || other.address.is_unspecified())
+            && (self.address == other.address
+                || self.address.is_unspecified()
+                || other.address.is_unspecified())
     }
 }
 
 impl fmt::Display for Forward {
     /// The canonical spec: `tcp:127.0.0.1:8080:80` (parses back to the same forward).
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}:{}:{}", self.protocol.as_str(), self.address, self.host, self.guest)
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.protocol.as_str(),
+            self.address,
+            self.host,
+            self.guest
+        )
     }
 }
 
@@ -88,20 +104,33 @@ impl FromStr for Forward {
             [host, guest] => (Ipv4Addr::LOCALHOST, *host, *guest),
             [address, host, guest] => {
                 let address = address.parse().map_err(|_| {
-                    format!("invalid forward `{spec}`: `{address}` is not an IPv4 address (or tcp/udp)")
+                    format!(
+                        "invalid forward `{spec}`: `{address}` is not an IPv4 address (or tcp/udp)"
+                    )
                 })?;
                 (address, *host, *guest)
             }
-            _ => return Err(format!("invalid forward `{spec}`: expected {SYNTAX}, e.g. 8080:80 or udp:5353:53")),
+            _ => {
+                return Err(format!(
+                    "invalid forward `{spec}`: expected {SYNTAX}, e.g. 8080:80 or udp:5353:53"
+                ));
+            }
         };
-        Ok(Forward { protocol, address, host: port(spec, host)?, guest: port(spec, guest)? })
+        Ok(Forward {
+            protocol,
+            address,
+            host: port(spec, host)?,
+            guest: port(spec, guest)?,
+        })
     }
 }
 
 fn port(spec: &str, text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 && !text.starts_with('+') => Ok(port),
-        _ => Err(format!("invalid forward `{spec}`: `{text}` is not a port (1-65535)")),
+        _ => Err(format!(
+            "invalid forward `{spec}`: `{text}` is not a port (1-65535)"
+        )),
     }
 }
 
@@ -116,14 +145,38 @@ mod tests {
     #[test]
     fn every_form() {
         let local = Ipv4Addr::LOCALHOST;
-        assert_eq!(parse("8080:80"), Forward { protocol: Protocol::Tcp, address: local, host: 8080, guest: 80 });
-        assert_eq!(parse("udp:5353:53"), Forward { protocol: Protocol::Udp, address: local, host: 5353, guest: 53 });
+        assert_eq!(
+            parse("8080:80"),
+            Forward {
+                protocol: Protocol::Tcp,
+                address: local,
+                host: 8080,
+                guest: 80
+            }
+        );
+        assert_eq!(
+            parse("udp:5353:53"),
+            Forward {
+                protocol: Protocol::Udp,
+                address: local,
+                host: 5353,
+                guest: 53
+            }
+        );
         assert_eq!(parse("tcp:2222:22").protocol, Protocol::Tcp);
         let any = parse("0.0.0.0:8080:80");
-        assert_eq!((any.protocol, any.address), (Protocol::Tcp, Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            (any.protocol, any.address),
+            (Protocol::Tcp, Ipv4Addr::UNSPECIFIED)
+        );
         assert_eq!(
             parse("udp:192.168.1.2:1:65535"),
-            Forward { protocol: Protocol::Udp, address: Ipv4Addr::new(192, 168, 1, 2), host: 1, guest: 65535 }
+            Forward {
+                protocol: Protocol::Udp,
+                address: Ipv4Addr::new(192, 168, 1, 2),
+                host: 1,
+                guest: 65535
+            }
         );
     }
 
@@ -134,11 +187,26 @@ mod tests {
             assert_eq!(parse(&f.to_string()), f, "{spec}");
         }
         assert_eq!(parse("8080:80").to_string(), "tcp:127.0.0.1:8080:80");
-        assert_eq!(parse("8080:80").rule(Network::Host), "tcp:127.0.0.1:8080-:80");
-        assert_eq!(parse("udp:5353:53").removal_rule(Network::None), "udp:127.0.0.1:5353");
-        assert_eq!(Forward::ssh(40022).rule(Network::None), "tcp:127.0.0.1:40022-:22");
-        assert_eq!(parse("0.0.0.0:8080:80").rule(Network::Outbound), "tcp::8080-:80");
-        assert_eq!(parse("udp:5353:53").removal_rule(Network::Outbound), "udp::5353");
+        assert_eq!(
+            parse("8080:80").rule(Network::Host),
+            "tcp:127.0.0.1:8080-:80"
+        );
+        assert_eq!(
+            parse("udp:5353:53").removal_rule(Network::None),
+            "udp:127.0.0.1:5353"
+        );
+        assert_eq!(
+            Forward::ssh(40022).rule(Network::None),
+            "tcp:127.0.0.1:40022-:22"
+        );
+        assert_eq!(
+            parse("0.0.0.0:8080:80").rule(Network::Outbound),
+            "tcp::8080-:80"
+        );
+        assert_eq!(
+            parse("udp:5353:53").removal_rule(Network::Outbound),
+            "udp::5353"
+        );
     }
 
     #[test]

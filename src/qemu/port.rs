@@ -14,7 +14,8 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
 /// Whether QEMU's own output, or slirp4netns's refusal passed on by `vmrun isolate`, says a
 /// host forward could not be set up (port taken).
 pub fn is_forward_conflict(qemu_log: &str) -> bool {
-    qemu_log.contains("Could not set up host forwarding rule") || qemu_log.contains("add_hostfwd: bind: Address already in use")
+    qemu_log.contains("Could not set up host forwarding rule")
+        || qemu_log.contains("add_hostfwd: bind: Address already in use")
 }
 
 #[cfg(test)]
@@ -36,6 +37,8 @@ mod tests {
         assert!(is_forward_conflict(
             "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: add_hostfwd: bind: Address already in use"
         ));
-        assert!(!is_forward_conflict("qemu-system-x86_64: terminating on signal 15"));
+        assert!(!is_forward_conflict(
+            "qemu-system-x86_64: terminating on signal 15"
+        ));
     }
 }

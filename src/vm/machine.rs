@@ -2,9 +2,9 @@
 
 use std::ffi::OsString;
 
-use crate::net::isolate;
 use super::layout::VmLayout;
 use super::record::VmRecord;
+use crate::net::isolate;
 use crate::qemu::args;
 
 /// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
@@ -23,8 +23,16 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
     argv.extend(args::rng_args());
     argv.extend(args::qmp_args(&layout.qmp_socket()));
     argv.extend(args::guest_agent_args(&layout.agent_socket()));
-    let (program, args) = isolate::command(record.network, &layout.runtime, &forwards, &record.qemu, argv)?;
-    Ok(std::iter::once(program.into_os_string()).chain(args).collect())
+    let (program, args) = isolate::command(
+        record.network,
+        &layout.runtime,
+        &forwards,
+        &record.qemu,
+        argv,
+    )?;
+    Ok(std::iter::once(program.into_os_string())
+        .chain(args)
+        .collect())
 }
 
 #[cfg(test)]
@@ -50,7 +58,11 @@ mod tests {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
         };
-        let line: Vec<String> = qemu_argv(&record, &layout).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line: Vec<String> = qemu_argv(&record, &layout)
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             line.join(" "),
             "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none -machine q35 -name db \
