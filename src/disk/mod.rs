@@ -94,6 +94,30 @@ pub enum Error {
     #[diagnostic(code(vmrun::disk::backing_loop))]
     BackingLoop { start: PathBuf, path: PathBuf },
 
+    #[error(
+        "`{}` does not record the format of its backing file `{}`, so QEMU would guess it from the file's contents",
+        .overlay.display(), .backing.display()
+    )]
+    #[diagnostic(
+        code(vmrun::disk::unrecorded_backing_format),
+        help(
+            "a guest can make a raw disk look like qcow2; record the format: qemu-img rebase -u -F raw|qcow2 -b BACKING IMAGE"
+        )
+    )]
+    UnrecordedBackingFormat { overlay: PathBuf, backing: PathBuf },
+
+    #[error(
+        "`{}` names its backing file `{}`, which QEMU reads as a protocol address, not a file; vmrun refuses images that reach beyond their own files",
+        .overlay.display(), .backing.display()
+    )]
+    #[diagnostic(
+        code(vmrun::disk::backing_protocol),
+        help(
+            "name the backing file by an absolute path: qemu-img rebase -u -F FORMAT -b /PATH IMAGE"
+        )
+    )]
+    BackingProtocol { overlay: PathBuf, backing: PathBuf },
+
     #[error("`{}` records backing format `{format}`; only raw and qcow2 are supported", .path.display())]
     #[diagnostic(code(vmrun::disk::backing_format))]
     UnsupportedBackingFormat { path: PathBuf, format: String },
