@@ -149,10 +149,11 @@ fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Err
     name::check("image", &args.image)?;
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
+    let image = vm::image_for_create(&home, &args.image)?;
     let vms = Vms::open(home.clone())?;
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
-    let request = CreateRequest { name: args.name.clone(), image: args.image, cpus: args.cpus, memory, forwards, accel, qemu };
+    let request = CreateRequest { name: args.name.clone(), image, cpus: args.cpus, memory, forwards, accel, qemu };
     let record = vms.create(&request, sink)?;
     eprintln!(
         "created VM `{}` from image `{}`: running; `vmrun vm ssh {0}` once it has booted (SSH on 127.0.0.1:{})",
