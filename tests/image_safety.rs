@@ -5,6 +5,8 @@
 //! here that logs how it was called. No VM and no systemd, so these take seconds.
 
 mod common;
+#[path = "support/http_server.rs"]
+mod http_server;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -230,6 +232,25 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn bake_refuses_each_hostile_image_downloaded_from_a_url() {
+    let sandbox = Sandbox::new();
+    for hostile in hostile_images(&sandbox.path("images")) {
+        let server = http_server::Server::start(fs::read(&hostile.path).unwrap());
+        let url = server.url("/cloud.qcow2");
+        let out = sandbox.vmrun(&["bake", "--image", &url]);
+        // Named as the file it was downloaded to, under vmrun's sources.
+        let downloads = sandbox.home().sources().join("downloads");
+        let stderr = squashed(&String::from_utf8_lossy(&out.stderr));
+        let downloaded = stderr
+            .split('`')
+            .find(|quoted| quoted.starts_with(path_str(&downloads)))
+            .unwrap_or_else(|| panic!("no file under {downloads:?} named in {stderr}"));
+        assert_refused(&out, Path::new(downloaded), &hostile.reason);
+    }
+    sandbox.assert_no_vm_booted();
 }
 
 /// The control for the tests above: a harmless image does reach the fake QEMU, so its silence
