@@ -196,12 +196,13 @@ fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Err
     name::check("image", &args.image)?;
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
+    let image = vm::image_for_create(&home, &args.image)?;
     let vms = Vms::open(home.clone())?;
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
     let request = CreateRequest {
         name: args.name.clone(),
-        image: args.image,
+        image,
         cpus: args.cpus,
         memory,
         forwards,

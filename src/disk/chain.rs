@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{DiskFormat, Error, format};
@@ -21,8 +22,13 @@ pub struct ChainEntry {
 /// A relative backing path is resolved against the directory of the image that records it,
 /// as QEMU does. A recorded backing format is obeyed, as QEMU does: a backing file recorded as
 /// raw is raw whatever its content (so the chain ends there); one recorded as qcow2 must be
-/// qcow2. Missing backing files, loops, and formats other than raw and qcow2 are errors
-/// that name the file.
+/// qcow2, and is read with [`format::sniff`]'s checks. Missing backing files, loops, and
+/// formats other than raw and qcow2 are errors that name the file.
+///
+/// Two backing references QEMU would follow are refused, because they reach beyond the
+/// image's files: one with no recorded format (QEMU would probe it, and a raw disk a guest
+/// wrote a qcow2 header into would be read as qcow2, with whatever backing file the guest
+/// named), and one QEMU reads as a protocol (`nbd:HOST:PORT`, `json:{...}`) rather than a path.
 pub fn backing_chain(path: &Path) -> Result<Vec<ChainEntry>, Error> {
     let mut chain: Vec<ChainEntry> = Vec::new();
     let mut seen = HashSet::new();
@@ -76,8 +82,20 @@ pub fn backing_chain(path: &Path) -> Result<Vec<ChainEntry>, Error> {
             ..
         } = &format
         {
+            if names_a_protocol(backing) {
+                return Err(Error::BackingProtocol {
+                    overlay: current,
+                    backing: backing.clone(),
+                });
+            }
+            let Some(backing_format) = backing_format else {
+                return Err(Error::UnrecordedBackingFormat {
+                    overlay: current,
+                    backing: backing.clone(),
+                });
+            };
             let dir = current.parent().unwrap_or(Path::new(""));
-            next = Some((dir.join(backing), backing_format.clone()));
+            next = Some((dir.join(backing), Some(backing_format.clone())));
         }
         chain.push(ChainEntry {
             path: current,
@@ -85,6 +103,13 @@ pub fn backing_chain(path: &Path) -> Result<Vec<ChainEntry>, Error> {
         });
     }
     Ok(chain)
+}
+
+/// Whether QEMU reads a backing name as a protocol address rather than a file path: it does
+/// when a colon comes before any slash (QEMU's `path_has_protocol`).
+fn names_a_protocol(name: &Path) -> bool {
+    let bytes = name.as_os_str().as_bytes();
+    bytes.iter().find(|&&b| b == b':' || b == b'/') == Some(&b':')
 }
 
 fn file_len(path: &Path) -> Result<u64, Error> {
@@ -100,6 +125,7 @@ fn file_len(path: &Path) -> Result<u64, Error> {
 mod tests {
     use super::*;
     use crate::disk::Overlay;
+    use crate::disk::qcow2::header::{EXT_BACKING_FORMAT, EXT_DATA_FILE};
     use crate::disk::qcow2::layout::Layout;
 
     /// Writes a qcow2 overlay recording exactly `backing` (which may be relative or bogus).
@@ -161,6 +187,67 @@ mod tests {
             err.contains("gone.raw") && err.contains("c.qcow2") && err.contains("does not exist"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_layer_is_checked_by_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let evil = Layout::with_extensions(
+            1 << 20,
+            b"base.raw",
+            &[
+                (EXT_BACKING_FORMAT, b"raw"),
+                (EXT_DATA_FILE, b"/etc/shadow"),
+            ],
+        );
+        fs::write(dir.path().join("evil.qcow2"), evil.to_bytes()).unwrap();
+        overlay_naming(&dir.path().join("top.qcow2"), "evil.qcow2", "qcow2");
+        let err = backing_chain(&dir.path().join("top.qcow2")).unwrap_err();
+        assert!(
+            matches!(&err, Error::ExternalDataFile { path, .. } if path.ends_with("evil.qcow2")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_backing_file_without_a_recorded_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("base.raw"), vec![0u8; 4096]).unwrap();
+        let unrecorded = Layout::with_extensions(1 << 20, b"base.raw", &[]);
+        fs::write(dir.path().join("probe.qcow2"), unrecorded.to_bytes()).unwrap();
+        let err = backing_chain(&dir.path().join("probe.qcow2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("probe.qcow2` does not record the format of its backing file `base.raw`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backing_names_qemu_reads_as_protocols_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Even when a file of that name exists: QEMU would not open it.
+        fs::write(dir.path().join("nbd:127.0.0.1:10809"), vec![0u8; 4096]).unwrap();
+        for name in [
+            "nbd:127.0.0.1:10809",
+            "json:{\"file.filename\":\"/etc/shadow\"}",
+        ] {
+            overlay_naming(&dir.path().join("top.qcow2"), name, "raw");
+            let err = backing_chain(&dir.path().join("top.qcow2")).unwrap_err();
+            assert!(
+                matches!(err, Error::BackingProtocol { .. }),
+                "{name}: {err}"
+            );
+            assert!(
+                err.to_string().contains("reads as a protocol address"),
+                "{err}"
+            );
+            fs::remove_file(dir.path().join("top.qcow2")).unwrap();
+        }
+        // A colon after a slash is a file name.
+        assert!(!names_a_protocol(Path::new("/images/a:b.raw")));
+        assert!(!names_a_protocol(Path::new("./a:b.raw")));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::qcow2::features;
 use super::qcow2::header::{self, MAGIC};
 use super::{Error, ForeignFormat};
 
@@ -56,7 +57,9 @@ impl DiskFormat {
 /// Reads the header of the image at `path` and says what it is.
 ///
 /// - qcow2 version 2 or 3: its version, virtual size and recorded backing file and format
-///   (the backing file is not opened; see [`backing_chain`](super::backing_chain)).
+///   (the backing file is not opened; see [`backing_chain`](super::backing_chain)). An
+///   image with an external data file, encryption, or an incompatible feature vmrun does not
+///   accept is refused (`qcow2::features` says which and why).
 /// - A file with an MBR or GPT partition table or an ISO 9660 volume is raw, and so is any
 ///   other file that is a whole number of 512-byte sectors (a disk need not be partitioned).
 /// - Other image formats (VMDK, VHDX, VDI, qcow v1, ...) and compressed files or archives
@@ -140,13 +143,14 @@ fn read_qcow2(path: &Path, file: &File, mut head: Vec<u8>, len: u64) -> Result<D
         path: path.to_owned(),
         reason,
     })?;
+    features::check(path, &first)?;
     Ok(DiskFormat::Qcow2 {
         version,
         virtual_size: first.header.size,
         backing: first
             .backing_name
             .map(|name| PathBuf::from(OsStr::from_bytes(&name))),
-        backing_format: first.backing_format,
+        backing_format: first.extensions.backing_format,
     })
 }
 
@@ -165,6 +169,8 @@ fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::Encryption;
+    use crate::disk::qcow2::header::{EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_FULL_DISK_ENCRYPTION};
     use proptest::prelude::*;
 
     fn file_with(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -249,7 +255,134 @@ mod tests {
         assert_eq!(sniff(&path).unwrap().name(), "qcow2");
     }
 
+    /// An overlay's first cluster from vmrun's own writer, with `extensions`, then
+    /// `incompatible_features` and `crypt_method` set in its header as a hostile tool would.
+    fn qcow2_with(
+        extensions: &[(u32, &[u8])],
+        incompatible_features: u64,
+        crypt_method: u32,
+    ) -> Vec<u8> {
+        use crate::disk::qcow2::layout::Layout;
+        let mut bytes = Layout::with_extensions(1 << 20, b"/base.raw", extensions).pieces[0]
+            .1
+            .clone();
+        bytes[32..36].copy_from_slice(&crypt_method.to_be_bytes());
+        bytes[72..80].copy_from_slice(&incompatible_features.to_be_bytes());
+        bytes
+    }
+
+    fn sniff_error(bytes: &[u8]) -> Error {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_with(dir.path(), "evil.qcow2", bytes);
+        sniff(&path).unwrap_err()
+    }
+
+    #[test]
+    fn an_external_data_file_is_refused_with_both_names() {
+        let err = sniff_error(&qcow2_with(&[(EXT_DATA_FILE, b"/etc/shadow")], 1 << 2, 0));
+        assert!(matches!(err, Error::ExternalDataFile { .. }), "{err}");
+        assert_eq!(err.exit_code(), crate::exit_code::BAD_INPUT);
+        let message = err.to_string();
+        assert!(
+            message.contains("evil.qcow2` keeps its data in an external file `/etc/shadow`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn encryption_is_refused_by_method_or_by_its_header() {
+        let err = sniff_error(&qcow2_with(&[], 0, 2));
+        assert!(
+            matches!(
+                err,
+                Error::Encrypted {
+                    encryption: Encryption::Luks,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("evil.qcow2` is encrypted (LUKS"),
+            "{err}"
+        );
+        let err = sniff_error(&qcow2_with(&[(EXT_FULL_DISK_ENCRYPTION, &[0; 16])], 0, 0));
+        assert!(
+            matches!(
+                err,
+                Error::Encrypted {
+                    encryption: Encryption::HeaderOnly,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_unknown_feature_bits_are_refused() {
+        let err = sniff_error(&qcow2_with(&[], 1 << 1, 0));
+        assert!(matches!(err, Error::MarkedCorrupt { .. }), "{err}");
+        let err = sniff_error(&qcow2_with(&[], 1 << 40, 0));
+        assert!(
+            matches!(&err, Error::UnknownIncompatibleFeatures { bits, .. } if bits == &[40]),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("evil.qcow2` uses qcow2 incompatible feature bit 40")
+        );
+    }
+
     proptest! {
+        /// Exactly the images with no data file, no encryption and only the accepted
+        /// incompatible bits (dirty, compression type, extended L2) are read.
+        #[test]
+        fn sniff_accepts_only_accepted_features(
+            features in prop_oneof![0u64..32, any::<u64>()],
+            crypt_method in prop_oneof![Just(0u32), any::<u32>()],
+            data_file in any::<bool>(),
+            encryption_header in any::<bool>(),
+        ) {
+            let mut extensions: Vec<(u32, &[u8])> = vec![(EXT_BACKING_FORMAT, b"raw")];
+            if data_file {
+                extensions.push((EXT_DATA_FILE, b"disk.data"));
+            }
+            if encryption_header {
+                extensions.push((EXT_FULL_DISK_ENCRYPTION, &[0; 16]));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = file_with(dir.path(), "o.qcow2", &qcow2_with(&extensions, features, crypt_method));
+            // Accepted: dirty (bit 0), compression type (3), extended L2 (4).
+            let safe = features & !(1 << 0 | 1 << 3 | 1 << 4) == 0 && crypt_method == 0 && !data_file && !encryption_header;
+            match sniff(&path) {
+                Ok(format) => prop_assert!(safe, "accepted {:?}", format),
+                Err(err) => {
+                    prop_assert!(!safe, "refused a safe image: {}", err);
+                    prop_assert!(err.to_string().contains("o.qcow2"), "{}", err);
+                }
+            }
+        }
+
+        /// Hostile bytes written over a well-formed first cluster (header, extensions,
+        /// backing name) never make the reader panic, and its errors name the file.
+        #[test]
+        fn sniff_survives_any_damage_to_a_real_header(
+            damage in proptest::collection::vec((0usize..256, any::<u8>()), 1..16),
+        ) {
+            let mut bytes = qcow2_with(&[(EXT_DATA_FILE, b"d"), (EXT_BACKING_FORMAT, b"raw")], 0, 0);
+            for (at, byte) in damage {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = file_with(dir.path(), "fuzz.qcow2", &bytes);
+            if let Err(err) = sniff(&path) {
+                prop_assert!(err.to_string().contains("fuzz.qcow2"), "{}", err);
+            }
+        }
+
         /// Whatever the bytes, sniffing returns (never panics), and errors name the file.
         #[test]
         fn sniff_survives_any_bytes(

@@ -3,8 +3,10 @@
 //! - [`Overlay::create`] writes a qcow2 v3 image backed by a raw or qcow2 base, the way
 //!   `qemu-img create -f qcow2 -b BASE -F FMT` does, without running qemu-img.
 //! - [`format::sniff`] reads a file's header and says whether it is qcow2 (with its backing
-//!   file) or raw, or names the other format it is.
-//! - [`backing_chain`] follows backing files from an overlay down to its base.
+//!   file) or raw, or names the other format it is. It refuses qcow2 images that would make
+//!   QEMU read a host file (an external data file), need a key (encryption), or use an
+//!   incompatible feature vmrun does not know.
+//! - [`backing_chain`] follows backing files from an overlay down to its base, checking each.
 
 mod chain;
 mod foreign;
@@ -20,8 +22,10 @@ pub use chain::{ChainEntry, backing_chain};
 pub use foreign::ForeignFormat;
 pub use format::{DiskFormat, sniff};
 pub use qcow2::Overlay;
+pub use qcow2::features::Encryption;
 
 use crate::exit_code;
+use qcow2::features::{bit_list, data_file_name};
 
 /// Why a disk image could not be read or written. Every message names the file at fault.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -90,6 +94,30 @@ pub enum Error {
     #[diagnostic(code(vmrun::disk::backing_loop))]
     BackingLoop { start: PathBuf, path: PathBuf },
 
+    #[error(
+        "`{}` does not record the format of its backing file `{}`, so QEMU would guess it from the file's contents",
+        .overlay.display(), .backing.display()
+    )]
+    #[diagnostic(
+        code(vmrun::disk::unrecorded_backing_format),
+        help(
+            "a guest can make a raw disk look like qcow2; record the format: qemu-img rebase -u -F raw|qcow2 -b BACKING IMAGE"
+        )
+    )]
+    UnrecordedBackingFormat { overlay: PathBuf, backing: PathBuf },
+
+    #[error(
+        "`{}` names its backing file `{}`, which QEMU reads as a protocol address, not a file; vmrun refuses images that reach beyond their own files",
+        .overlay.display(), .backing.display()
+    )]
+    #[diagnostic(
+        code(vmrun::disk::backing_protocol),
+        help(
+            "name the backing file by an absolute path: qemu-img rebase -u -F FORMAT -b /PATH IMAGE"
+        )
+    )]
+    BackingProtocol { overlay: PathBuf, backing: PathBuf },
+
     #[error("`{}` records backing format `{format}`; only raw and qcow2 are supported", .path.display())]
     #[diagnostic(code(vmrun::disk::backing_format))]
     UnsupportedBackingFormat { path: PathBuf, format: String },
@@ -107,6 +135,57 @@ pub enum Error {
         help("move the base image to a shorter path")
     )]
     BackingPathTooLong { path: PathBuf, len: usize },
+
+    #[error(
+        "`{}` keeps its data in an external file {}; vmrun refuses images that read host files",
+        .path.display(), data_file_name(.data_file)
+    )]
+    #[diagnostic(
+        code(vmrun::disk::external_data_file),
+        help(
+            "if you trust it, make it self-contained: qemu-img convert -O qcow2 IMAGE standalone.qcow2"
+        )
+    )]
+    ExternalDataFile {
+        path: PathBuf,
+        /// As recorded in the image (possibly relative to it); `None` when only the feature
+        /// bit is set.
+        data_file: Option<PathBuf>,
+    },
+
+    #[error("`{}` is encrypted ({encryption}); vmrun has no key for it and uses only unencrypted images", .path.display())]
+    #[diagnostic(
+        code(vmrun::disk::encrypted),
+        help(
+            "decrypt it first: qemu-img convert --object secret,id=k,file=KEYFILE --image-opts driver=qcow2,file.filename=IMAGE,encrypt.key-secret=k -O qcow2 plain.qcow2"
+        )
+    )]
+    Encrypted {
+        path: PathBuf,
+        encryption: Encryption,
+    },
+
+    #[error(
+        "`{}` is marked corrupt (incompatible feature bit 1): QEMU found its metadata inconsistent",
+        .path.display()
+    )]
+    #[diagnostic(
+        code(vmrun::disk::marked_corrupt),
+        help("check and repair it: qemu-img check -r all IMAGE")
+    )]
+    MarkedCorrupt { path: PathBuf },
+
+    #[error(
+        "`{}` uses qcow2 incompatible feature {}, which vmrun does not know; an image a reader does not fully understand must not be opened",
+        .path.display(), bit_list(.bits)
+    )]
+    #[diagnostic(
+        code(vmrun::disk::unknown_features),
+        help(
+            "an image from a newer QEMU? convert it with this host's qemu-img: qemu-img convert -O qcow2 IMAGE older.qcow2"
+        )
+    )]
+    UnknownIncompatibleFeatures { path: PathBuf, bits: Vec<u32> },
 
     #[error("cannot give `{}` a virtual size of {size} bytes: {reason}", .path.display())]
     #[diagnostic(code(vmrun::disk::size))]

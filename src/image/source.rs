@@ -144,6 +144,9 @@ impl ImageSource {
             ImageSource::Debian(_) => {
                 let image = DebianImage::bookworm();
                 let path = image.ensure_cached(&sources_dir.join("debian"), sink)?;
+                // Built here, yet read like any image from outside: every source vmrun bakes
+                // from passes the same checks.
+                check_standalone(&path)?;
                 Ok(LocalSource {
                     path,
                     digest: format!("debian-builder:{}", image.cache_key()),

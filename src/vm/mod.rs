@@ -43,7 +43,7 @@ use crate::qemu::qga::GuestAgent;
 use crate::qemu::qmp::Qmp;
 use crate::qemu::serial::last_lines;
 use crate::ssh::ClientFiles;
-use crate::store::{BakedImage, Store};
+use crate::store::{BakedImage, NamedImage, Store};
 use crate::tools;
 use systemd::{Systemctl, UnitState};
 use unit::UnitSpec;
@@ -64,7 +64,8 @@ const LOG_TAIL: usize = 20;
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
     pub name: String,
-    pub image: String,
+    /// The baked image, its disk chain already checked ([`image_for_create`]).
+    pub image: NamedImage,
     /// Default: what the image was baked with.
     pub cpus: Option<u32>,
     pub memory: Option<MemorySize>,
@@ -72,6 +73,18 @@ pub struct CreateRequest {
     pub network: Network,
     pub accel: Accel,
     pub qemu: PathBuf,
+}
+
+/// The baked image `name`, for a new VM: refused when its disk chain holds a layer the qcow2
+/// reader refuses (a store entry changed after its bake). Meant to run before systemd or QEMU
+/// are asked anything, so that a refused image leaves nothing behind.
+pub fn image_for_create(home: &Home, name: &str) -> Result<NamedImage, Error> {
+    let image = Store::new(home).get(name)?;
+    crate::disk::backing_chain(&image.disk())?;
+    Ok(NamedImage {
+        name: name.to_owned(),
+        image,
+    })
 }
 
 /// A VM's state, from systemd.
@@ -203,7 +216,7 @@ impl Vms {
     /// create: the VM's directory is made exclusively); a failure removes everything made.
     pub fn create(&self, req: &CreateRequest, sink: Sink) -> Result<VmRecord, Error> {
         name::check("vm", &req.name)?;
-        let image = Store::new(&self.home).get(&req.image)?;
+        let image = &req.image.image;
         let layout = self.layout(&req.name);
         if layout.state.exists() {
             return Err(Error::Exists {
@@ -238,7 +251,7 @@ impl Vms {
         let _lock = lock(&layout)?;
         let record = VmRecord {
             name: req.name.clone(),
-            image: req.image.clone(),
+            image: req.image.name.clone(),
             image_key: image.manifest.key.clone(),
             cpus: req.cpus.unwrap_or(image.manifest.cpus),
             memory_mib: req
@@ -256,7 +269,7 @@ impl Vms {
                 .unwrap_or(0),
         };
         let mut unit_written = false;
-        let made = self.make(&layout, record, &image, &mut unit_written, sink);
+        let made = self.make(&layout, record, image, &mut unit_written, sink);
         if made.is_err() {
             self.remove_remains(&layout, unit_written);
         }

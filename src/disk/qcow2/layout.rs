@@ -7,7 +7,7 @@
 //! produces, so `qemu-img check` finds neither errors nor leaks.
 
 use super::header::{
-    EXT_BACKING_FORMAT, EXT_END, Header, MAX_BACKING_NAME, V3_HEADER_LENGTH, pad8,
+    EXT_BACKING_FORMAT, EXT_END, Header, MAX_BACKING_NAME, V3_HEADER_LENGTH, encode_extension,
 };
 
 const CLUSTER_BITS: u32 = 16;
@@ -49,36 +49,51 @@ impl Layout {
     /// Lays out an overlay of `virtual_size` bytes over `backing_name` in `backing_format`.
     /// The size must pass [`check_size`], the name be at most [`MAX_BACKING_NAME`] bytes.
     pub fn new(virtual_size: u64, backing_name: &[u8], backing_format: &str) -> Layout {
+        Self::with_extensions(
+            virtual_size,
+            backing_name,
+            &[(EXT_BACKING_FORMAT, backing_format.as_bytes())],
+        )
+    }
+
+    /// [`Layout::new`] with these header extensions (type, data) instead of only the backing
+    /// format's: how tests make the images the reader must refuse.
+    pub fn with_extensions(
+        virtual_size: u64,
+        backing_name: &[u8],
+        extensions: &[(u32, &[u8])],
+    ) -> Layout {
         debug_assert_eq!(check_size(virtual_size), Ok(()));
         debug_assert!(backing_name.len() <= MAX_BACKING_NAME);
         let l1_size = virtual_size.div_ceil(BYTES_PER_L1_ENTRY);
         let l1_bytes = l1_size * 8;
         let l1_clusters = l1_bytes.div_ceil(CLUSTER_SIZE);
 
-        let format_ext_len = 8 + pad8(backing_format.len());
-        let name_offset = V3_HEADER_LENGTH as usize + format_ext_len + 8;
+        let mut encoded: Vec<u8> = extensions
+            .iter()
+            .flat_map(|(kind, data)| encode_extension(*kind, data))
+            .collect();
+        encoded.extend(encode_extension(EXT_END, &[]));
+        let name_offset = V3_HEADER_LENGTH as usize + encoded.len();
         let header = Header {
             version: 3,
             backing_file_offset: name_offset as u64,
             backing_file_size: backing_name.len() as u32,
             cluster_bits: CLUSTER_BITS,
             size: virtual_size,
+            crypt_method: 0,
             l1_size: l1_size as u32,
             // An image with no L1 entries has no L1 table, as from `qemu-img create`.
             l1_table_offset: if l1_size == 0 { 0 } else { L1_TABLE_OFFSET },
             refcount_table_offset: REFCOUNT_TABLE_OFFSET,
             refcount_table_clusters: 1,
+            incompatible_features: 0,
             refcount_order: REFCOUNT_ORDER,
             header_length: V3_HEADER_LENGTH,
         };
         let mut first = vec![0u8; name_offset + backing_name.len()];
         header.encode_v3(&mut first);
-        let ext = V3_HEADER_LENGTH as usize;
-        first[ext..ext + 4].copy_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
-        first[ext + 4..ext + 8].copy_from_slice(&(backing_format.len() as u32).to_be_bytes());
-        first[ext + 8..ext + 8 + backing_format.len()].copy_from_slice(backing_format.as_bytes());
-        let end = ext + format_ext_len;
-        first[end..end + 4].copy_from_slice(&EXT_END.to_be_bytes());
+        first[V3_HEADER_LENGTH as usize..name_offset].copy_from_slice(&encoded);
         first[name_offset..].copy_from_slice(backing_name);
 
         // Refcount 1 for the header, refcount table, refcount block and L1 clusters.
@@ -123,7 +138,7 @@ mod tests {
         assert_eq!(layout.len, L1_TABLE_OFFSET + 16);
         let decoded = decode(&layout.to_bytes()).unwrap();
         assert_eq!(decoded.header.l1_size, 2);
-        assert_eq!(decoded.backing_format.as_deref(), Some("raw"));
+        assert_eq!(decoded.extensions.backing_format.as_deref(), Some("raw"));
         assert_eq!(decoded.backing_name.as_deref(), Some(&b"/base.raw"[..]));
     }
 
@@ -160,7 +175,7 @@ mod tests {
             let decoded = decode(first).unwrap();
             prop_assert_eq!(decoded.header.size, size);
             prop_assert_eq!(decoded.backing_name, Some(name));
-            prop_assert_eq!(decoded.backing_format.as_deref(), Some(format));
+            prop_assert_eq!(decoded.extensions.backing_format.as_deref(), Some(format));
             let l1_size = u64::from(decoded.header.l1_size);
             prop_assert!(l1_size * BYTES_PER_L1_ENTRY >= size);
             prop_assert!(l1_size == 0 || (l1_size - 1) * BYTES_PER_L1_ENTRY < size);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::header::MAX_BACKING_NAME;
 use super::layout::{self, Layout, SECTOR_SIZE};
-use crate::disk::{Error, format};
+use crate::disk::{Error, backing_chain};
 
 /// A fresh qcow2 overlay over a raw or qcow2 base image.
 ///
@@ -26,7 +26,10 @@ impl Overlay {
     /// Creates a qcow2 overlay at `path` over `backing`, with the base's virtual size
     /// (a raw base's length rounded up to whole 512-byte sectors, as QEMU sees it).
     ///
-    /// The base must be a raw or qcow2 image ([`format::sniff`] decides). The overlay is
+    /// The base must be a raw or qcow2 image, and so must every backing file under it, each
+    /// passing the reader's checks ([`backing_chain`] decides): QEMU opens the whole chain
+    /// under the overlay, so this is where an image that would reach a host file, or needs
+    /// a key, is refused, however it got here. The overlay is
     /// written to a temporary file beside `path` and renamed into place, so `path` either
     /// does not exist or is complete; an existing `path` is never replaced
     /// ([`Error::AlreadyExists`]). It is not fsynced: overlays are cheap to recreate.
@@ -62,7 +65,7 @@ impl Overlay {
                 path: backing,
             });
         }
-        let base = format::sniff(&backing)?;
+        let base = backing_chain(&backing)?.remove(0).format;
         let base_size = base.virtual_size();
         let invalid = |size, reason| Error::InvalidSize {
             path: path.to_owned(),
@@ -137,7 +140,8 @@ fn write_new(path: &Path, layout: &Layout) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::DiskFormat;
+    use crate::disk::qcow2::header::{EXT_BACKING_FORMAT, EXT_DATA_FILE};
+    use crate::disk::{DiskFormat, format};
     use proptest::prelude::*;
 
     /// A sparse raw disk of `len` bytes with an MBR boot signature.
@@ -196,6 +200,34 @@ mod tests {
         let err = Overlay::create_with_size(&dir.path().join("u.qcow2"), &base, (1 << 20) + 1)
             .unwrap_err();
         assert!(err.to_string().contains("512-byte sectors"), "{err}");
+    }
+
+    #[test]
+    fn no_overlay_goes_on_a_chain_with_a_refused_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = raw_base(dir.path(), "base.raw", 1 << 20);
+        let evil = Layout::with_extensions(
+            1 << 20,
+            base.as_os_str().as_bytes(),
+            &[
+                (EXT_BACKING_FORMAT, b"raw"),
+                (EXT_DATA_FILE, b"/etc/shadow"),
+            ],
+        );
+        fs::write(dir.path().join("evil.qcow2"), evil.to_bytes()).unwrap();
+        // A layer that is itself harmless, as a tampered store entry's disk would be.
+        let middle = Layout::new(1 << 20, b"evil.qcow2", "qcow2");
+        fs::write(dir.path().join("middle.qcow2"), middle.to_bytes()).unwrap();
+        let err = Overlay::create(
+            &dir.path().join("o.qcow2"),
+            &dir.path().join("middle.qcow2"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::ExternalDataFile { path, .. } if path.ends_with("evil.qcow2")),
+            "{err}"
+        );
+        assert!(!dir.path().join("o.qcow2").exists());
     }
 
     #[test]
