@@ -47,6 +47,9 @@ pub fn args(pid: u32, ready: RawFd, exit: RawFd, api_socket: &Path) -> Vec<OsStr
         "--enable-seccomp".into(),
         format!("--ready-fd={ready}").into(),
         format!("--exit-fd={exit}").into(),
+        // Joined to open the namespace's tap device, which takes its owner's privilege
+        // there when vmrun does not run as root.
+        format!("--userns-path=/proc/{pid}/ns/user").into(),
         api,
         pid.to_string().into(),
         TAP.into(),
@@ -145,7 +148,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp \
-             --ready-fd=5 --exit-fd=6 --api-socket=/r/slirp.sock 4242 tap0"
+             --ready-fd=5 --exit-fd=6 --userns-path=/proc/4242/ns/user --api-socket=/r/slirp.sock 4242 tap0"
         );
     }
 
