@@ -36,12 +36,14 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     MissingTool(#[from] MissingTool),
-    #[error("cannot {action}")]
+    #[error("cannot create a user and network namespace for the guest")]
     #[diagnostic(help(
         "the `outbound` network needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, \
          or on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0), or vmrun run as root; \
          `test.network: host` (or `--network host`) opts out of the isolation"
     ))]
+    Unshare(#[source] io::Error),
+    #[error("cannot {action}")]
     Namespace {
         action: String,
         #[source]
@@ -183,7 +185,13 @@ fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
     // so the child may run any code; it only waits and executes slirp4netns.
     match unsafe { libc::fork() } {
         -1 => return Err(namespace("fork")(io::Error::last_os_error())),
-        0 => start_slirp4netns(go_read, &[ready_write, exit_read], &slirp, &slirp_args),
+        0 => start_slirp4netns(
+            go_read,
+            &[ready_read, exit_write, go_write],
+            &[ready_write, exit_read],
+            &slirp,
+            &slirp_args,
+        ),
         _ => {}
     }
     for fd in [ready_write, exit_read, go_read] {
@@ -230,11 +238,22 @@ fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
 }
 
 /// The forked child: waits until the namespace exists, then becomes slirp4netns with only
-/// `keep` (its ready and exit descriptors) besides the standard ones.
-fn start_slirp4netns(go: RawFd, keep: &[RawFd], slirp: &Path, args: &[OsString]) -> ! {
+/// `keep` (its ready and exit descriptors) besides the standard ones. It first closes the
+/// parent's ends (`parents`): with `go`'s write end still open here, the parent's death would
+/// never reach it as end of file.
+fn start_slirp4netns(
+    go: RawFd,
+    parents: &[RawFd],
+    keep: &[RawFd],
+    slirp: &Path,
+    args: &[OsString],
+) -> ! {
     // SAFETY: close_range marks this child's descriptors close-on-exec; fcntl clears it for
     // the two slirp4netns is given; read waits for the parent's byte.
     unsafe {
+        for &fd in parents {
+            libc::close(fd);
+        }
         libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int);
         for &fd in keep {
             libc::fcntl(fd, libc::F_SETFD, 0);
@@ -257,9 +276,7 @@ fn enter_namespaces() -> Result<(), Error> {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     // SAFETY: unshare on a single-threaded process.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWNS) } != 0 {
-        return Err(namespace("create a user and network namespace")(
-            io::Error::last_os_error(),
-        ));
+        return Err(Error::Unshare(io::Error::last_os_error()));
     }
     let write = |path: &str, text: String| {
         std::fs::write(path, text).map_err(namespace(&format!("write {path}")))

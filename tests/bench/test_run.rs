@@ -1,4 +1,5 @@
-//! `vmrun test -- true` end to end: resumed from the warm state, booted cold, and the plain
+//! `vmrun test -- true` end to end: resumed from the warm state (on each network: the default
+//! isolated `outbound`, `host` and `none`), booted cold, and the plain
 //! shell flow it replaces (tests/bench/shell_flow.sh), on the same baked image in the same
 //! run. Prints medians, the per-phase breakdown, the warm state's size and peak memory (of
 //! the largest process, QEMU, and of the whole tree: vmrun or the script and all it started).
@@ -140,6 +141,8 @@ fn main() {
         .unwrap_or(0);
 
     let mut warm = Vec::new();
+    let mut warm_host = Vec::new();
+    let mut warm_none = Vec::new();
     let mut cold = Vec::new();
     let mut shell = Vec::new();
     for i in 0..runs {
@@ -147,6 +150,34 @@ fn main() {
             &home,
             project.path(),
             &["test", "--image", "bench", "--", "true"],
+        )));
+        // The network policy's cost: the same warm run on QEMU's own user networking
+        // (unisolated, as before `outbound`), and restricted to vmrun's forward.
+        warm_host.push(measure(vmrun(
+            &home,
+            project.path(),
+            &[
+                "test",
+                "--image",
+                "bench",
+                "--network",
+                "host",
+                "--",
+                "true",
+            ],
+        )));
+        warm_none.push(measure(vmrun(
+            &home,
+            project.path(),
+            &[
+                "test",
+                "--image",
+                "bench",
+                "--network",
+                "none",
+                "--",
+                "true",
+            ],
         )));
         cold.push(measure(vmrun(
             &home,
@@ -160,9 +191,11 @@ fn main() {
             .arg(accel);
         shell.push(measure(flow));
         eprintln!(
-            "round {}: warm {:.2}s, cold {:.2}s, shell flow {:.2}s",
+            "round {}: warm {:.2}s (host network {:.2}s, none {:.2}s), cold {:.2}s, shell flow {:.2}s",
             i + 1,
             warm[i].took.as_secs_f64(),
+            warm_host[i].took.as_secs_f64(),
+            warm_none[i].took.as_secs_f64(),
             cold[i].took.as_secs_f64(),
             shell[i].took.as_secs_f64()
         );
@@ -178,6 +211,16 @@ fn main() {
     );
     for (name, samples, m) in [
         ("vmrun test (warm)", &warm, w),
+        (
+            "vmrun test --network host (warm)",
+            &warm_host,
+            median(&warm_host),
+        ),
+        (
+            "vmrun test --network none (warm)",
+            &warm_none,
+            median(&warm_none),
+        ),
         ("vmrun test --cold", &cold, c),
         ("shell flow", &shell, s),
     ] {
@@ -194,6 +237,13 @@ fn main() {
     println!(
         "shell flow / warm: {:.1}x",
         s.took.as_secs_f64() / w.took.as_secs_f64()
+    );
+    println!(
+        "isolated network's cost per warm run: {:+.3}s (outbound {:.3}s, host {:.3}s, none {:.3}s)",
+        w.took.as_secs_f64() - median(&warm_host).took.as_secs_f64(),
+        w.took.as_secs_f64(),
+        median(&warm_host).took.as_secs_f64(),
+        median(&warm_none).took.as_secs_f64()
     );
     for (name, m) in [("warm", w), ("cold", c)] {
         println!("\nphases of the median {name} run:");
