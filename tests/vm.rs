@@ -475,7 +475,7 @@ fn whoami() -> String {
         .to_owned()
 }
 
-/// QEMU cannot bind a forward whose port is taken: the create fails saying why, and leaves no
+/// A forward whose port is taken cannot be bound: the create fails saying why, and leaves no
 /// disk, record, sockets or unit behind.
 #[test]
 fn a_failed_create_leaves_nothing_behind() {
@@ -498,9 +498,12 @@ fn a_failed_create_leaves_nothing_behind() {
         vmrun::exit_code::VM_FAILED,
         &format!("VM `{name}` did not start"),
     );
+    // The isolated network's forwards are bound on the host by slirp4netns.
     assert!(
-        stderr(&out).contains("Could not set up host forwarding rule"),
-        "QEMU's reason is shown: {}",
+        stderr(&out).contains(&format!(
+            "slirp4netns refused to forward tcp 127.0.0.1:{port}"
+        )),
+        "the reason is shown: {}",
         stderr(&out)
     );
     assert!(

@@ -264,7 +264,12 @@ fn start_slirp4netns(
             libc::_exit(1);
         }
     }
-    let err = Command::new(slirp).args(args).stdin(Stdio::null()).exec();
+    // Its standard output is a banner; its errors (and some chatter) go to QEMU's log.
+    let err = Command::new(slirp)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .exec();
     eprintln!("vmrun isolate: cannot start {}: {err}", slirp.display());
     // SAFETY: ends the child without running the parent's exit handlers.
     unsafe { libc::_exit(127) }

@@ -122,17 +122,18 @@ fn request(api_socket: &Path, body: &Value, action: impl Fn() -> String) -> Resu
     })
 }
 
-/// The `return` of a reply, or why there is none.
+/// What a reply says: slirp4netns wraps some answers in `return` (`add_hostfwd`) and not
+/// others (`list_hostfwd`), and refusals in `error`.
 fn parse_reply(line: &str) -> Result<Value, String> {
     let reply: Value =
         serde_json::from_str(line.trim()).map_err(|e| format!("unreadable reply ({e})"))?;
-    if let Some(ret) = reply.get("return") {
-        return Ok(ret.clone());
+    if let Some(error) = reply.get("error") {
+        return Err(error["desc"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_owned());
     }
-    Err(reply["error"]["desc"]
-        .as_str()
-        .unwrap_or("no reason given")
-        .to_owned())
+    Ok(reply.get("return").unwrap_or(&reply).clone())
 }
 
 #[cfg(test)]
@@ -155,12 +156,20 @@ mod tests {
     #[test]
     fn replies_are_returns_or_refusals() {
         assert_eq!(parse_reply("{\"return\": {\"id\": 3}}\n").unwrap()["id"], 3);
-        assert_eq!(parse_reply("{\"error\": {\"desc\": \"bad request: add_hostfwd: bind: Address already in use\"}}").unwrap_err(),
-            "bad request: add_hostfwd: bind: Address already in use");
+        assert_eq!(
+            parse_reply(
+                "{\"error\": {\"desc\": \"bad request: add_hostfwd: slirp_add_hostfwd failed\"}}"
+            )
+            .unwrap_err(),
+            "bad request: add_hostfwd: slirp_add_hostfwd failed"
+        );
         assert!(
             parse_reply("garbage")
                 .unwrap_err()
                 .starts_with("unreadable reply")
         );
+        let list =
+            parse_reply(r#"{"entries":[{"id":1,"proto":"tcp","host_port":45123}]}"#).unwrap();
+        assert_eq!(list["entries"][0]["host_port"], 45123);
     }
 }

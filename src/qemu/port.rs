@@ -15,7 +15,7 @@ pub fn free_loopback_port() -> std::io::Result<u16> {
 /// host forward could not be set up (port taken).
 pub fn is_forward_conflict(qemu_log: &str) -> bool {
     qemu_log.contains("Could not set up host forwarding rule")
-        || qemu_log.contains("add_hostfwd: bind: Address already in use")
+        || qemu_log.contains("add_hostfwd: slirp_add_hostfwd failed")
 }
 
 #[cfg(test)]
@@ -35,7 +35,7 @@ mod tests {
             "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22: Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
         ));
         assert!(is_forward_conflict(
-            "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: add_hostfwd: bind: Address already in use"
+            "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: add_hostfwd: slirp_add_hostfwd failed"
         ));
         assert!(!is_forward_conflict(
             "qemu-system-x86_64: terminating on signal 15"
