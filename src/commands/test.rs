@@ -15,8 +15,9 @@ use crate::image::source::ImageSource;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::qemu::args::Accel;
-use crate::run::{self, Outcome, PrefixedLines, RunPlan, RunReport, signals};
+use crate::run::{self, PrefixedLines, RunPlan, RunReport, signals};
 use crate::store::{BakedImage, Store};
+use crate::sync::Destination;
 use crate::tools;
 use crate::ui::Ui;
 use crate::warm::{self, WarmState};
@@ -69,6 +70,9 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let cpus = config.vm.cpus.unwrap_or(image.manifest.cpus);
     let memory_mib = config.vm.memory.map(|m| m.mib()).unwrap_or(image.manifest.memory_mib);
     let warm = if args.cold { None } else { warm_state(&image, accel, cpus, memory_mib, &qemu, &sink)? };
+    // Everything below the current directory or the project may come from the checkout under
+    // test: no symlink there may redirect the artifacts (see sync::Destination).
+    let artifacts_dir = Destination::new(&cwd.join(&args.artifacts_dir), &[&cwd, &project]);
     let plan = RunPlan {
         cpus,
         memory_mib,
@@ -80,7 +84,8 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         env,
         sync: config.test.sync.clone(),
         artifacts: config.test.artifacts.clone(),
-        artifacts_dir: cwd.join(&args.artifacts_dir),
+        artifacts_dir,
+        artifacts_max_size: config.test.artifacts_max_size_or_default(),
         timeout,
         boot_timeout,
         keep: args.keep,
@@ -193,7 +198,7 @@ fn run_all(plan: &RunPlan, schedule: Schedule, runs_dir: &Path, qemu: &Path, sin
                 let id = run_id();
                 let mut run_plan = plan.clone();
                 if repeating {
-                    run_plan.artifacts_dir = plan.artifacts_dir.join(format!("run-{index}-{id}"));
+                    run_plan.artifacts_dir = plan.artifacts_dir.join(&format!("run-{index}-{id}"));
                 }
                 let report = if parallel {
                     let mut out = PrefixedLines::new(&id, stdout.clone());
@@ -204,7 +209,7 @@ fn run_all(plan: &RunPlan, schedule: Schedule, runs_dir: &Path, qemu: &Path, sin
                     let mut err = std::io::stderr();
                     run::run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
                 };
-                if let Outcome::Failed(report_text, _) = report.outcome() {
+                if let Some(report_text) = report.outcome().error_report() {
                     let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");
                 }
                 reports.lock().expect("not poisoned").push(report);

@@ -124,7 +124,7 @@ impl fmt::Display for ByteSize {
         let exact = BYTE_UNITS
             .iter()
             .rev()
-            .find(|(_, _, shift)| self.bytes != 0 && self.bytes % (1 << shift) == 0);
+            .find(|(_, _, shift)| self.bytes != 0 && self.bytes.is_multiple_of(1 << shift));
         match exact {
             Some((short, _, shift)) => {
                 write!(f, "{}{}iB", self.bytes >> shift, short.to_ascii_uppercase())
