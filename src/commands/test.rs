@@ -59,6 +59,13 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     if !project.is_dir() {
         return Err(Error::Usage(format!("--project {}: not a directory", project.display())));
     }
+    // Everything below the current directory or the project may come from the checkout under
+    // test: no symlink there may redirect the artifacts (see sync::Destination). Checked
+    // before any VM starts, and again as each run makes its directory.
+    let artifacts_dir = Destination::new(&cwd.join(&args.artifacts_dir), &[&cwd, &project]);
+    if !config.test.artifacts.is_empty() {
+        artifacts_dir.check()?;
+    }
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
     let qemu = tools::find("qemu-system-x86_64")?;
@@ -70,9 +77,6 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let cpus = config.vm.cpus.unwrap_or(image.manifest.cpus);
     let memory_mib = config.vm.memory.map(|m| m.mib()).unwrap_or(image.manifest.memory_mib);
     let warm = if args.cold { None } else { warm_state(&image, accel, cpus, memory_mib, &qemu, &sink)? };
-    // Everything below the current directory or the project may come from the checkout under
-    // test: no symlink there may redirect the artifacts (see sync::Destination).
-    let artifacts_dir = Destination::new(&cwd.join(&args.artifacts_dir), &[&cwd, &project]);
     let plan = RunPlan {
         cpus,
         memory_mib,

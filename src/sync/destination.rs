@@ -58,14 +58,22 @@ impl Destination {
         self.trusted.join(&self.below)
     }
 
+    /// Refuses a symlink or non-directory below the trusted part among what exists so far,
+    /// without making anything: for checking a destination before a run starts.
+    pub fn check(&self) -> Result<(), Error> {
+        self.walk(false).map(drop)
+    }
+
     /// Makes the directory, refusing a symlink or non-directory anywhere below the trusted
     /// part; returns its path.
     pub fn prepare(&self) -> Result<PathBuf, Error> {
-        let create_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::CreateDir { path, source }
-        };
         fs::create_dir_all(&self.trusted).map_err(create_error(&self.trusted))?;
+        self.walk(true)
+    }
+
+    /// Goes down from the trusted part one component at a time, never through a symlink;
+    /// a missing directory is made when `create`, else the walk ends there.
+    fn walk(&self, create: bool) -> Result<PathBuf, Error> {
         let mut path = self.trusted.clone();
         for component in self.below.components() {
             match component {
@@ -87,6 +95,7 @@ impl Destination {
                         destination: self.path(),
                     });
                 }
+                Err(e) if e.kind() == ErrorKind::NotFound && !create => break,
                 Err(e) if e.kind() == ErrorKind::NotFound => fs::DirBuilder::new()
                     .mode(0o755)
                     .create(&path)
@@ -96,6 +105,11 @@ impl Destination {
         }
         Ok(self.path())
     }
+}
+
+fn create_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::CreateDir { path, source }
 }
 
 #[cfg(test)]
@@ -141,14 +155,25 @@ mod tests {
     }
 
     #[test]
+    fn check_makes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let destination = Destination::new(&root.path().join("a/b"), &[root.path()]);
+        destination.check().unwrap();
+        assert!(!root.path().join("a").exists());
+    }
+
+    #[test]
     fn a_symlink_on_the_way_is_refused_and_nothing_is_made_behind_it() {
         let root = tempfile::tempdir().unwrap();
         let target = tempfile::tempdir().unwrap();
         symlink(target.path(), root.path().join("vmrun-artifacts")).unwrap();
         for dir in ["vmrun-artifacts", "vmrun-artifacts/run-1"] {
-            let err = Destination::new(&root.path().join(dir), &[root.path()])
-                .prepare()
-                .unwrap_err();
+            let destination = Destination::new(&root.path().join(dir), &[root.path()]);
+            assert!(matches!(
+                destination.check(),
+                Err(Error::DestinationSymlink { .. })
+            ));
+            let err = destination.prepare().unwrap_err();
             let Error::DestinationSymlink { link, .. } = &err else {
                 panic!("{err:?}")
             };
