@@ -31,6 +31,10 @@ pub fn collect(plan: &RunPlan, id: &str, ssh_config: &Path, outcome: Outcome, re
         Err(sync::Error::Cancelled { .. }) => return stopped(),
         Err(e) => e,
     };
-    let code = error.exit_code();
-    Outcome::ArtifactsFailed { command: Box::new(outcome), report: format!("{:?}", miette::Report::new(error)), code }
+    Outcome::ArtifactsFailed {
+        command: Box::new(outcome),
+        message: error.to_string(),
+        code: error.exit_code(),
+        report: format!("{:?}", miette::Report::new(error)),
+    }
 }

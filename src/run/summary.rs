@@ -39,9 +39,9 @@ pub enum Outcome {
     Stopped(i32),
     /// vmrun could not run the command: its rendered error report and vmrun's exit code.
     Failed(String, u8),
-    /// The command ended (`command`) but its artifacts did not all come back: the rendered
-    /// error report and vmrun's exit code for it.
-    ArtifactsFailed { command: Box<Outcome>, report: String, code: u8 },
+    /// The command ended (`command`) but its artifacts did not all come back: the error's
+    /// message, its rendered report and vmrun's exit code for it.
+    ArtifactsFailed { command: Box<Outcome>, message: String, report: String, code: u8 },
 }
 
 impl Outcome {
@@ -82,9 +82,7 @@ impl Outcome {
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
             Outcome::Failed(report, _) => format!("error: {}", headline(report)),
-            Outcome::ArtifactsFailed { command, report, .. } => {
-                format!("{}; artifacts: {}", command.describe(), headline(report))
-            }
+            Outcome::ArtifactsFailed { command, message, .. } => format!("{}; artifacts: {message}", command.describe()),
         }
     }
 }
@@ -187,7 +185,8 @@ mod tests {
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
-        let artifacts_failed = |command| Outcome::ArtifactsFailed { command: Box::new(command), report: "x".into(), code: 240 };
+        let artifacts_failed =
+            |command| Outcome::ArtifactsFailed { command: Box::new(command), message: "m".into(), report: "x".into(), code: 240 };
         assert_eq!(artifacts_failed(Outcome::Exited(7)).exit_code(), 7);
         assert_eq!(artifacts_failed(Outcome::TimedOut(Duration::from_secs(1))).exit_code(), 124);
         assert_eq!(artifacts_failed(Outcome::Exited(0)).exit_code(), 240);
@@ -208,7 +207,8 @@ mod tests {
         let mut b = RunReport::new("r2");
         b.outcome = Some(Outcome::ArtifactsFailed {
             command: Box::new(Outcome::Exited(3)),
-            report: "  × the artifacts reach 2.0 GiB with big.xml\n".into(),
+            message: "the artifacts reach 2.0 GiB with big.xml".into(),
+            report: "  × the artifacts reach 2.0 GiB\n  │ with big.xml".into(),
             code: 240,
         });
         let table = summary_table(&[a, b]);

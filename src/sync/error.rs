@@ -1,6 +1,6 @@
 //! What can go wrong copying the project in or artifacts out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::ByteSize;
@@ -39,7 +39,7 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     OverCap(#[from] OverCap),
-    #[error("the artifacts destination {} goes through the symlink {}", destination.display(), link.display())]
+    #[error("{}", symlink_message(link, destination))]
     #[diagnostic(help(
         "vmrun copies artifacts only into real directories, so that a link committed in the \
          project cannot send them elsewhere: remove the link, or give --artifacts-dir a path \
@@ -60,6 +60,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn symlink_message(link: &Path, destination: &Path) -> String {
+    if link == destination {
+        format!(
+            "the artifacts destination {} is a symlink",
+            destination.display()
+        )
+    } else {
+        format!(
+            "the artifacts destination {} goes through the symlink {}",
+            destination.display(),
+            link.display()
+        )
+    }
 }
 
 /// The artifacts of one run add up to more than `test.artifacts-max-size`.
