@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 fn vmrun_test(project: &Path) -> Command {
     let mut cmd = Command::new(common::VMRUN);
     cmd.arg("test").arg("--image").arg(common::baked_image());
-    cmd.current_dir(project).env("VMRUN_HOME", common::test_home());
+    cmd.current_dir(project)
+        .env("VMRUN_HOME", common::test_home());
     cmd
 }
 
@@ -25,7 +26,11 @@ fn text(bytes: &[u8]) -> String {
 
 /// An error report's words in one line, without the wrapping and the frame miette draws.
 fn unwrapped(report: &str) -> String {
-    report.split_whitespace().filter(|w| *w != "│").collect::<Vec<_>>().join(" ")
+    report
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every entry under `dir`, links not followed, with its file type and mode.
@@ -88,10 +93,17 @@ exit 7
     let out = vmrun_test(&project).output().unwrap();
     let err = text(&out.stderr);
     eprintln!("{err}");
-    assert_eq!(out.status.code(), Some(7), "the command's own exit code: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the command's own exit code: {err}"
+    );
 
     // The skipped ones, named on one line, names made visible.
-    let skipped = err.lines().find(|l| l.contains("skipped 7 artifacts that are not regular files:")).unwrap_or_else(|| panic!("{err}"));
+    let skipped = err
+        .lines()
+        .find(|l| l.contains("skipped 7 artifacts that are not regular files:"))
+        .unwrap_or_else(|| panic!("{err}"));
     for item in [
         "hostile/to-host (symlink)",
         "hostile/up (symlink)",
@@ -109,16 +121,28 @@ exit 7
         report.contains("the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, past test.artifacts-max-size (1GiB)"),
         "{err}"
     );
-    assert!(report.contains("artifacts-max-size: 4G"), "says how to raise it: {err}");
+    assert!(
+        report.contains("artifacts-max-size: 4G"),
+        "says how to raise it: {err}"
+    );
     assert!(err.contains("failed (exit 7); artifacts: the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, past"), "{err}");
 
     let artifacts = project.join("vmrun-artifacts");
     let mask = umask();
     let mut files: Vec<(String, u32)> = Vec::new();
     for (path, file_type, mode) in entries_under(&artifacts) {
-        let name = path.strip_prefix(&artifacts).unwrap().to_string_lossy().into_owned();
-        assert!(file_type.is_file() || file_type.is_dir(), "{name} came back as {file_type:?}");
-        assert!(!file_type.is_symlink() && !file_type.is_block_device() && !file_type.is_char_device());
+        let name = path
+            .strip_prefix(&artifacts)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            file_type.is_file() || file_type.is_dir(),
+            "{name} came back as {file_type:?}"
+        );
+        assert!(
+            !file_type.is_symlink() && !file_type.is_block_device() && !file_type.is_char_device()
+        );
         assert!(!file_type.is_fifo() && !file_type.is_socket());
         assert_eq!(mode & 0o7000, 0, "{name} has mode {mode:o}");
         if file_type.is_dir() {
@@ -141,10 +165,16 @@ exit 7
             ("zz-reports/a.xml".to_owned(), plain),
         ]
     );
-    assert_eq!(fs::read_to_string(artifacts.join("zz-reports/a.xml")).unwrap(), "<a/>\n");
+    assert_eq!(
+        fs::read_to_string(artifacts.join("zz-reports/a.xml")).unwrap(),
+        "<a/>\n"
+    );
     assert_eq!(fs::read_to_string(&host_secret).unwrap(), "host secret\n");
     // The summary counts the bytes that came back.
-    assert!(err.lines().any(|l| l.contains(" KiB  failed (exit 7)")), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains(" KiB  failed (exit 7)")),
+        "{err}"
+    );
 }
 
 /// `vmrun-artifacts -> a host directory`, as a pull request could commit it: refused before
@@ -157,13 +187,27 @@ fn a_symlinked_destination_is_refused() {
     let project = scratch.path().join("project");
     fs::create_dir(&project).unwrap();
     symlink(&host_dir, project.join("vmrun-artifacts")).unwrap();
-    fs::write(project.join("vmrun.yaml"), "test:\n  command: echo hi > x.txt\n  artifacts: [x.txt]\n").unwrap();
+    fs::write(
+        project.join("vmrun.yaml"),
+        "test:\n  command: echo hi > x.txt\n  artifacts: [x.txt]\n",
+    )
+    .unwrap();
     let started = Instant::now();
     let out = vmrun_test(&project).output().unwrap();
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::BAD_INPUT as i32), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::BAD_INPUT as i32),
+        "{err}"
+    );
     let link = project.join("vmrun-artifacts");
-    assert!(unwrapped(&err).contains(&format!("the artifacts destination {} is a symlink", link.display())), "{err}");
+    assert!(
+        unwrapped(&err).contains(&format!(
+            "the artifacts destination {} is a symlink",
+            link.display()
+        )),
+        "{err}"
+    );
     assert!(!err.contains(": boot"), "a VM was started: {err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(fs::read_dir(&host_dir).unwrap().count(), 0);
@@ -175,9 +219,16 @@ fn a_symlinked_destination_is_refused() {
 fn sigterm_ends_a_stalled_pull() {
     let project = tempfile::tempdir().unwrap();
     let script = "sudo mv /usr/bin/rsync /usr/bin/rsync.real && printf '#!/bin/sh\\nexec sleep 3600\\n' | sudo tee /usr/bin/rsync >/dev/null && sudo chmod 755 /usr/bin/rsync && echo rsync-stalls";
-    let yaml = format!("test:\n  command: [sh, -c, {}]\n  artifacts: [x]\n", serde_json::to_string(script).unwrap());
+    let yaml = format!(
+        "test:\n  command: [sh, -c, {}]\n  artifacts: [x]\n",
+        serde_json::to_string(script).unwrap()
+    );
     fs::write(project.path().join("vmrun.yaml"), yaml).unwrap();
-    let mut child = vmrun_test(project.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = vmrun_test(project.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let vmrun = child.id() as i32;
     let stdout = child.stdout.take().unwrap();
     let (command_done, done) = std::sync::mpsc::channel();
@@ -190,23 +241,43 @@ fn sigterm_ends_a_stalled_pull() {
 
     // The pull is under way when, after the command, vmrun has an rsync child.
     let deadline = Instant::now() + Duration::from_secs(300);
-    done.recv_timeout(Duration::from_secs(300)).expect("the command ran");
+    done.recv_timeout(Duration::from_secs(300))
+        .expect("the command ran");
     let rsync = loop {
-        if let Some(pid) = children(vmrun).into_iter().find(|&pid| command_name(pid) == "rsync") {
+        if let Some(pid) = children(vmrun)
+            .into_iter()
+            .find(|&pid| command_name(pid) == "rsync")
+        {
             break pid;
         }
         assert!(Instant::now() < deadline, "no rsync started");
-        assert!(child.try_wait().unwrap().is_none(), "vmrun ended before the pull");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "vmrun ended before the pull"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     // Stalled, not just slow: still there a while later.
     std::thread::sleep(Duration::from_secs(2));
     assert!(running(rsync), "rsync ended by itself");
     let started_by_vmrun = descendants(vmrun);
-    assert!(started_by_vmrun.iter().any(|&pid| command_name(pid).starts_with("qemu-system")), "{started_by_vmrun:?}");
-    assert!(started_by_vmrun.iter().any(|&pid| command_name(pid) == "ssh"), "{started_by_vmrun:?}");
+    assert!(
+        started_by_vmrun
+            .iter()
+            .any(|&pid| command_name(pid).starts_with("qemu-system")),
+        "{started_by_vmrun:?}"
+    );
+    assert!(
+        started_by_vmrun
+            .iter()
+            .any(|&pid| command_name(pid) == "ssh"),
+        "{started_by_vmrun:?}"
+    );
 
-    let names: Vec<String> = started_by_vmrun.iter().map(|&pid| format!("{pid} {}", command_name(pid))).collect();
+    let names: Vec<String> = started_by_vmrun
+        .iter()
+        .map(|&pid| format!("{pid} {}", command_name(pid)))
+        .collect();
     let signalled = Instant::now();
     // SAFETY: kill(2) of the child this test spawned.
     unsafe { libc::kill(vmrun, libc::SIGTERM) };
@@ -217,17 +288,28 @@ fn sigterm_ends_a_stalled_pull() {
     assert_eq!(out.status.code(), Some(143), "{err}");
     assert!(took < Duration::from_secs(5), "vmrun took {took:?} to end");
     std::thread::sleep(Duration::from_millis(200));
-    let left: Vec<(i32, String)> =
-        started_by_vmrun.iter().filter(|&&pid| running(pid)).map(|&pid| (pid, command_name(pid))).collect();
+    let left: Vec<(i32, String)> = started_by_vmrun
+        .iter()
+        .filter(|&&pid| running(pid))
+        .map(|&pid| (pid, command_name(pid)))
+        .collect();
     assert!(left.is_empty(), "left running: {left:?}");
 }
 
 /// The direct children of `pid`, from /proc.
 fn children(pid: i32) -> Vec<i32> {
-    let tasks = fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default();
     tasks
         .iter()
-        .flat_map(|task| fs::read_to_string(task.path().join("children")).unwrap_or_default().split_whitespace().map(String::from).collect::<Vec<_>>())
+        .flat_map(|task| {
+            fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
         .filter_map(|pid| pid.parse().ok())
         .collect()
 }
@@ -242,7 +324,10 @@ fn descendants(pid: i32) -> Vec<i32> {
 }
 
 fn command_name(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// Alive and not a zombie waiting to be reaped.

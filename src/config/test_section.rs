@@ -27,7 +27,11 @@ pub struct TestConfig {
     #[serde(default, deserialize_with = "or_default")]
     pub artifacts: Vec<String>,
     /// The most bytes of artifacts one run copies back, all files together.
-    #[serde(rename = "artifacts-max-size", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifacts-max-size",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifacts_max_size: Option<ByteSize>,
     /// More than zero.
     #[serde(
@@ -41,7 +45,8 @@ pub struct TestConfig {
 
 impl TestConfig {
     pub fn artifacts_max_size_or_default(&self) -> ByteSize {
-        self.artifacts_max_size.unwrap_or(DEFAULT_ARTIFACTS_MAX_SIZE)
+        self.artifacts_max_size
+            .unwrap_or(DEFAULT_ARTIFACTS_MAX_SIZE)
     }
 }
 
