@@ -34,7 +34,7 @@ pub enum Error {
         limit: Duration,
     },
     /// vmrun was asked to stop (SIGINT, SIGTERM) while rsync ran.
-    #[error("stopped while rsync was about to {action}")]
+    #[error("rsync did not {action}: vmrun was asked to stop")]
     Cancelled { action: &'static str },
     #[error(transparent)]
     #[diagnostic(transparent)]
