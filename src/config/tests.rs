@@ -179,7 +179,10 @@ fn bad_memory_size() {
 
 #[test]
 fn artifacts_max_size_defaults_to_1_gib_and_names_a_bad_value() {
-    assert_eq!(parsed("").test.artifacts_max_size_or_default().bytes(), 1 << 30);
+    assert_eq!(
+        parsed("").test.artifacts_max_size_or_default().bytes(),
+        1 << 30
+    );
     assert_eq!(
         parsed("test:\n  artifacts-max-size: 50M\n")
             .test

@@ -32,7 +32,10 @@ pub struct JsonStream {
 
 impl JsonStream {
     pub fn new(stream: UnixStream) -> JsonStream {
-        JsonStream { stream, pending: Vec::new() }
+        JsonStream {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     /// Writes `message` and a newline, in one write.
@@ -43,7 +46,9 @@ impl JsonStream {
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(Error::Io)?;
+        self.stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(Error::Io)?;
         self.stream.write_all(bytes).map_err(timeout_or_io)
     }
 
@@ -57,7 +62,9 @@ impl JsonStream {
                 if text.is_empty() {
                     continue;
                 }
-                return serde_json::from_str(text).map_err(|_| Error::NotJson { line: text.to_owned() });
+                return serde_json::from_str(text).map_err(|_| Error::NotJson {
+                    line: text.to_owned(),
+                });
             }
             self.fill(deadline)?;
         }
@@ -89,13 +96,17 @@ impl JsonStream {
 
     fn fill(&mut self, deadline: Instant) -> Result<(), Error> {
         if self.pending.len() > MAX_LINE {
-            return Err(Error::NotJson { line: format!("a line longer than {MAX_LINE} bytes") });
+            return Err(Error::NotJson {
+                line: format!("a line longer than {MAX_LINE} bytes"),
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::TimedOut);
         }
-        self.stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(Error::Io)?;
         let mut chunk = [0u8; 8192];
         match self.stream.read(&mut chunk) {
             Ok(0) => Err(Error::Closed),
@@ -141,7 +152,9 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let mut s = JsonStream::new(a);
         let started = Instant::now();
-        let err = s.receive(Instant::now() + Duration::from_millis(100)).unwrap_err();
+        let err = s
+            .receive(Instant::now() + Duration::from_millis(100))
+            .unwrap_err();
         assert!(matches!(err, Error::TimedOut), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(b);

@@ -15,7 +15,11 @@ pub struct SerialTail {
 impl SerialTail {
     /// The file need not exist yet: QEMU creates it when it starts.
     pub fn new(path: &Path) -> SerialTail {
-        SerialTail { file: None, path: path.to_owned(), partial: Vec::new() }
+        SerialTail {
+            file: None,
+            path: path.to_owned(),
+            partial: Vec::new(),
+        }
     }
 
     /// Lines completed since the last call, without line endings (`\r\n` or `\n`).
@@ -34,7 +38,10 @@ impl SerialTail {
         };
         let rest = self.partial.split_off(last_newline + 1);
         let complete = std::mem::replace(&mut self.partial, rest);
-        Ok(String::from_utf8_lossy(&complete).lines().map(|l| l.trim_end_matches('\r').to_owned()).collect())
+        Ok(String::from_utf8_lossy(&complete)
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect())
     }
 }
 
@@ -56,7 +63,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("serial.log");
         let mut tail = SerialTail::new(&path);
-        assert!(tail.new_lines().unwrap().is_empty(), "missing file is no lines yet");
+        assert!(
+            tail.new_lines().unwrap().is_empty(),
+            "missing file is no lines yet"
+        );
         let mut f = File::create(&path).unwrap();
         f.write_all(b"one\r\ntw").unwrap();
         assert_eq!(tail.new_lines().unwrap(), ["one"]);

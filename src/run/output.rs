@@ -13,11 +13,18 @@ pub struct PrefixedLines<W: Write> {
 
 impl<W: Write> PrefixedLines<W> {
     pub fn new(id: &str, out: Arc<Mutex<W>>) -> PrefixedLines<W> {
-        PrefixedLines { prefix: format!("[{id}] "), pending: Vec::new(), out }
+        PrefixedLines {
+            prefix: format!("[{id}] "),
+            pending: Vec::new(),
+            out,
+        }
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         out.write_all(self.prefix.as_bytes())?;
         out.write_all(line)?;
         out.flush()

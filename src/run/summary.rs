@@ -15,7 +15,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Boot, Phase::Sync, Phase::Command, Phase::Artifacts, Phase::Teardown];
+    pub const ALL: [Phase; 5] = [
+        Phase::Boot,
+        Phase::Sync,
+        Phase::Command,
+        Phase::Artifacts,
+        Phase::Teardown,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,7 +47,12 @@ pub enum Outcome {
     Failed(String, u8),
     /// The command ended (`command`) but its artifacts did not all come back: the error's
     /// message, its rendered report and vmrun's exit code for it.
-    ArtifactsFailed { command: Box<Outcome>, message: String, report: String, code: u8 },
+    ArtifactsFailed {
+        command: Box<Outcome>,
+        message: String,
+        report: String,
+        code: u8,
+    },
 }
 
 impl Outcome {
@@ -82,15 +93,22 @@ impl Outcome {
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
             Outcome::Failed(report, _) => format!("error: {}", headline(report)),
-            Outcome::ArtifactsFailed { command, message, .. } => format!("{}; artifacts: {message}", command.describe()),
+            Outcome::ArtifactsFailed {
+                command, message, ..
+            } => format!("{}; artifacts: {message}", command.describe()),
         }
     }
 }
 
 /// The message of a rendered error report: its `×` line, else its first line.
 fn headline(report: &str) -> &str {
-    let marked = report.lines().find_map(|l| l.trim_start().strip_prefix('×'));
-    marked.or_else(|| report.lines().find(|l| !l.trim().is_empty())).unwrap_or_default().trim()
+    let marked = report
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix('×'));
+    marked
+        .or_else(|| report.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
@@ -124,7 +142,12 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn new(id: &str) -> RunReport {
-        RunReport { id: id.to_owned(), phases: Vec::new(), outcome: None, artifact_bytes: None }
+        RunReport {
+            id: id.to_owned(),
+            phases: Vec::new(),
+            outcome: None,
+            artifact_bytes: None,
+        }
     }
 
     pub fn record(&mut self, phase: Phase, took: Duration) {
@@ -139,11 +162,16 @@ impl RunReport {
     }
 
     pub fn took(&self, phase: Phase) -> Option<Duration> {
-        self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
     }
 
     pub fn outcome(&self) -> &Outcome {
-        self.outcome.as_ref().expect("a finished run has an outcome")
+        self.outcome
+            .as_ref()
+            .expect("a finished run has an outcome")
     }
 }
 
@@ -164,7 +192,10 @@ pub fn summary_table(reports: &[RunReport]) -> String {
                 None => out += &format!(" {:>9}", "-"),
             }
         }
-        out += &format!(" {:>10}", r.artifact_bytes.map_or_else(|| "-".to_owned(), human_size));
+        out += &format!(
+            " {:>10}",
+            r.artifact_bytes.map_or_else(|| "-".to_owned(), human_size)
+        );
         out += &format!("  {}\n", r.outcome().describe());
     }
     let passed = reports.iter().filter(|r| r.outcome().passed()).count();
@@ -185,15 +216,28 @@ mod tests {
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
-        let artifacts_failed =
-            |command| Outcome::ArtifactsFailed { command: Box::new(command), message: "m".into(), report: "x".into(), code: 240 };
+        let artifacts_failed = |command| Outcome::ArtifactsFailed {
+            command: Box::new(command),
+            message: "m".into(),
+            report: "x".into(),
+            code: 240,
+        };
         assert_eq!(artifacts_failed(Outcome::Exited(7)).exit_code(), 7);
-        assert_eq!(artifacts_failed(Outcome::TimedOut(Duration::from_secs(1))).exit_code(), 124);
+        assert_eq!(
+            artifacts_failed(Outcome::TimedOut(Duration::from_secs(1))).exit_code(),
+            124
+        );
         assert_eq!(artifacts_failed(Outcome::Exited(0)).exit_code(), 240);
         assert!(!artifacts_failed(Outcome::Exited(0)).passed());
-        assert_eq!(artifacts_failed(Outcome::Exited(0)).error_report(), Some("x"));
+        assert_eq!(
+            artifacts_failed(Outcome::Exited(0)).error_report(),
+            Some("x")
+        );
         assert_eq!(Outcome::Exited(1).error_report(), None);
-        assert_eq!(headline("  × the guest did not answer\n  ╰─▶ timed out"), "the guest did not answer");
+        assert_eq!(
+            headline("  × the guest did not answer\n  ╰─▶ timed out"),
+            "the guest did not answer"
+        );
         assert_eq!(headline("plain message\nmore"), "plain message");
     }
 
@@ -213,9 +257,25 @@ mod tests {
         });
         let table = summary_table(&[a, b]);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("run") && lines[0].ends_with("copied  result"), "{}", lines[0]);
-        assert!(lines[1].contains("41.50s") && lines[1].contains("0.25s") && lines[1].ends_with("1.5 KiB  passed"), "{}", lines[1]);
-        assert!(lines[2].ends_with("-  failed (exit 3); artifacts: the artifacts reach 2.0 GiB with big.xml"), "{}", lines[2]);
+        assert!(
+            lines[0].starts_with("run") && lines[0].ends_with("copied  result"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("41.50s")
+                && lines[1].contains("0.25s")
+                && lines[1].ends_with("1.5 KiB  passed"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with(
+                "-  failed (exit 3); artifacts: the artifacts reach 2.0 GiB with big.xml"
+            ),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines[3], "1 passed, 1 failed");
     }
 }

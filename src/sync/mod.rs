@@ -116,25 +116,44 @@ impl Rsync {
 
     /// Archive mode into the guest: the project's links, modes and times as they are.
     /// Owners and groups are not copied: files belong to the guest user.
-    fn push(&self, project: &Path, remote_dir: &str, sync: &SyncConfig, bounds: &Bounds) -> Result<(), Error> {
+    fn push(
+        &self,
+        project: &Path,
+        remote_dir: &str,
+        sync: &SyncConfig,
+        bounds: &Bounds,
+    ) -> Result<(), Error> {
         let mut command = self.command();
         command.args(["--archive", "--no-owner", "--no-group", "--delete"]);
         command.args(push_rules(sync));
         command.arg(local(project)).arg(remote(remote_dir));
         let action = "copy the project into the guest";
-        self.run(&mut command, None, action, bounds, &mut |_| ControlFlow::Continue(()))
+        self.run(&mut command, None, action, bounds, &mut |_| {
+            ControlFlow::Continue(())
+        })
     }
 
     /// What the globs match in the guest, as rsync lists it (names sorted per directory).
-    fn list(&self, remote_dir: &str, globs: &[String], bounds: &Bounds) -> Result<Vec<output::Entry>, Error> {
+    fn list(
+        &self,
+        remote_dir: &str,
+        globs: &[String],
+        bounds: &Bounds,
+    ) -> Result<Vec<output::Entry>, Error> {
         let mut command = self.command();
         command.args(["-r", "--list-only"]).args(pull_rules(globs));
         command.arg(remote(remote_dir));
         let mut entries = Vec::new();
-        self.run(&mut command, None, "list the artifacts in the guest", bounds, &mut |line| {
-            entries.extend(list_entry(line));
-            ControlFlow::Continue(())
-        })?;
+        self.run(
+            &mut command,
+            None,
+            "list the artifacts in the guest",
+            bounds,
+            &mut |line| {
+                entries.extend(list_entry(line));
+                ControlFlow::Continue(())
+            },
+        )?;
         Ok(entries)
     }
 
@@ -147,7 +166,11 @@ impl Rsync {
         bounds: &Bounds,
     ) -> Result<Pulled, Error> {
         let selection = selection::select(self.list(remote_dir, globs, bounds)?, cap);
-        let mut pulled = Pulled { skipped: selection.skipped, over_cap: selection.over_cap, ..Pulled::default() };
+        let mut pulled = Pulled {
+            skipped: selection.skipped,
+            over_cap: selection.over_cap,
+            ..Pulled::default()
+        };
         if selection.files.is_empty() {
             return Ok(pulled);
         }
@@ -159,24 +182,41 @@ impl Rsync {
         command.args(["-ii", "--files-from=-", "--from0", "--info=progress2"]);
         command.arg(output::item_format());
         command.arg(remote(remote_dir)).arg(local(&local_dir));
-        let names: Vec<u8> = selection.files.iter().flat_map(|name| name.iter().copied().chain([0])).collect();
+        let names: Vec<u8> = selection
+            .files
+            .iter()
+            .flat_map(|name| name.iter().copied().chain([0]))
+            .collect();
         // rsync prints a file's item line before its bytes, so the last one is in flight.
         let (mut done, mut in_flight) = (Vec::new(), None);
         let mut over_cap = None;
-        self.run(&mut command, Some(names), "copy the artifacts out of the guest", bounds, &mut |line| {
-            if let Some(item) = file_item(line) {
-                done.extend(in_flight.replace(item));
-            } else if let Some(bytes) = progress_bytes(line).filter(|&b| b > cap.bytes()) {
-                let name = in_flight.take().map(|(_, name)| name).unwrap_or_default();
-                over_cap = Some(OverCap { artifact: visible(&name), total: bytes, cap });
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
+        self.run(
+            &mut command,
+            Some(names),
+            "copy the artifacts out of the guest",
+            bounds,
+            &mut |line| {
+                if let Some(item) = file_item(line) {
+                    done.extend(in_flight.replace(item));
+                } else if let Some(bytes) = progress_bytes(line).filter(|&b| b > cap.bytes()) {
+                    let name = in_flight.take().map(|(_, name)| name).unwrap_or_default();
+                    over_cap = Some(OverCap {
+                        artifact: visible(&name),
+                        total: bytes,
+                        cap,
+                    });
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
         done.extend(in_flight);
         pulled.over_cap = over_cap.or(pulled.over_cap);
         pulled.bytes = done.iter().map(|(size, _)| size).sum();
-        pulled.files = done.into_iter().map(|(_, name)| PathBuf::from(OsString::from_vec(name))).collect();
+        pulled.files = done
+            .into_iter()
+            .map(|(_, name)| PathBuf::from(OsString::from_vec(name)))
+            .collect();
         pulled.files.sort();
         Ok(pulled)
     }
@@ -186,7 +226,9 @@ impl Rsync {
     /// numbers without digit separators.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.rsync);
-        command.args(["-8", "--no-h"]).arg(format!("--timeout={}", STALL_TIMEOUT.as_secs()));
+        command
+            .args(["-8", "--no-h"])
+            .arg(format!("--timeout={}", STALL_TIMEOUT.as_secs()));
         let mut shell = rsync_quote(self.ssh.as_os_str());
         shell.push(" -F ");
         shell.push(rsync_quote(self.ssh_config.as_os_str()));
@@ -204,20 +246,37 @@ impl Rsync {
         bounds: &Bounds,
         on_line: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
     ) -> Result<(), Error> {
-        let ending = bounded::run(command, input, bounds, on_line)
-            .map_err(|source| Error::Spawn { program: self.rsync.clone(), source })?;
+        let ending =
+            bounded::run(command, input, bounds, on_line).map_err(|source| Error::Spawn {
+                program: self.rsync.clone(),
+                source,
+            })?;
         match ending {
             Ending::Exited { status, stderr } => match status.code() {
                 Some(0 | RSYNC_VANISHED) => Ok(()),
-                Some(RSYNC_STALLED) => Err(Error::Stalled { action, idle: STALL_TIMEOUT }),
+                Some(RSYNC_STALLED) => Err(Error::Stalled {
+                    action,
+                    idle: STALL_TIMEOUT,
+                }),
                 code if no_remote_rsync(code, &stderr) => Err(Error::NoRsyncInGuest),
                 _ => {
-                    let stderr = stderr.lines().map(|l| visible(l.as_bytes())).collect::<Vec<_>>().join("\n");
-                    Err(Error::Rsync { action, status: status.to_string(), stderr })
+                    let stderr = stderr
+                        .lines()
+                        .map(|l| visible(l.as_bytes()))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    Err(Error::Rsync {
+                        action,
+                        status: status.to_string(),
+                        stderr,
+                    })
                 }
             },
             Ending::Cut => Ok(()),
-            Ending::TimedOut => Err(Error::TimedOut { action, limit: bounds.timeout }),
+            Ending::TimedOut => Err(Error::TimedOut {
+                action,
+                limit: bounds.timeout,
+            }),
             Ending::Stopped => Err(Error::Cancelled { action }),
         }
     }
@@ -225,7 +284,9 @@ impl Rsync {
 
 /// Whether rsync failed because the guest's shell found no rsync to run.
 fn no_remote_rsync(code: Option<i32>, stderr: &str) -> bool {
-    code == Some(COMMAND_NOT_FOUND) || stderr.contains("rsync: command not found") || stderr.contains("remote command not found")
+    code == Some(COMMAND_NOT_FOUND)
+        || stderr.contains("rsync: command not found")
+        || stderr.contains("remote command not found")
 }
 
 /// `HOST:DIR/`: the trailing slash makes rsync copy into the directory, not below it.

@@ -51,7 +51,10 @@ impl FakeGuest {
             GuestRsync::Missing => {}
             GuestRsync::Script(script) => {
                 let script = script.replace("$REAL", &sh_quote(real.to_str().unwrap()));
-                write_executable(&bin.join("rsync"), &format!("#!/bin/sh\nPATH=/usr/bin:/bin\n{script}\n"));
+                write_executable(
+                    &bin.join("rsync"),
+                    &format!("#!/bin/sh\nPATH=/usr/bin:/bin\n{script}\n"),
+                );
             }
         }
         let seen_config = root.path().join("seen-config");
@@ -67,8 +70,17 @@ impl FakeGuest {
             ),
         );
         let ssh_config = root.path().join("run 'one'/ssh_config");
-        let rsync = Rsync { rsync: real, ssh, ssh_config };
-        FakeGuest { root, home, rsync, seen_config }
+        let rsync = Rsync {
+            rsync: real,
+            ssh,
+            ssh_config,
+        };
+        FakeGuest {
+            root,
+            home,
+            rsync,
+            seen_config,
+        }
     }
 
     /// A destination in the fake guest's scratch space (the host side).
@@ -90,7 +102,13 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                out.insert(path.strip_prefix(base).unwrap().to_str().unwrap().to_owned());
+                out.insert(
+                    path.strip_prefix(base)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
         }
     }
@@ -115,7 +133,11 @@ fn modes_under(dir: &Path) -> Vec<(String, char, u32)> {
             if kind == 'd' {
                 stack.push(path.clone());
             }
-            let name = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let name = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.push((name, kind, meta.permissions().mode() & 0o7777));
         }
     }
@@ -177,8 +199,14 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
     // Left in the guest by an earlier push: removed.
     write(&guest.home.join("work dir"), &["stale.txt"]);
 
-    let sync = SyncConfig { include: strings(&["keep.log", "dist/"]), exclude: strings(&["target/", "*.tmp"]) };
-    guest.rsync.push(project.path(), "work dir", &sync, &bounds()).unwrap();
+    let sync = SyncConfig {
+        include: strings(&["keep.log", "dist/"]),
+        exclude: strings(&["target/", "*.tmp"]),
+    };
+    guest
+        .rsync
+        .push(project.path(), "work dir", &sync, &bounds())
+        .unwrap();
 
     assert_eq!(
         files_under(&guest.home.join("work dir")),
@@ -193,9 +221,15 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
             "sub/ok.txt",
         ])
     );
-    assert_eq!(fs::read_to_string(guest.home.join("work dir/it's quoted.txt")).unwrap(), "content of it's quoted.txt");
+    assert_eq!(
+        fs::read_to_string(guest.home.join("work dir/it's quoted.txt")).unwrap(),
+        "content of it's quoted.txt"
+    );
     // rsync split `-e` back into the ssh_config path, quote and space included.
-    assert_eq!(fs::read_to_string(&guest.seen_config).unwrap(), guest.rsync.ssh_config.to_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(&guest.seen_config).unwrap(),
+        guest.rsync.ssh_config.to_str().unwrap()
+    );
 }
 
 #[test]
@@ -203,10 +237,30 @@ fn push_creates_the_directory_but_not_its_parent() {
     let guest = FakeGuest::new(GuestRsync::Real);
     let project = tempfile::tempdir().unwrap();
     write(project.path(), &["a"]);
-    guest.rsync.push(project.path(), "project", &SyncConfig::default(), &bounds()).unwrap();
+    guest
+        .rsync
+        .push(project.path(), "project", &SyncConfig::default(), &bounds())
+        .unwrap();
     assert_eq!(files_under(&guest.home.join("project")), set(&["a"]));
-    let err = guest.rsync.push(project.path(), "deep/er/project", &SyncConfig::default(), &bounds()).unwrap_err();
-    assert!(matches!(err, Error::Rsync { action: "copy the project into the guest", .. }), "{err:?}");
+    let err = guest
+        .rsync
+        .push(
+            project.path(),
+            "deep/er/project",
+            &SyncConfig::default(),
+            &bounds(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rsync {
+                action: "copy the project into the guest",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("deep/er/project"), "{err}");
 }
 
@@ -230,7 +284,10 @@ fn pull_copies_what_the_globs_match_and_lists_it() {
     );
     let out = guest.destination("artifacts");
     let globs = strings(&["**/junit.xml", "coverage", "logs/*.log", "*.xml"]);
-    let pulled = guest.rsync.pull("project", &globs, &out, MIB, &bounds()).unwrap();
+    let pulled = guest
+        .rsync
+        .pull("project", &globs, &out, MIB, &bounds())
+        .unwrap();
     let expected = [
         "a/b/junit.xml",
         "a/junit.xml",
@@ -240,18 +297,38 @@ fn pull_copies_what_the_globs_match_and_lists_it() {
         "line\nbreak.xml",
         "logs/run 1.log",
     ];
-    assert_eq!(pulled.files, expected.iter().map(PathBuf::from).collect::<Vec<_>>());
-    let sizes: u64 = expected.iter().map(|f| format!("content of {f}").len() as u64).sum();
+    assert_eq!(
+        pulled.files,
+        expected.iter().map(PathBuf::from).collect::<Vec<_>>()
+    );
+    let sizes: u64 = expected
+        .iter()
+        .map(|f| format!("content of {f}").len() as u64)
+        .sum();
     assert_eq!(pulled.bytes, sizes);
     assert!(pulled.skipped.is_empty() && pulled.over_cap.is_none());
     assert_eq!(files_under(&out.path()), set(&expected));
-    assert_eq!(fs::read_to_string(out.path().join("a/b/junit.xml")).unwrap(), "content of a/b/junit.xml");
+    assert_eq!(
+        fs::read_to_string(out.path().join("a/b/junit.xml")).unwrap(),
+        "content of a/b/junit.xml"
+    );
 
     // Again: nothing changes, and everything is still listed as there.
-    assert_eq!(guest.rsync.pull("project", &globs, &out, MIB, &bounds()).unwrap().files.len(), expected.len());
+    assert_eq!(
+        guest
+            .rsync
+            .pull("project", &globs, &out, MIB, &bounds())
+            .unwrap()
+            .files
+            .len(),
+        expected.len()
+    );
     // Nothing matches: nothing comes, no directory is made, and that is not an error.
     let empty = guest.destination("empty");
-    let pulled = guest.rsync.pull("project", &strings(&["*.none"]), &empty, MIB, &bounds()).unwrap();
+    let pulled = guest
+        .rsync
+        .pull("project", &strings(&["*.none"]), &empty, MIB, &bounds())
+        .unwrap();
     assert!(pulled.files.is_empty() && pulled.bytes == 0);
     assert!(!empty.path().exists());
 }
@@ -264,10 +341,22 @@ fn a_hostile_tree_comes_back_as_plain_files_and_directories() {
     let guest = FakeGuest::new(GuestRsync::Real);
     let project = guest.home.join("project");
     let out = project.join("out");
-    write(&out, &["report.xml", "suid", "sgid-dir/inner.txt", "open/inner.txt", "exe", "private.txt"]);
+    write(
+        &out,
+        &[
+            "report.xml",
+            "suid",
+            "sgid-dir/inner.txt",
+            "open/inner.txt",
+            "exe",
+            "private.txt",
+        ],
+    );
     let host_secret = guest.root.path().join("host-secret");
     fs::write(&host_secret, "secret").unwrap();
-    let chmod = |name: &str, mode: u32| fs::set_permissions(out.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    let chmod = |name: &str, mode: u32| {
+        fs::set_permissions(out.join(name), fs::Permissions::from_mode(mode)).unwrap()
+    };
     chmod("suid", 0o4755);
     chmod("sgid-dir", 0o2755);
     chmod("open", 0o1777);
@@ -279,10 +368,20 @@ fn a_hostile_tree_comes_back_as_plain_files_and_directories() {
     // SAFETY: mkfifo(3) with a valid path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let _socket = std::os::unix::net::UnixListener::bind(out.join("socket")).unwrap();
-    let mut expected_skipped = vec![("fifo", Kind::Fifo), ("socket", Kind::Socket), ("to-host", Kind::Symlink), ("up", Kind::Symlink)];
+    let mut expected_skipped = vec![
+        ("fifo", Kind::Fifo),
+        ("socket", Kind::Socket),
+        ("to-host", Kind::Symlink),
+        ("up", Kind::Symlink),
+    ];
     if is_root() {
         for (name, kind, numbers) in [("sda", "b", ["8", "0"]), ("null", "c", ["1", "3"])] {
-            let status = std::process::Command::new("mknod").arg(out.join(name)).arg(kind).args(numbers).status().unwrap();
+            let status = std::process::Command::new("mknod")
+                .arg(out.join(name))
+                .arg(kind)
+                .args(numbers)
+                .status()
+                .unwrap();
             assert!(status.success());
         }
         chmod("null", 0o666);
@@ -300,10 +399,19 @@ fn a_hostile_tree_comes_back_as_plain_files_and_directories() {
     symlink(host_dir.path(), local.join("out/sgid-dir")).unwrap();
     symlink(&host_secret, local.join("out/report.xml")).unwrap();
 
-    let pulled = guest.rsync.pull("project", &strings(&["out"]), &destination, MIB, &bounds()).unwrap();
+    let pulled = guest
+        .rsync
+        .pull("project", &strings(&["out"]), &destination, MIB, &bounds())
+        .unwrap();
 
-    let mut skipped: Vec<(&str, Kind)> = pulled.skipped.iter().map(|s| (std::str::from_utf8(&s.name).unwrap(), s.kind)).collect();
-    skipped.iter_mut().for_each(|(name, _)| *name = name.strip_prefix("out/").unwrap());
+    let mut skipped: Vec<(&str, Kind)> = pulled
+        .skipped
+        .iter()
+        .map(|s| (std::str::from_utf8(&s.name).unwrap(), s.kind))
+        .collect();
+    skipped
+        .iter_mut()
+        .for_each(|(name, _)| *name = name.strip_prefix("out/").unwrap());
     skipped.sort_by_key(|(name, _)| *name);
     assert_eq!(skipped, expected_skipped);
     let umask = options::current_umask();
@@ -322,7 +430,10 @@ fn a_hostile_tree_comes_back_as_plain_files_and_directories() {
             ("out/suid".to_owned(), 'f', exec),
         ]
     );
-    assert_eq!(fs::read_to_string(local.join("out/suid")).unwrap(), "content of suid");
+    assert_eq!(
+        fs::read_to_string(local.join("out/suid")).unwrap(),
+        "content of suid"
+    );
     assert_eq!(fs::read_to_string(&host_secret).unwrap(), "secret");
     assert_eq!(fs::read_dir(host_dir.path()).unwrap().count(), 0);
     // Nothing but files and directories anywhere, also for root.
@@ -352,11 +463,27 @@ fn the_cap_refuses_a_huge_file_and_keeps_what_came_before() {
     let guest = FakeGuest::new(GuestRsync::Real);
     let project = guest.home.join("project");
     write(&project, &["a.xml", "c.xml"]);
-    fs::File::create(project.join("big.xml")).unwrap().set_len(1 << 40).unwrap();
+    fs::File::create(project.join("big.xml"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
     let destination = guest.destination("artifacts");
     let started = Instant::now();
-    let pulled = guest.rsync.pull("project", &strings(&["*.xml"]), &destination, MIB, &bounds()).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let pulled = guest
+        .rsync
+        .pull(
+            "project",
+            &strings(&["*.xml"]),
+            &destination,
+            MIB,
+            &bounds(),
+        )
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(pulled.files, [PathBuf::from("a.xml")]);
     let over = pulled.over_cap.unwrap();
     assert_eq!(over.artifact, "big.xml");
@@ -380,12 +507,29 @@ first=$1; shift; exec $REAL "$first" --bwlimit=10000 "$@""#;
     write(&project, &["a.bin", "grow.bin"]);
     let destination = guest.destination("artifacts");
     let started = Instant::now();
-    let pulled = guest.rsync.pull("project", &strings(&["*.bin"]), &destination, MIB, &bounds()).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    let pulled = guest
+        .rsync
+        .pull(
+            "project",
+            &strings(&["*.bin"]),
+            &destination,
+            MIB,
+            &bounds(),
+        )
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(pulled.files, [PathBuf::from("a.bin")]);
     let over = pulled.over_cap.unwrap();
     assert_eq!(over.artifact, "grow.bin");
-    assert!(over.total > MIB.bytes() && over.total < 100 << 20, "{}", over.total);
+    assert!(
+        over.total > MIB.bytes() && over.total < 100 << 20,
+        "{}",
+        over.total
+    );
     assert_eq!(files_under(&destination.path()), set(&["a.bin"]));
 }
 
@@ -396,21 +540,55 @@ fn a_stalled_guest_rsync_ends_at_the_deadline_or_a_stop() {
     let guest = FakeGuest::new(GuestRsync::Script("echo $$ > stalled.pid; exec sleep 300"));
     let started = Instant::now();
     let bounds = Bounds::new(Duration::from_secs(1), &never);
-    let err = guest.rsync.pull("project", &strings(&["*"]), &guest.destination("out"), MIB, &bounds).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    assert_eq!(err.to_string(), "rsync did not list the artifacts in the guest within 1s, and was stopped");
+    let err = guest
+        .rsync
+        .pull(
+            "project",
+            &strings(&["*"]),
+            &guest.destination("out"),
+            MIB,
+            &bounds,
+        )
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.to_string(),
+        "rsync did not list the artifacts in the guest within 1s, and was stopped"
+    );
     assert_eq!(err.exit_code(), crate::exit_code::VM_FAILED);
     let pid = fs::read_to_string(guest.home.join("stalled.pid")).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(&pid), "the guest's stalled rsync ({pid}) is still running");
+    assert!(
+        !alive(&pid),
+        "the guest's stalled rsync ({pid}) is still running"
+    );
 
     let asked = Instant::now();
     let stop = || asked.elapsed() > Duration::from_millis(300);
     let bounds = Bounds::new(Duration::from_secs(60), &stop);
     let project = tempfile::tempdir().unwrap();
-    let err = guest.rsync.push(project.path(), "project", &SyncConfig::default(), &bounds).unwrap_err();
-    assert!(matches!(err, Error::Cancelled { action: "copy the project into the guest" }), "{err:?}");
-    assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+    let err = guest
+        .rsync
+        .push(project.path(), "project", &SyncConfig::default(), &bounds)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Cancelled {
+                action: "copy the project into the guest"
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]
@@ -418,19 +596,45 @@ fn a_guest_without_rsync_is_named() {
     let guest = FakeGuest::new(GuestRsync::Missing);
     let project = tempfile::tempdir().unwrap();
     write(project.path(), &["a"]);
-    let err = guest.rsync.push(project.path(), "project", &SyncConfig::default(), &bounds()).unwrap_err();
+    let err = guest
+        .rsync
+        .push(project.path(), "project", &SyncConfig::default(), &bounds())
+        .unwrap_err();
     assert!(matches!(err, Error::NoRsyncInGuest), "{err:?}");
-    assert_eq!(err.to_string(), "the guest has no rsync: add it to bake.packages");
+    assert_eq!(
+        err.to_string(),
+        "the guest has no rsync: add it to bake.packages"
+    );
     assert_eq!(err.exit_code(), crate::exit_code::MISSING_TOOL);
-    let err = guest.rsync.pull("project", &strings(&["*"]), &guest.destination("out"), MIB, &bounds()).unwrap_err();
+    let err = guest
+        .rsync
+        .pull(
+            "project",
+            &strings(&["*"]),
+            &guest.destination("out"),
+            MIB,
+            &bounds(),
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::NoRsyncInGuest), "{err:?}");
 }
 
 #[test]
 fn other_failures_show_rsyncs_message() {
     let guest = FakeGuest::new(GuestRsync::Real);
-    let err = guest.rsync.pull("no-such-dir", &strings(&["*"]), &guest.destination("out"), MIB, &bounds()).unwrap_err();
-    let Error::Rsync { action, stderr, .. } = &err else { panic!("{err:?}") };
+    let err = guest
+        .rsync
+        .pull(
+            "no-such-dir",
+            &strings(&["*"]),
+            &guest.destination("out"),
+            MIB,
+            &bounds(),
+        )
+        .unwrap_err();
+    let Error::Rsync { action, stderr, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(*action, "list the artifacts in the guest");
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     assert_eq!(err.exit_code(), crate::exit_code::INTERNAL);
@@ -445,5 +649,8 @@ fn local_directories_cannot_pass_for_hosts() {
 
 #[test]
 fn quoting_for_rsyncs_remote_shell() {
-    assert_eq!(rsync_quote(OsStr::new("/a b/it's")), OsStr::new(r#"'/a b/it'"'"'s'"#));
+    assert_eq!(
+        rsync_quote(OsStr::new("/a b/it's")),
+        OsStr::new(r#"'/a b/it'"'"'s'"#)
+    );
 }
