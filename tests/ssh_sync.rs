@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vmrun::config::{Command as GuestCommand, SyncConfig};
+use vmrun::config::{ByteSize, Command as GuestCommand, SyncConfig};
 use vmrun::disk::Overlay;
 use vmrun::net::{Network, forward::Forward};
 use vmrun::paths::Home;
@@ -19,6 +19,7 @@ use vmrun::qemu::args::{Machine, command_line};
 use vmrun::qemu::process::QemuProcess;
 use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
 use vmrun::store::{BakedImage, Store};
+use vmrun::sync::{Bounds, Destination};
 
 const IMAGE_NAME: &str = "ssh-sync-test";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -26,6 +27,11 @@ const PROJECT_DIR: &str = "project dir";
 
 fn never() -> bool {
     false
+}
+
+/// Bounds for rsync that only a broken guest reaches.
+fn bounds() -> Bounds<'static> {
+    Bounds::new(Duration::from_secs(300), &never)
 }
 
 /// The plain bake of debian:bookworm (an empty vmrun.yaml): the same store key as other
@@ -421,7 +427,7 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
         include: vec!["keep.log".into()],
         exclude: vec!["target/".into()],
     };
-    vmrun::sync::push(ssh_config, project.path(), PROJECT_DIR, &sync).unwrap();
+    vmrun::sync::push(ssh_config, project.path(), PROJECT_DIR, &sync, &bounds()).unwrap();
     let (outcome, listing, err) = run_in(
         session,
         PROJECT_DIR,
@@ -452,12 +458,22 @@ fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Pa
     assert_eq!(outcome, Outcome::Exited(0), "{err}");
     let local = scratch.join("artifacts");
     let globs = vec!["**/junit.xml".to_owned(), "cov".to_owned()];
-    let pulled = vmrun::sync::pull(ssh_config, PROJECT_DIR, &globs, &local).unwrap();
+    let destination = Destination::new(&local, &[scratch]);
+    let pulled = vmrun::sync::pull(
+        ssh_config,
+        PROJECT_DIR,
+        &globs,
+        &destination,
+        ByteSize::from_bytes(1 << 20),
+        &bounds(),
+    )
+    .unwrap();
     let expected: Vec<PathBuf> = ["cov/index.html", "junit.xml", "out/deep/junit.xml"]
         .iter()
         .map(PathBuf::from)
         .collect();
-    assert_eq!(pulled, expected);
+    assert_eq!(pulled.files, expected);
+    assert_eq!(pulled.bytes, 6);
     assert_eq!(
         std::fs::read_to_string(local.join("out/deep/junit.xml")).unwrap(),
         "d\n"
@@ -520,7 +536,13 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
         run(session, "sudo mv /usr/bin/rsync /usr/bin/rsync.off").0,
         Outcome::Exited(0)
     );
-    let result = vmrun::sync::push(ssh_config, project.path(), "other", &SyncConfig::default());
+    let result = vmrun::sync::push(
+        ssh_config,
+        project.path(),
+        "other",
+        &SyncConfig::default(),
+        &bounds(),
+    );
     assert_eq!(
         run(session, "sudo mv /usr/bin/rsync.off /usr/bin/rsync").0,
         Outcome::Exited(0)
@@ -532,5 +554,12 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
         "the guest has no rsync: add it to bake.packages"
     );
     // And with rsync back, the same push works.
-    vmrun::sync::push(ssh_config, project.path(), "other", &SyncConfig::default()).unwrap();
+    vmrun::sync::push(
+        ssh_config,
+        project.path(),
+        "other",
+        &SyncConfig::default(),
+        &bounds(),
+    )
+    .unwrap();
 }

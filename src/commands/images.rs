@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::cli::{ImagesArgs, ImagesCommand};
 use crate::error::Error;
+use crate::human_size::human_size;
 use crate::paths::Home;
 use crate::store::{NamedImage, Store};
 use crate::utc::UtcTime;
@@ -80,32 +81,9 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_for_people() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(300 << 20), "300.0 MiB");
-        assert_eq!(human_size(5 << 30), "5.0 GiB");
-    }
 
     #[test]
     fn table_columns() {

@@ -15,8 +15,9 @@ use crate::image::source::ImageSource;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::qemu::args::Accel;
-use crate::run::{self, Outcome, PrefixedLines, RunPlan, RunReport, signals};
+use crate::run::{self, PrefixedLines, RunPlan, RunReport, signals};
 use crate::store::{BakedImage, Store};
+use crate::sync::Destination;
 use crate::tools;
 use crate::ui::Ui;
 use crate::warm::{self, WarmState};
@@ -73,6 +74,13 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
             project.display()
         )));
     }
+    // Everything below the current directory or the project may come from the checkout under
+    // test: no symlink there may redirect the artifacts (see sync::Destination). Checked
+    // before any VM starts, and again as each run makes its directory.
+    let artifacts_dir = Destination::new(&cwd.join(&args.artifacts_dir), &[&cwd, &project]);
+    if !config.test.artifacts.is_empty() {
+        artifacts_dir.check()?;
+    }
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
     let qemu = tools::find("qemu-system-x86_64")?;
@@ -104,7 +112,8 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         env,
         sync: config.test.sync.clone(),
         artifacts: config.test.artifacts.clone(),
-        artifacts_dir: cwd.join(&args.artifacts_dir),
+        artifacts_dir,
+        artifacts_max_size: config.test.artifacts_max_size_or_default(),
         timeout,
         boot_timeout,
         keep: args.keep,
@@ -258,7 +267,7 @@ fn run_all(
                     let mut run_plan = plan.clone();
                     if repeating {
                         run_plan.artifacts_dir =
-                            plan.artifacts_dir.join(format!("run-{index}-{id}"));
+                            plan.artifacts_dir.join(&format!("run-{index}-{id}"));
                     }
                     let report = if parallel {
                         let mut out = PrefixedLines::new(&id, stdout.clone());
@@ -269,7 +278,7 @@ fn run_all(
                         let mut err = std::io::stderr();
                         run::run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
                     };
-                    if let Outcome::Failed(report_text, _) = report.outcome() {
+                    if let Some(report_text) = report.outcome().error_report() {
                         let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");
                     }
                     reports.lock().expect("not poisoned").push(report);

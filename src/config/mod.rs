@@ -55,8 +55,8 @@ pub use bake::{BakeConfig, BakeFile};
 pub use command::Command;
 pub use duration::parse_duration;
 pub use image::ImageSpec;
-pub use size::MemorySize;
-pub use test_section::{SyncConfig, TestConfig};
+pub use size::{ByteSize, MemorySize};
+pub use test_section::{DEFAULT_ARTIFACTS_MAX_SIZE, SyncConfig, TestConfig};
 pub use vm::{CPUS, VmConfig};
 
 use crate::exit_code;

@@ -1,6 +1,9 @@
-//! Memory sizes: `vm.memory` and `--memory`.
+//! Sizes: a guest's memory (`vm.memory`, `--memory`) and byte limits
+//! (`test.artifacts-max-size`). Both are a number with an optional binary unit; they differ in
+//! what a bare number means.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use serde::de::{self, Visitor};
@@ -29,10 +32,8 @@ impl FromStr for MemorySize {
     fn from_str(text: &str) -> Result<Self, String> {
         let invalid =
             || format!("invalid memory size `{text}`: expected a number with M, G, MiB or GiB");
-        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = text.split_at(digits);
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let per_unit = match unit.to_ascii_lowercase().as_str() {
+        let (number, unit) = number_and_unit(text).ok_or_else(invalid)?;
+        let per_unit = match unit.as_str() {
             "" | "m" | "mib" => 1,
             "g" | "gib" => 1024,
             _ => return Err(invalid()),
@@ -66,22 +67,116 @@ impl Serialize for MemorySize {
 
 impl<'de> Deserialize<'de> for MemorySize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = MemorySize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a memory size like 512M or 2G")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<MemorySize, E> {
-                text.parse().map_err(E::custom)
-            }
-            fn visit_u64<E: de::Error>(self, mib: u64) -> Result<MemorySize, E> {
-                self.visit_str(&mib.to_string())
-            }
-        }
-        // yaml_serde hands plain numbers to `visit_str` too; `visit_u64` is for other formats.
-        deserializer.deserialize_str(SizeVisitor)
+        deserialize_parsed(deserializer, "a memory size like 512M or 2G")
     }
+}
+
+/// A number of bytes, e.g. a limit on what a run may copy back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize {
+    bytes: u64,
+}
+
+impl ByteSize {
+    pub const fn from_bytes(bytes: u64) -> ByteSize {
+        ByteSize { bytes }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Binary units, smallest first, with their one-letter forms.
+const BYTE_UNITS: [(&str, &str, u32); 4] = [
+    ("k", "kib", 10),
+    ("m", "mib", 20),
+    ("g", "gib", 30),
+    ("t", "tib", 40),
+];
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    /// `500K`, `200M`, `1G`, `2GiB`, `1T`, or a number of bytes (bare or with `B`). Units are
+    /// binary (`G` is GiB, as for `vm.memory`) and case-insensitive.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid = || {
+            format!("invalid size `{text}`: expected a number of bytes or one with K, M, G or T")
+        };
+        let (number, unit) = number_and_unit(text).ok_or_else(invalid)?;
+        let shift = match BYTE_UNITS
+            .iter()
+            .find(|(short, long, _)| unit == *short || unit == *long)
+        {
+            Some((_, _, shift)) => *shift,
+            None if unit.is_empty() || unit == "b" => 0,
+            None => return Err(invalid()),
+        };
+        let bytes = number.checked_mul(1 << shift).ok_or_else(invalid)?;
+        Ok(ByteSize { bytes })
+    }
+}
+
+/// The largest unit that divides the size exactly: `1GiB`, `1536MiB`, `1000B`.
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let exact = BYTE_UNITS
+            .iter()
+            .rev()
+            .find(|(_, _, shift)| self.bytes != 0 && self.bytes.is_multiple_of(1 << shift));
+        match exact {
+            Some((short, _, shift)) => {
+                write!(f, "{}{}iB", self.bytes >> shift, short.to_ascii_uppercase())
+            }
+            None => write!(f, "{}B", self.bytes),
+        }
+    }
+}
+
+/// As written in vmrun.yaml, so a serialized config reads back the same.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_parsed(deserializer, "a size like 500M or 1G")
+    }
+}
+
+/// Leading digits as a number and the rest, lowercased; `None` without digits or when the
+/// number does not fit.
+fn number_and_unit(text: &str) -> Option<(u64, String)> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    Some((number.parse().ok()?, unit.to_ascii_lowercase()))
+}
+
+/// Deserializes a `T` from its text form with `T::from_str`, inside the visitor, so that
+/// yaml_serde reports a bad value at its own location.
+fn deserialize_parsed<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    struct ParsedVisitor<T>(&'static str, PhantomData<T>);
+    impl<T: FromStr<Err = String>> Visitor<'_> for ParsedVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            text.parse().map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, number: u64) -> Result<T, E> {
+            self.visit_str(&number.to_string())
+        }
+    }
+    // yaml_serde hands plain numbers to `visit_str` too; `visit_u64` is for other formats.
+    deserializer.deserialize_str(ParsedVisitor(expecting, PhantomData))
 }
 
 #[cfg(test)]
@@ -90,6 +185,10 @@ mod tests {
 
     fn mib(text: &str) -> u64 {
         text.parse::<MemorySize>().unwrap().mib()
+    }
+
+    fn bytes(text: &str) -> u64 {
+        text.parse::<ByteSize>().unwrap().bytes()
     }
 
     #[test]
@@ -139,5 +238,50 @@ mod tests {
             "1536M".parse::<MemorySize>().unwrap().to_string(),
             "1536MiB"
         );
+    }
+
+    #[test]
+    fn byte_sizes_are_bytes_or_binary_units() {
+        assert_eq!(bytes("0"), 0);
+        assert_eq!(bytes("1000"), 1000);
+        assert_eq!(bytes("500K"), 500 << 10);
+        assert_eq!(bytes("500kib"), 500 << 10);
+        assert_eq!(bytes("200M"), 200 << 20);
+        assert_eq!(bytes("1G"), 1 << 30);
+        assert_eq!(bytes("2GiB"), 2 << 30);
+        assert_eq!(bytes("1t"), 1 << 40);
+        for text in [
+            "",
+            "G",
+            "1.5G",
+            "1 G",
+            "-1",
+            "1GB",
+            "1P",
+            "20000000T",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                text.parse::<ByteSize>().unwrap_err(),
+                format!(
+                    "invalid size `{text}`: expected a number of bytes or one with K, M, G or T"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn byte_sizes_display_in_their_largest_exact_unit_and_read_back() {
+        for (text, shown) in [
+            ("1G", "1GiB"),
+            ("1536M", "1536MiB"),
+            ("1000", "1000B"),
+            ("0", "0B"),
+            ("2T", "2TiB"),
+        ] {
+            let size: ByteSize = text.parse().unwrap();
+            assert_eq!(size.to_string(), shown);
+            assert_eq!(shown.parse::<ByteSize>().unwrap(), size);
+        }
     }
 }

@@ -5,8 +5,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Command, duration, or_default};
+use super::{ByteSize, Command, duration, or_default};
 use crate::net::Network;
+
+/// What a run may copy back when `test.artifacts-max-size` is not set: large enough for
+/// test reports, coverage and logs; small enough that a runaway (or hostile) guest cannot
+/// fill the host's disk.
+pub const DEFAULT_ARTIFACTS_MAX_SIZE: ByteSize = ByteSize::from_bytes(1 << 30);
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +27,13 @@ pub struct TestConfig {
     /// Globs, relative to the project, copied back after the command.
     #[serde(default, deserialize_with = "or_default")]
     pub artifacts: Vec<String>,
+    /// The most bytes of artifacts one run copies back, all files together.
+    #[serde(
+        rename = "artifacts-max-size",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifacts_max_size: Option<ByteSize>,
     /// More than zero.
     #[serde(
         default,
@@ -33,6 +45,13 @@ pub struct TestConfig {
     /// What the guest may reach.
     #[serde(default)]
     pub network: Network,
+}
+
+impl TestConfig {
+    pub fn artifacts_max_size_or_default(&self) -> ByteSize {
+        self.artifacts_max_size
+            .unwrap_or(DEFAULT_ARTIFACTS_MAX_SIZE)
+    }
 }
 
 /// Which files of the project are copied into the guest (globs, relative to the project).

@@ -178,6 +178,29 @@ fn bad_memory_size() {
 }
 
 #[test]
+fn artifacts_max_size_defaults_to_1_gib_and_names_a_bad_value() {
+    assert_eq!(
+        parsed("").test.artifacts_max_size_or_default().bytes(),
+        1 << 30
+    );
+    assert_eq!(
+        parsed("test:\n  artifacts-max-size: 50M\n")
+            .test
+            .artifacts_max_size_or_default()
+            .bytes(),
+        50 << 20
+    );
+    assert_eq!(
+        error_at("test:\n  artifacts-max-size: 1GB\n"),
+        (
+            "test.artifacts-max-size: invalid size `1GB`: expected a number of bytes or one with K, M, G or T"
+                .into(),
+            Some((2, 23))
+        )
+    );
+}
+
+#[test]
 fn bad_duration() {
     let text = "test:\n  timeout: 10x\n";
     assert_eq!(
@@ -320,6 +343,7 @@ test:
     include: [ "src/**" ]
     exclude: [ "target/", ".venv/" ]
   artifacts: [ "junit.xml", "logs/**" ]
+  artifacts-max-size: 200M
   timeout: 1h30m
   network: none
 "#;
@@ -366,6 +390,7 @@ fn full_config() -> Config {
                 exclude: vec!["target/".into(), ".venv/".into()],
             },
             artifacts: vec!["junit.xml".into(), "logs/**".into()],
+            artifacts_max_size: Some("200M".parse().unwrap()),
             timeout: Some(Duration::from_secs(5400)),
             network: crate::net::Network::None,
         },

@@ -2,6 +2,7 @@
 //! forward on loopback, the pinned-key SSH session, the project synced in, the command with
 //! its output streamed, artifacts copied back, and teardown whatever happened.
 
+mod artifacts;
 mod output;
 mod run_dir;
 pub mod signals;
@@ -17,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{Command, SyncConfig};
+use crate::config::{ByteSize, Command, SyncConfig};
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
@@ -111,7 +112,9 @@ pub struct RunPlan {
     pub sync: SyncConfig,
     pub artifacts: Vec<String>,
     /// Where this run's artifacts go on the host.
-    pub artifacts_dir: PathBuf,
+    pub artifacts_dir: sync::Destination,
+    /// The most bytes of artifacts this run copies back.
+    pub artifacts_max_size: ByteSize,
     pub timeout: Option<Duration>,
     pub boot_timeout: Duration,
     /// On failure, keep the VM up until vmrun is interrupted.
@@ -224,9 +227,7 @@ fn drive(
         });
     let session = match session {
         Err(Error::Ssh(ssh::Error::Cancelled { .. })) => {
-            return Ok(Outcome::Stopped(
-                signals::received().unwrap_or(libc::SIGTERM),
-            ));
+            return Ok(stopped());
         }
         other => other?,
     };
@@ -246,9 +247,20 @@ fn drive(
         master.wait_ready(&files, MASTER_WAIT);
     }
     let ssh_config = files.ssh_config.clone();
-    report.time(Phase::Sync, || {
-        sync::push(&ssh_config, &plan.project, GUEST_PROJECT_DIR, &plan.sync)
-    })?;
+    let stop = || signals::received().is_some();
+    let bounds = sync::Bounds::new(sync::TRANSFER_TIMEOUT, &stop);
+    match report.time(Phase::Sync, || {
+        sync::push(
+            &ssh_config,
+            &plan.project,
+            GUEST_PROJECT_DIR,
+            &plan.sync,
+            &bounds,
+        )
+    }) {
+        Err(sync::Error::Cancelled { .. }) => return Ok(stopped()),
+        pushed => pushed?,
+    }
 
     let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
     let deadline = plan.timeout.map(|t| Instant::now() + t);
@@ -257,22 +269,28 @@ fn drive(
             signals::received().is_some()
         })
     })?;
-    if !plan.artifacts.is_empty() {
-        report.time(Phase::Artifacts, || {
-            sync::pull(
-                &ssh_config,
-                GUEST_PROJECT_DIR,
-                &plan.artifacts,
-                &plan.artifacts_dir,
-            )
-        })?;
-    }
-    Ok(match result {
+    let outcome = match result {
         ssh::Outcome::Exited(code) => Outcome::Exited(code),
         ssh::Outcome::Signalled(name) => Outcome::Signalled(name),
         ssh::Outcome::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
-        ssh::Outcome::Stopped => Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM)),
-    })
+        ssh::Outcome::Stopped => return Ok(stopped()),
+    };
+    if plan.artifacts.is_empty() {
+        return Ok(outcome);
+    }
+    Ok(artifacts::collect(
+        plan,
+        dir.id(),
+        &ssh_config,
+        outcome,
+        report,
+        sink,
+    ))
+}
+
+/// The outcome of a run that vmrun was asked to stop.
+fn stopped() -> Outcome {
+    Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM))
 }
 
 /// Starts QEMU with a forward on a free loopback port, booting or resuming, and chooses

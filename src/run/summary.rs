@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::human_size::human_size;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     /// QEMU start until an authenticated SSH session with the pinned key.
@@ -43,6 +45,14 @@ pub enum Outcome {
     Stopped(i32),
     /// vmrun could not run the command: its rendered error report and vmrun's exit code.
     Failed(String, u8),
+    /// The command ended (`command`) but its artifacts did not all come back: the error's
+    /// message, its rendered report and vmrun's exit code for it.
+    ArtifactsFailed {
+        command: Box<Outcome>,
+        message: String,
+        report: String,
+        code: u8,
+    },
 }
 
 impl Outcome {
@@ -51,7 +61,8 @@ impl Outcome {
     }
 
     /// vmrun's exit code for this outcome: the command's own code, 128 + signal for a signal
-    /// death (as shells report it), 124 for a timeout.
+    /// death (as shells report it), 124 for a timeout. When the artifacts failed, the
+    /// command's code still wins if it is not 0, so a failing test suite is reported as such.
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Exited(code) => (*code & 0xff) as u8,
@@ -59,6 +70,18 @@ impl Outcome {
             Outcome::TimedOut(_) => crate::exit_code::TIMEOUT,
             Outcome::Stopped(signal) => super::signals::exit_code(*signal),
             Outcome::Failed(_, code) => *code,
+            Outcome::ArtifactsFailed { command, code, .. } => match command.exit_code() {
+                0 => *code,
+                own => own,
+            },
+        }
+    }
+
+    /// The rendered error report of a run vmrun could not complete, if this is one.
+    pub fn error_report(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed(report, _) | Outcome::ArtifactsFailed { report, .. } => Some(report),
+            _ => None,
         }
     }
 
@@ -70,6 +93,9 @@ impl Outcome {
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
             Outcome::Failed(report, _) => format!("error: {}", headline(report)),
+            Outcome::ArtifactsFailed {
+                command, message, ..
+            } => format!("{}; artifacts: {message}", command.describe()),
         }
     }
 }
@@ -110,6 +136,8 @@ pub struct RunReport {
     pub id: String,
     pub phases: Vec<(Phase, Duration)>,
     pub outcome: Option<Outcome>,
+    /// Bytes of artifacts copied back, when the artifacts step ran.
+    pub artifact_bytes: Option<u64>,
 }
 
 impl RunReport {
@@ -118,6 +146,7 @@ impl RunReport {
             id: id.to_owned(),
             phases: Vec::new(),
             outcome: None,
+            artifact_bytes: None,
         }
     }
 
@@ -146,12 +175,14 @@ impl RunReport {
     }
 }
 
-/// The table printed after all runs: one row per run, phase times in seconds.
+/// The table printed after all runs: one row per run, phase times in seconds, the bytes of
+/// artifacts copied back.
 pub fn summary_table(reports: &[RunReport]) -> String {
     let mut out = format!("{:<10}", "run");
     for phase in Phase::ALL {
         out += &format!(" {:>9}", phase.name());
     }
+    out += &format!(" {:>10}", "copied");
     out += "  result\n";
     for r in reports {
         out += &format!("{:<10}", r.id);
@@ -161,6 +192,10 @@ pub fn summary_table(reports: &[RunReport]) -> String {
                 None => out += &format!(" {:>9}", "-"),
             }
         }
+        out += &format!(
+            " {:>10}",
+            r.artifact_bytes.map_or_else(|| "-".to_owned(), human_size)
+        );
         out += &format!("  {}\n", r.outcome().describe());
     }
     let passed = reports.iter().filter(|r| r.outcome().passed()).count();
@@ -181,6 +216,24 @@ mod tests {
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
+        let artifacts_failed = |command| Outcome::ArtifactsFailed {
+            command: Box::new(command),
+            message: "m".into(),
+            report: "x".into(),
+            code: 240,
+        };
+        assert_eq!(artifacts_failed(Outcome::Exited(7)).exit_code(), 7);
+        assert_eq!(
+            artifacts_failed(Outcome::TimedOut(Duration::from_secs(1))).exit_code(),
+            124
+        );
+        assert_eq!(artifacts_failed(Outcome::Exited(0)).exit_code(), 240);
+        assert!(!artifacts_failed(Outcome::Exited(0)).passed());
+        assert_eq!(
+            artifacts_failed(Outcome::Exited(0)).error_report(),
+            Some("x")
+        );
+        assert_eq!(Outcome::Exited(1).error_report(), None);
         assert_eq!(
             headline("  × the guest did not answer\n  ╰─▶ timed out"),
             "the guest did not answer"
@@ -194,17 +247,35 @@ mod tests {
         a.record(Phase::Boot, Duration::from_millis(41_500));
         a.record(Phase::Command, Duration::from_millis(250));
         a.outcome = Some(Outcome::Exited(0));
+        a.artifact_bytes = Some(1536);
         let mut b = RunReport::new("r2");
-        b.outcome = Some(Outcome::Exited(3));
+        b.outcome = Some(Outcome::ArtifactsFailed {
+            command: Box::new(Outcome::Exited(3)),
+            message: "the artifacts reach 2.0 GiB with big.xml".into(),
+            report: "  × the artifacts reach 2.0 GiB\n  │ with big.xml".into(),
+            code: 240,
+        });
         let table = summary_table(&[a, b]);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("run") && lines[0].ends_with("result"));
+        assert!(
+            lines[0].starts_with("run") && lines[0].ends_with("copied  result"),
+            "{}",
+            lines[0]
+        );
         assert!(
             lines[1].contains("41.50s")
                 && lines[1].contains("0.25s")
-                && lines[1].ends_with("passed")
+                && lines[1].ends_with("1.5 KiB  passed"),
+            "{}",
+            lines[1]
         );
-        assert!(lines[2].ends_with("failed (exit 3)"));
+        assert!(
+            lines[2].ends_with(
+                "-  failed (exit 3); artifacts: the artifacts reach 2.0 GiB with big.xml"
+            ),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines[3], "1 passed, 1 failed");
     }
 }

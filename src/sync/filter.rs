@@ -25,9 +25,9 @@ pub fn push_rules(sync: &SyncConfig) -> Vec<String> {
     rules
 }
 
-/// Rules that copy back only what `globs` match: every directory is entered, matches are
-/// included, everything else excluded (and directories left empty pruned by the caller's
-/// `--prune-empty-dirs`).
+/// Rules that list only what `globs` match: every directory is entered, matches are
+/// included, everything else excluded. (The pull then copies the listed files by name, so
+/// directories without any are never made.)
 ///
 /// Globs are relative to the project root (`junit.xml` is the one at the root, `**/*.xml`
 /// any at any depth, `**/` matching zero or more directories as in git). A glob that matches

@@ -1,65 +1,73 @@
 //! Copying the project into a guest and artifacts back out, with the system's rsync over
 //! the system's ssh, configured by [`crate::ssh::ClientFiles`] (pinned host key, vmrun's
 //! client key). No shell runs on the host: rsync gets its arguments as a vector and splits
-//! `-e` itself.
+//! `-e` itself. Every rsync ends at its deadline or when vmrun is asked to stop (see
+//! [`Bounds`]), and gives up on a guest that sends nothing for a minute.
+//!
+//! Artifacts come from a guest that runs the code under test with root inside: they are
+//! hostile input. A pull first lists what the globs match (names, types and sizes; no
+//! content crosses), then copies only the regular files whose sizes fit under the cap,
+//! watching the bytes as they arrive in case files grew after the listing. rsync may create
+//! only files and directories, with ordinary modes (see `options`), in a destination reached
+//! without symlinks (see [`Destination`]). The rest is named in [`Pulled::skipped`].
 
+mod bounded;
+mod destination;
+mod error;
 mod filter;
+mod options;
+mod output;
+mod selection;
+mod visible;
 
+pub use bounded::Bounds;
+pub use destination::Destination;
+pub use error::{Error, OverCap};
 pub use filter::{pull_rules, push_rules};
+pub use output::Kind;
+pub use selection::{Skipped, describe_skipped};
 
 use std::ffi::{OsStr, OsString};
+use std::ops::ControlFlow;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::config::SyncConfig;
+use crate::config::{ByteSize, SyncConfig};
 use crate::ssh::GUEST_HOST;
-use crate::tools::{self, MissingTool};
+use crate::tools;
+use bounded::Ending;
+use output::{file_item, list_entry, progress_bytes};
+use visible::visible;
 
+/// How long copying the project in, or the artifacts out, may take in all: about 30 GB at
+/// the speeds of a loopback forward, and a bound on a guest that sends just often enough
+/// not to count as stalled.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// rsync's own `--timeout`: how long it waits for data before giving up (exit 30). A guest
+/// whose rsync stalls, or a forward that drops packets after the handshake, fails after
+/// this rather than at [`TRANSFER_TIMEOUT`].
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// rsync's exit code when files vanished while it read them: a project or an artifact
 /// directory changing under it is not a failure of the copy.
 const RSYNC_VANISHED: i32 = 24;
+/// rsync's exit code for [`STALL_TIMEOUT`].
+const RSYNC_STALLED: i32 = 30;
 /// The remote shell's "command not found", passed on by rsync.
 const COMMAND_NOT_FOUND: i32 = 127;
-/// Prefix of the lines `pull` asks rsync to print for each item it handled.
-const ITEM_PREFIX: &[u8] = b"vmrun-item ";
 
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum Error {
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    MissingTool(#[from] MissingTool),
-    #[error("the guest has no rsync: add it to bake.packages")]
-    #[diagnostic(help("in vmrun.yaml: `bake: {{packages: [rsync]}}`, then bake the image again"))]
-    NoRsyncInGuest,
-    #[error("rsync could not {action} ({status})\n{stderr}")]
-    Rsync {
-        action: &'static str,
-        status: String,
-        stderr: String,
-    },
-    #[error("cannot run {}", program.display())]
-    Spawn {
-        program: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create {}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl Error {
-    pub fn exit_code(&self) -> u8 {
-        use crate::exit_code::{INTERNAL, MISSING_TOOL};
-        match self {
-            Error::MissingTool(_) | Error::NoRsyncInGuest => MISSING_TOOL,
-            Error::Rsync { .. } | Error::Spawn { .. } | Error::CreateDir { .. } => INTERNAL,
-        }
-    }
+/// What a pull copied and what it left in the guest.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    /// Files copied (or already there and the same), relative to the destination, sorted.
+    pub files: Vec<PathBuf>,
+    /// Their sizes together.
+    pub bytes: u64,
+    /// Matches that are not regular files or directories: never copied.
+    pub skipped: Vec<Skipped>,
+    /// Set when the cap stopped the copy; the files before the one named are kept.
+    pub over_cap: Option<OverCap>,
 }
 
 /// Copies the contents of `project` into `remote_dir` in the guest (absolute, or relative
@@ -71,20 +79,23 @@ pub fn push(
     project: &Path,
     remote_dir: &str,
     sync: &SyncConfig,
+    bounds: &Bounds,
 ) -> Result<(), Error> {
-    Rsync::find(ssh_config)?.push(project, remote_dir, sync)
+    Rsync::find(ssh_config)?.push(project, remote_dir, sync, bounds)
 }
 
-/// Copies what `globs` match in the guest's `remote_dir` (see [`pull_rules`]) into
-/// `local_dir` (created if missing), keeping their paths relative to `remote_dir`. Returns
-/// those relative paths, files and links only, sorted.
+/// Copies the regular files that `globs` match in the guest's `remote_dir` (see
+/// [`pull_rules`]) into `destination` (made when something comes), keeping their paths
+/// relative to `remote_dir`, until they add up to more than `cap`.
 pub fn pull(
     ssh_config: &Path,
     remote_dir: &str,
     globs: &[String],
-    local_dir: &Path,
-) -> Result<Vec<PathBuf>, Error> {
-    Rsync::find(ssh_config)?.pull(remote_dir, globs, local_dir)
+    destination: &Destination,
+    cap: ByteSize,
+    bounds: &Bounds,
+) -> Result<Pulled, Error> {
+    Rsync::find(ssh_config)?.pull(remote_dir, globs, destination, cap, bounds)
 }
 
 /// rsync with its remote shell.
@@ -103,67 +114,170 @@ impl Rsync {
         })
     }
 
-    fn push(&self, project: &Path, remote_dir: &str, sync: &SyncConfig) -> Result<(), Error> {
+    /// Archive mode into the guest: the project's links, modes and times as they are.
+    /// Owners and groups are not copied: files belong to the guest user.
+    fn push(
+        &self,
+        project: &Path,
+        remote_dir: &str,
+        sync: &SyncConfig,
+        bounds: &Bounds,
+    ) -> Result<(), Error> {
         let mut command = self.command();
-        command.arg("--delete").args(push_rules(sync));
+        command.args(["--archive", "--no-owner", "--no-group", "--delete"]);
+        command.args(push_rules(sync));
         command.arg(local(project)).arg(remote(remote_dir));
-        self.run(command, "copy the project into the guest")
-            .map(drop)
+        let action = "copy the project into the guest";
+        self.run(&mut command, None, action, bounds, &mut |_| {
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// What the globs match in the guest, as rsync lists it (names sorted per directory).
+    fn list(
+        &self,
+        remote_dir: &str,
+        globs: &[String],
+        bounds: &Bounds,
+    ) -> Result<Vec<output::Entry>, Error> {
+        let mut command = self.command();
+        command.args(["-r", "--list-only"]).args(pull_rules(globs));
+        command.arg(remote(remote_dir));
+        let mut entries = Vec::new();
+        self.run(
+            &mut command,
+            None,
+            "list the artifacts in the guest",
+            bounds,
+            &mut |line| {
+                entries.extend(list_entry(line));
+                ControlFlow::Continue(())
+            },
+        )?;
+        Ok(entries)
     }
 
     fn pull(
         &self,
         remote_dir: &str,
         globs: &[String],
-        local_dir: &Path,
-    ) -> Result<Vec<PathBuf>, Error> {
-        std::fs::create_dir_all(local_dir).map_err(|source| Error::CreateDir {
-            path: local_dir.to_owned(),
-            source,
-        })?;
+        destination: &Destination,
+        cap: ByteSize,
+        bounds: &Bounds,
+    ) -> Result<Pulled, Error> {
+        let selection = selection::select(self.list(remote_dir, globs, bounds)?, cap);
+        let mut pulled = Pulled {
+            skipped: selection.skipped,
+            over_cap: selection.over_cap,
+            ..Pulled::default()
+        };
+        if selection.files.is_empty() {
+            return Ok(pulled);
+        }
+        let local_dir = destination.prepare()?;
         let mut command = self.command();
-        // -ii lists every item, also those already up to date locally; -8 leaves non-ASCII
-        // names as they are, so only control characters come escaped.
-        command.args(["-ii", "-8", "--prune-empty-dirs"]);
-        command.arg(OsStr::from_bytes(
-            &[b"--out-format=", ITEM_PREFIX, b"%i %n"].concat(),
-        ));
-        command.args(pull_rules(globs));
-        command.arg(remote(remote_dir)).arg(local(local_dir));
-        let stdout = self.run(command, "copy the artifacts out of the guest")?;
-        Ok(pulled_files(&stdout))
+        command.args(options::pull_options(options::current_umask()));
+        // Exactly the selected files, by name (NUL-separated on stdin); -ii prints an item
+        // line for each, also for those already there; progress2 counts the bytes received.
+        command.args(["-ii", "--files-from=-", "--from0", "--info=progress2"]);
+        command.arg(output::item_format());
+        command.arg(remote(remote_dir)).arg(local(&local_dir));
+        let names: Vec<u8> = selection
+            .files
+            .iter()
+            .flat_map(|name| name.iter().copied().chain([0]))
+            .collect();
+        // rsync prints a file's item line before its bytes, so the last one is in flight.
+        let (mut done, mut in_flight) = (Vec::new(), None);
+        let mut over_cap = None;
+        self.run(
+            &mut command,
+            Some(names),
+            "copy the artifacts out of the guest",
+            bounds,
+            &mut |line| {
+                if let Some(item) = file_item(line) {
+                    done.extend(in_flight.replace(item));
+                } else if let Some(bytes) = progress_bytes(line).filter(|&b| b > cap.bytes()) {
+                    let name = in_flight.take().map(|(_, name)| name).unwrap_or_default();
+                    over_cap = Some(OverCap {
+                        artifact: visible(&name),
+                        total: bytes,
+                        cap,
+                    });
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        done.extend(in_flight);
+        pulled.over_cap = over_cap.or(pulled.over_cap);
+        pulled.bytes = done.iter().map(|(size, _)| size).sum();
+        pulled.files = done
+            .into_iter()
+            .map(|(_, name)| PathBuf::from(OsString::from_vec(name)))
+            .collect();
+        pulled.files.sort();
+        Ok(pulled)
     }
 
-    /// rsync in archive mode through `ssh -F CONFIG`. Owners and groups are not copied:
-    /// files belong to whoever receives them (the guest user; the user running vmrun).
+    /// rsync through `ssh -F CONFIG`, with the stall timeout. `-8` leaves non-ASCII names in
+    /// its output as they are, so only control characters come escaped; `--no-h` prints
+    /// numbers without digit separators.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.rsync);
-        command.args(["--archive", "--no-owner", "--no-group"]);
+        command
+            .args(["-8", "--no-h"])
+            .arg(format!("--timeout={}", STALL_TIMEOUT.as_secs()));
         let mut shell = rsync_quote(self.ssh.as_os_str());
         shell.push(" -F ");
         shell.push(rsync_quote(self.ssh_config.as_os_str()));
         command.arg("-e").arg(shell);
-        command.stdin(Stdio::null());
         command
     }
 
-    /// Runs rsync to the end; its stdout on success.
-    fn run(&self, mut command: Command, action: &'static str) -> Result<Vec<u8>, Error> {
-        let output = command.output().map_err(|source| Error::Spawn {
-            program: self.rsync.clone(),
-            source,
-        })?;
-        let stderr = String::from_utf8_lossy(&output.stderr)
-            .trim_end()
-            .to_owned();
-        match output.status.code() {
-            Some(0 | RSYNC_VANISHED) => Ok(output.stdout),
-            code if no_remote_rsync(code, &stderr) => Err(Error::NoRsyncInGuest),
-            _ => Err(Error::Rsync {
+    /// Runs rsync within `bounds`, each line of its stdout to `on_line`; a cut by `on_line`
+    /// is not an error.
+    fn run(
+        &self,
+        command: &mut Command,
+        input: Option<Vec<u8>>,
+        action: &'static str,
+        bounds: &Bounds,
+        on_line: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), Error> {
+        let ending =
+            bounded::run(command, input, bounds, on_line).map_err(|source| Error::Spawn {
+                program: self.rsync.clone(),
+                source,
+            })?;
+        match ending {
+            Ending::Exited { status, stderr } => match status.code() {
+                Some(0 | RSYNC_VANISHED) => Ok(()),
+                Some(RSYNC_STALLED) => Err(Error::Stalled {
+                    action,
+                    idle: STALL_TIMEOUT,
+                }),
+                code if no_remote_rsync(code, &stderr) => Err(Error::NoRsyncInGuest),
+                _ => {
+                    let stderr = stderr
+                        .lines()
+                        .map(|l| visible(l.as_bytes()))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    Err(Error::Rsync {
+                        action,
+                        status: status.to_string(),
+                        stderr,
+                    })
+                }
+            },
+            Ending::Cut => Ok(()),
+            Ending::TimedOut => Err(Error::TimedOut {
                 action,
-                status: output.status.to_string(),
-                stderr,
+                limit: bounds.timeout,
             }),
+            Ending::Stopped => Err(Error::Cancelled { action }),
         }
     }
 }
@@ -218,45 +332,6 @@ fn rsync_quote(word: &OsStr) -> OsString {
     }
     quoted.push(b'\'');
     OsString::from_vec(quoted)
-}
-
-/// Files and links from rsync's item lines (`PREFIX %i %n`), directories left out.
-fn pulled_files(stdout: &[u8]) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = stdout
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.strip_prefix(ITEM_PREFIX))
-        // %i is 11 characters; the second is the item's type.
-        .filter(|item| item.len() > 12 && item[1] != b'd')
-        .map(|item| PathBuf::from(OsString::from_vec(unescape(&item[12..]))))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Undoes rsync's `\#ooo` (octal) escapes of characters it will not print, like newlines.
-fn unescape(name: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len());
-    let mut i = 0;
-    while i < name.len() {
-        let escape = name
-            .get(i..i + 5)
-            .filter(|e| e.starts_with(b"\\#") && e[2..].iter().all(|d| (b'0'..=b'7').contains(d)));
-        match escape {
-            Some(e) => {
-                out.push(
-                    e[2..]
-                        .iter()
-                        .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
-                );
-                i += 5;
-            }
-            None => {
-                out.push(name[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
