@@ -11,6 +11,7 @@ pub mod error_line;
 pub mod events;
 pub mod exit_code;
 pub mod external;
+pub mod guest_text;
 pub mod image;
 pub mod name;
 pub mod path_error;
