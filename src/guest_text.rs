@@ -33,8 +33,15 @@ fn visible(bytes: &[u8], keep_newlines: bool) -> String {
             match c {
                 '\t' => out.push(c),
                 '\n' if keep_newlines => out.push(c),
-                '\0'..='\x1f' | '\x7f' => write!(out, "\\x{:02x}", c as u32).expect("writing to a String"),
-                '\u{80}'..='\u{9f}' | '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                '\0'..='\x1f' | '\x7f' => {
+                    write!(out, "\\x{:02x}", c as u32).expect("writing to a String")
+                }
+                '\u{80}'..='\u{9f}'
+                | '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}' => {
                     write!(out, "\\u{{{:x}}}", c as u32).expect("writing to a String")
                 }
                 c => out.push(c),
@@ -53,7 +60,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_unchanged() {
-        assert_eq!(line("cloud-init: modules:final, café ✓"), "cloud-init: modules:final, café ✓");
+        assert_eq!(
+            line("cloud-init: modules:final, café ✓"),
+            "cloud-init: modules:final, café ✓"
+        );
         assert_eq!(block("a\tb\nc\n"), "a\tb\nc\n");
     }
 
@@ -62,7 +72,10 @@ mod tests {
         // OSC: set the window title, ended by BEL.
         assert_eq!(line("\x1b]0;pwned\x07ok"), "\\x1b]0;pwned\\x07ok");
         // CSI: clear the screen, move the cursor home.
-        assert_eq!(line("\x1b[2J\x1b[Herror: forged"), "\\x1b[2J\\x1b[Herror: forged");
+        assert_eq!(
+            line("\x1b[2J\x1b[Herror: forged"),
+            "\\x1b[2J\\x1b[Herror: forged"
+        );
         // A carriage return that would overwrite the line it is on.
         assert_eq!(line("real\rfake"), "real\\x0dfake");
         assert_eq!(line("\0\x7f"), "\\x00\\x7f");
@@ -77,7 +90,10 @@ mod tests {
     #[test]
     fn c1_controls_and_reordering_characters() {
         // U+009B is a whole CSI in one character; U+009D an OSC.
-        assert_eq!(line("a\u{9b}2Jb\u{9d}0;x\u{9c}"), "a\\u{9b}2Jb\\u{9d}0;x\\u{9c}");
+        assert_eq!(
+            line("a\u{9b}2Jb\u{9d}0;x\u{9c}"),
+            "a\\u{9b}2Jb\\u{9d}0;x\\u{9c}"
+        );
         assert_eq!(line("\u{85}"), "\\u{85}");
         assert_eq!(line("user\u{202e}gnp.exe"), "user\\u{202e}gnp.exe");
         assert_eq!(line("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");

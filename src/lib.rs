@@ -1,6 +1,7 @@
 //! vmrun: run a project's tests inside throwaway QEMU virtual machines.
 
 pub mod atomic_file;
+pub mod bounded_lines;
 pub mod bake;
 pub mod cli;
 pub mod commands;

@@ -151,7 +151,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &|| false)?;
     sink(Event::Detail("settling (systemctl is-system-running --wait), dropping caches".into()));
     let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
-    session.exec(settle, &mut Vec::new(), &mut Vec::new(), Some(Instant::now() + c.boot_timeout), &|| false)?;
+    session.exec(settle, &mut std::io::sink(), &mut std::io::sink(), Some(Instant::now() + c.boot_timeout), &|| false)?;
     drop(session);
     // Runs set the clock through the agent: it must be up in the saved machine.
     GuestAgent::connect(&agent_path, AGENT_TIMEOUT)?;
