@@ -16,6 +16,7 @@ use vmrun::disk::Overlay;
 use vmrun::paths::Home;
 use vmrun::qemu::args::{Forward, Machine, command_line};
 use vmrun::qemu::process::QemuProcess;
+use vmrun::qemu::serial::Console;
 use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
 use vmrun::store::{BakedImage, Store};
 
@@ -56,16 +57,17 @@ impl Guest {
         Overlay::create(&disk, &image.disk()).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let serial_log = dir.join("serial.log");
+        let console = Console::to_log(&serial_log).unwrap();
         let machine = Machine {
             accel: common::accel(),
             cpus: 2,
             memory_mib: 1024,
             disk,
             seed: None,
-            serial_log: serial_log.clone(),
+            console: console.fd(),
             forwards: vec![Forward { host_port: port, guest_port: 22 }],
         };
-        let qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.join("qemu.log")).unwrap();
+        let qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.join("qemu.log"), console).unwrap();
         let host_key = std::fs::read_to_string(image.host_key()).unwrap().trim().to_owned();
         Guest { _qemu: qemu, serial_log, target: Target { port, host_key, client_key: image.client_key() } }
     }

@@ -20,6 +20,11 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
         vm::power_down(qmp, agent, vm::STOP_TIMEOUT * 2)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let VmCommand::Qemu { console, argv } = &command {
+        // Run by systemd as the unit's ExecStart: the unit ends as QEMU did.
+        let status = vm::run_qemu(console, argv)?;
+        return Ok(exit_like(status));
+    }
     if let Some(name) = vm_name(&command) {
         name::check("vm", name)?;
     }
@@ -114,7 +119,7 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             eprintln!("VM `{name}` no longer starts with the systemd user manager");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Powerdown { .. } => unreachable!("handled above"),
+        VmCommand::Powerdown { .. } | VmCommand::Qemu { .. } => unreachable!("handled above"),
     }
 }
 
@@ -132,7 +137,7 @@ fn vm_name(command: &VmCommand) -> Option<&str> {
         | VmCommand::Snapshot { name, .. }
         | VmCommand::Enable { name }
         | VmCommand::Disable { name } => Some(name),
-        VmCommand::List { .. } | VmCommand::Powerdown { .. } => None,
+        VmCommand::List { .. } | VmCommand::Powerdown { .. } | VmCommand::Qemu { .. } => None,
     }
 }
 
@@ -188,6 +193,20 @@ fn snapshot(name: &str, action: &str, tag: Option<&str>, sink: crate::events::Si
     };
     eprintln!("{done} snapshot `{tag}` of VM `{name}`");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends like `status`: with its code, or killed by the same signal, which systemd then reports
+/// for the unit as it would for QEMU itself.
+fn exit_like(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        // SAFETY: restoring the default action and raising a signal touch no memory.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+    ExitCode::from(status.code().map_or(1, |code| code as u8))
 }
 
 fn addresses_text(vm: &VmStatus) -> String {

@@ -23,7 +23,7 @@ use crate::events::{Event, Sink};
 use crate::path_error::PathError;
 use crate::qemu::args::{Accel, Forward, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
-use crate::qemu::serial::last_lines;
+use crate::qemu::serial::{Console, last_lines};
 use crate::ssh::{self, Target};
 use crate::store::BakedImage;
 use crate::sync;
@@ -67,6 +67,8 @@ pub enum Error {
     Sync(#[from] sync::Error),
     #[error("cannot find a free port: {0}")]
     Port(#[source] std::io::Error),
+    #[error("cannot set up the guest's serial console: {0}")]
+    Console(#[source] std::io::Error),
     #[error("resuming the warm state failed")]
     #[diagnostic(help("`vmrun test --cold` boots instead"))]
     Resume(#[source] warm::Error),
@@ -80,7 +82,7 @@ impl Error {
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
             Error::Qemu(_) | Error::QemuExited { .. } | Error::NoPort { .. } | Error::NotReady { .. } => VM_FAILED,
-            Error::RunDir(_) | Error::Port(_) => INTERNAL,
+            Error::RunDir(_) | Error::Port(_) | Error::Console(_) => INTERNAL,
             Error::Resume(e) => e.exit_code(),
         }
     }
@@ -223,18 +225,19 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
     let qemu_log = dir.file("qemu.log");
     for _ in 0..crate::qemu::port::ATTEMPTS {
         let port = crate::qemu::port::free_loopback_port().map_err(Error::Port)?;
+        let console = Console::to_log(&dir.file("serial.log")).map_err(Error::Console)?;
         let machine = Machine {
             accel: plan.accel,
             cpus: plan.cpus,
             memory_mib: plan.memory_mib,
             disk: disk.to_owned(),
             seed: None,
-            serial_log: dir.file("serial.log"),
+            console: console.fd(),
             forwards: vec![Forward { host_port: port, guest_port: 22 }],
         };
         let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
         let mut process = match &plan.warm {
-            None => QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log)?,
+            None => QemuProcess::spawn(qemu, &command_line(&machine), &qemu_log, console)?,
             Some(warm) => {
                 let state = std::fs::File::open(&warm.state)
                     .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
@@ -245,7 +248,7 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
                     generation: &generation,
                     incoming: Some(state.as_raw_fd()),
                 };
-                QemuProcess::spawn_passing(qemu, &warm::machine::command_line(&machine, &instance), &qemu_log, state.as_fd())?
+                QemuProcess::spawn_passing(qemu, &warm::machine::command_line(&machine, &instance), &qemu_log, console, state.as_fd())?
             }
         };
         dir.record_qemu_pid(process.pid())?;

@@ -5,6 +5,7 @@
 //!
 //! Every command that changes a VM holds its lock (`state/vms/NAME/.lock`) for the change.
 
+mod console;
 mod error;
 pub mod forward;
 mod layout;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use console::run_qemu;
 pub use error::Error;
 pub use forward::Forward;
 pub use layout::{VmLayout, unit_name};
@@ -621,7 +623,7 @@ impl Vms {
         let spec = UnitSpec {
             vm: record.name.clone(),
             prepare: vec![mkdir.into(), "-p".into(), layout.runtime.clone().into()],
-            run: machine::qemu_argv(record, layout),
+            run: console::exec_start(&vmrun, &layout.serial_log(), machine::qemu_argv(record, layout)),
             stop: vec![
                 vmrun.into(),
                 "vm".into(),

@@ -155,7 +155,7 @@ mod tests {
             memory_mib: 1024,
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
-            serial_log: format!("{dir}/serial.log").into(),
+            console: 3,
             forwards: vec![Forward { host_port: 2222, guest_port: 22 }],
         };
         let save = command_line(

@@ -25,6 +25,7 @@ use crate::qemu::args::{Accel, Forward, Machine};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
+use crate::qemu::serial::Console;
 use crate::ssh::{self, Target};
 use machine::{Instance, WarmMachine};
 
@@ -130,13 +131,15 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     // Sockets need short paths (108 bytes); the entry's may be long.
     let scratch = tempfile::Builder::new().prefix("vmrun-warm-").tempdir().map_err(PathError::at("create", Path::new("/tmp")))?;
     let port = crate::qemu::port::free_loopback_port().map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
+    let serial_log = scratch.path().join("serial.log");
+    let console = Console::to_log(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: c.accel,
         cpus: c.cpus,
         memory_mib: c.memory_mib,
         disk,
         seed: None,
-        serial_log: scratch.path().join("serial.log"),
+        console: console.fd(),
         forwards: vec![Forward { host_port: port, guest_port: 22 }],
     };
     let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
@@ -144,7 +147,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let instance = Instance { qmp: &qmp_path, guest_agent: &agent_path, generation: &generation, incoming: None };
     let line = machine::command_line(&machine, &instance);
     let qemu_log = scratch.path().join("qemu.log");
-    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log)?;
+    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log, console)?;
 
     sink(Event::Detail("booting the baked image".into()));
     let target = Target { port, host_key: c.host_key.clone(), client_key: c.client_key.clone() };
