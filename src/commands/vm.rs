@@ -78,7 +78,7 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             let log = open()?.serial_log(&name)?;
             match std::fs::File::open(&log) {
                 Ok(mut file) => {
-                    std::io::copy(&mut file, &mut std::io::stdout().lock()).map_err(crate::path_error::PathError::at("print", &log)).map_err(vm::Error::from)?;
+                    print_console(&mut file).map_err(crate::path_error::PathError::at("print", &log)).map_err(vm::Error::from)?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!("VM `{name}` has not written to its console yet"),
                 Err(e) => return Err(vm::Error::from(crate::path_error::PathError::at("read", &log)(e)).into()),
@@ -193,6 +193,19 @@ fn snapshot(name: &str, action: &str, tag: Option<&str>, sink: crate::events::Si
     };
     eprintln!("{done} snapshot `{tag}` of VM `{name}`");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The console log (capped, so a few MiB at most) as it is into a pipe or a file; on a
+/// terminal with its control characters made visible, so the guest cannot drive the terminal.
+fn print_console(log: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{IsTerminal, Read, Write};
+    let mut out = std::io::stdout().lock();
+    if !out.is_terminal() {
+        return std::io::copy(log, &mut out).map(drop);
+    }
+    let mut bytes = Vec::new();
+    log.read_to_end(&mut bytes)?;
+    out.write_all(crate::guest_text::block(&bytes).as_bytes())
 }
 
 /// Ends like `status`: with its code, or killed by the same signal, which systemd then reports
