@@ -51,15 +51,22 @@ impl Console {
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
             return Err(io::Error::other(format!("descriptor {fd} is already open")));
         }
-        let (read, write) = pipe()?;
-        // SAFETY: dup3 onto a descriptor that is not open closes nothing of anyone's; the new
-        // descriptor is owned here from now on.
-        let placed = unsafe { libc::dup3(write.as_raw_fd(), fd, libc::O_CLOEXEC) };
-        if placed != fd {
-            return Err(io::Error::last_os_error());
+        let (mut read, mut write) = pipe()?;
+        if read.as_raw_fd() == fd {
+            // The lowest free descriptor may be the one asked for: move the read end aside,
+            // or placing the write end there would close it.
+            read = read.try_clone()?;
         }
-        // SAFETY: `fd` was just made by dup3 and nothing else owns it.
-        Console::start(log, read, unsafe { OwnedFd::from_raw_fd(fd) }, None)
+        if write.as_raw_fd() != fd {
+            // SAFETY: dup3 onto a descriptor that is not open (checked above, and the read end
+            // is elsewhere) closes nothing of anyone's.
+            if unsafe { libc::dup3(write.as_raw_fd(), fd, libc::O_CLOEXEC) } != fd {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just made by dup3 and nothing else owns it.
+            write = unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        Console::start(log, read, write, None)
     }
 
     fn start(
@@ -248,6 +255,22 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.path().join("b.log")).unwrap(),
             b"at 900\n"
+        );
+    }
+
+    #[test]
+    fn placed_at_the_descriptor_the_pipe_itself_would_get() {
+        let dir = tempfile::tempdir().unwrap();
+        // The lowest free descriptor, which pipe2 hands out first (unless another test's
+        // thread takes it meanwhile: then this checks the plain case).
+        let lowest = File::open("/dev/null").unwrap().as_raw_fd();
+        let mut console = Console::at_fd(&dir.path().join("c.log"), lowest).unwrap();
+        assert_eq!(console.fd(), lowest);
+        write_through(&mut console, b"placed\n");
+        console.finish();
+        assert_eq!(
+            std::fs::read(dir.path().join("c.log")).unwrap(),
+            b"placed\n"
         );
     }
 }
