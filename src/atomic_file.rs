@@ -24,7 +24,13 @@ mod tests {
         let target = dir.path().join("out.bin");
         let temp = temp_beside(&target, ".t-").unwrap();
         assert_eq!(temp.path().parent(), Some(dir.path()));
-        assert!(temp.path().file_name().unwrap().to_string_lossy().starts_with(".t-"));
+        assert!(
+            temp.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".t-")
+        );
         std::fs::write(temp.path(), b"x").unwrap();
         temp.persist(&target).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"x");

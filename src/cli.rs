@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vmrun", version, about = "Run a project's tests inside throwaway QEMU virtual machines")]
+#[command(
+    name = "vmrun",
+    version,
+    about = "Run a project's tests inside throwaway QEMU virtual machines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -133,12 +137,24 @@ pub struct SshArgs {
 pub enum VmCommand {
     /// Create and start a VM.
     Create(VmCreateArgs),
-    Start { name: String },
-    Stop { name: String },
-    Restart { name: String },
-    Delete { name: String },
-    Status { name: String },
-    Logs { name: String },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Status {
+        name: String,
+    },
+    Logs {
+        name: String,
+    },
     Ssh {
         name: String,
         #[arg(last = true, value_name = "COMMAND")]
@@ -162,9 +178,13 @@ pub enum VmCommand {
         tag: Option<String>,
     },
     /// Start the VM whenever the user's systemd manager starts (at login; at boot with lingering).
-    Enable { name: String },
+    Enable {
+        name: String,
+    },
     /// Stop starting the VM with the user's systemd manager.
-    Disable { name: String },
+    Disable {
+        name: String,
+    },
     /// The VM unit's ExecStop: ACPI power-off over QMP (and the guest agent), then wait for QEMU to exit.
     #[command(hide = true)]
     Powerdown {
@@ -208,8 +228,11 @@ mod tests {
 
     #[test]
     fn test_command_after_double_dash() {
-        let cli = Cli::try_parse_from(["vmrun", "test", "--repeat", "3", "--", "pytest", "-x"]).unwrap();
-        let Command::Test(args) = cli.command else { panic!("not test") };
+        let cli =
+            Cli::try_parse_from(["vmrun", "test", "--repeat", "3", "--", "pytest", "-x"]).unwrap();
+        let Command::Test(args) = cli.command else {
+            panic!("not test")
+        };
         assert_eq!(args.repeat, Some(3));
         assert_eq!(args.command, ["pytest", "-x"]);
     }

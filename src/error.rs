@@ -52,7 +52,6 @@ pub enum Error {
     #[diagnostic(transparent)]
     Config(#[from] crate::config::Error),
 
-
     #[error(transparent)]
     #[diagnostic(transparent)]
     Bake(#[from] crate::bake::Error),

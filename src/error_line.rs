@@ -24,7 +24,10 @@ mod tests {
     #[test]
     fn joins_the_causes_in_order() {
         let e = Outer(std::io::Error::from_raw_os_error(libc::EACCES));
-        assert_eq!(one_line(&e), "cannot open /dev/kvm: Permission denied (os error 13)");
+        assert_eq!(
+            one_line(&e),
+            "cannot open /dev/kvm: Permission denied (os error 13)"
+        );
         assert_eq!(one_line(&std::io::Error::other("alone")), "alone");
     }
 }

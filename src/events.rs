@@ -24,7 +24,10 @@ pub fn phase<T, E>(sink: Sink, name: &str, work: impl FnOnce() -> Result<T, E>) 
     sink(Event::PhaseStarted(name.to_owned()));
     let started = std::time::Instant::now();
     let value = work()?;
-    sink(Event::PhaseFinished { phase: name.to_owned(), elapsed: started.elapsed() });
+    sink(Event::PhaseFinished {
+        phase: name.to_owned(),
+        elapsed: started.elapsed(),
+    });
     Ok(value)
 }
 

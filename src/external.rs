@@ -15,17 +15,28 @@ pub enum ExternalError {
         source: std::io::Error,
     },
     #[error("`{program}` failed ({status})\n{stderr_tail}")]
-    Failed { program: String, status: std::process::ExitStatus, stderr_tail: String },
+    Failed {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr_tail: String,
+    },
 }
 
 /// Runs `cmd`, capturing its output; a non-zero exit is an error carrying stderr's tail.
 pub fn run(cmd: &mut Command) -> Result<Output, ExternalError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let output = cmd.output().map_err(|source| ExternalError::Spawn { program: program.clone(), source })?;
+    let output = cmd.output().map_err(|source| ExternalError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     if output.status.success() {
         return Ok(output);
     }
-    Err(ExternalError::Failed { program, status: output.status, stderr_tail: tail(&output.stderr) })
+    Err(ExternalError::Failed {
+        program,
+        status: output.status,
+        stderr_tail: tail(&output.stderr),
+    })
 }
 
 fn tail(bytes: &[u8]) -> String {
@@ -40,8 +51,16 @@ mod tests {
 
     #[test]
     fn failure_carries_program_and_stderr_tail() {
-        let err = run(Command::new("sh").args(["-c", "echo one >&2; echo two >&2; exit 3"])).unwrap_err();
-        let ExternalError::Failed { program, status, stderr_tail } = err else { panic!("wrong variant") };
+        let err =
+            run(Command::new("sh").args(["-c", "echo one >&2; echo two >&2; exit 3"])).unwrap_err();
+        let ExternalError::Failed {
+            program,
+            status,
+            stderr_tail,
+        } = err
+        else {
+            panic!("wrong variant")
+        };
         assert_eq!(program, "sh");
         assert_eq!(status.code(), Some(3));
         assert_eq!(stderr_tail, "one\ntwo");
@@ -56,6 +75,9 @@ mod tests {
 
     #[test]
     fn missing_program_is_a_spawn_error() {
-        assert!(matches!(run(&mut Command::new("/nonexistent/prog")), Err(ExternalError::Spawn { .. })));
+        assert!(matches!(
+            run(&mut Command::new("/nonexistent/prog")),
+            Err(ExternalError::Spawn { .. })
+        ));
     }
 }

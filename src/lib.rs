@@ -1,8 +1,8 @@
 //! vmrun: run a project's tests inside throwaway QEMU virtual machines.
 
 pub mod atomic_file;
-pub mod bounded_lines;
 pub mod bake;
+pub mod bounded_lines;
 pub mod cli;
 pub mod commands;
 pub mod config;

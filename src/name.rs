@@ -15,7 +15,13 @@ pub struct InvalidName {
 
 /// Checks `name` for a thing of `kind` ("image", "vm").
 pub fn check(kind: &'static str, name: &str) -> Result<(), InvalidName> {
-    let invalid = |reason| Err(InvalidName { kind, name: name.to_owned(), reason });
+    let invalid = |reason| {
+        Err(InvalidName {
+            kind,
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return invalid("it is empty");
     }
@@ -56,6 +62,9 @@ mod tests {
             let err = check("vm", bad).unwrap_err();
             assert_eq!(err.reason, reason, "{bad}");
         }
-        assert_eq!(check("vm", &"x".repeat(49)).unwrap_err().reason, "it is longer than 48 characters");
+        assert_eq!(
+            check("vm", &"x".repeat(49)).unwrap_err().reason,
+            "it is longer than 48 characters"
+        );
     }
 }

@@ -16,7 +16,11 @@ impl PathError {
     /// For `map_err`: `fs::read(p).map_err(PathError::at("read", p))?`.
     pub fn at(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PathError {
         let path = path.to_owned();
-        move |source| PathError { action, path, source }
+        move |source| PathError {
+            action,
+            path,
+            source,
+        }
     }
 }
 
@@ -24,6 +28,11 @@ impl PathError {
 /// makes an existing one so.
 pub fn create_private_dir(dir: &Path) -> Result<(), PathError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(PathError::at("create", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(PathError::at("set permissions of", dir))
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(PathError::at("create", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(PathError::at("set permissions of", dir))
 }

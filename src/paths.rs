@@ -22,7 +22,11 @@ pub struct NoHome;
 impl Home {
     /// From the process environment.
     pub fn from_env() -> Result<Home, NoHome> {
-        Home::from_vars(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
+        Home::from_vars(|name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
     }
 
     fn from_vars(var: impl Fn(&str) -> Option<PathBuf>) -> Result<Home, NoHome> {
@@ -33,13 +37,23 @@ impl Home {
         let cache = var("XDG_CACHE_HOME").unwrap_or_else(|| home.join(".cache"));
         let state = var("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state"));
         // Without XDG_RUNTIME_DIR (no login session, e.g. CI), runtime files live in state.
-        let runtime = var("XDG_RUNTIME_DIR").map(|d| d.join("vmrun")).unwrap_or_else(|| state.join("vmrun/run"));
-        Ok(Home { cache: cache.join("vmrun"), state: state.join("vmrun"), runtime })
+        let runtime = var("XDG_RUNTIME_DIR")
+            .map(|d| d.join("vmrun"))
+            .unwrap_or_else(|| state.join("vmrun/run"));
+        Ok(Home {
+            cache: cache.join("vmrun"),
+            state: state.join("vmrun"),
+            runtime,
+        })
     }
 
     /// Everything under one root directory.
     pub fn under(root: &Path) -> Home {
-        Home { cache: root.join("cache"), state: root.join("state"), runtime: root.join("run") }
+        Home {
+            cache: root.join("cache"),
+            state: root.join("state"),
+            runtime: root.join("run"),
+        }
     }
 
     /// Source images fetched, built or imported, by content. Baked images use them as
@@ -80,20 +94,33 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Home, NoHome> {
-        let map: HashMap<String, PathBuf> = vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
+        let map: HashMap<String, PathBuf> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+            .collect();
         Home::from_vars(|name| map.get(name).cloned())
     }
 
     #[test]
     fn vmrun_home_wins() {
-        let home = from(&[("VMRUN_HOME", "/v"), ("HOME", "/h"), ("XDG_RUNTIME_DIR", "/run/user/1")]).unwrap();
+        let home = from(&[
+            ("VMRUN_HOME", "/v"),
+            ("HOME", "/h"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+        ])
+        .unwrap();
         assert_eq!(home, Home::under(Path::new("/v")));
         assert_eq!(home.images(), Path::new("/v/state/images"));
     }
 
     #[test]
     fn xdg_directories() {
-        let home = from(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/c"), ("XDG_RUNTIME_DIR", "/run/user/1")]).unwrap();
+        let home = from(&[
+            ("HOME", "/h"),
+            ("XDG_CACHE_HOME", "/c"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+        ])
+        .unwrap();
         assert_eq!(home.cache, Path::new("/c/vmrun"));
         assert_eq!(home.state, Path::new("/h/.local/state/vmrun"));
         assert_eq!(home.runtime, Path::new("/run/user/1/vmrun"));

@@ -2,7 +2,10 @@
 
 /// `bytes` random bytes as lowercase hex (2 × `bytes` digits).
 pub fn hex(bytes: usize) -> String {
-    self::bytes(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    self::bytes(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `count` random bytes.
@@ -16,7 +19,10 @@ pub fn bytes(count: usize) -> Vec<u8> {
         if n > 0 {
             filled += n as usize;
         } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            panic!("the kernel's random number generator failed: {}", std::io::Error::last_os_error());
+            panic!(
+                "the kernel's random number generator failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     buf

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("`{program}` was not found on PATH")]
-#[diagnostic(code(vmrun::missing_tool), help("install it: apt-get install {package}"))]
+#[diagnostic(
+    code(vmrun::missing_tool),
+    help("install it: apt-get install {package}")
+)]
 pub struct MissingTool {
     pub program: String,
     pub package: &'static str,

@@ -1,8 +1,8 @@
 //! Renders engine events for a person: indicatif spinners and bars on a terminal, plain
 //! timestamped lines otherwise (CI logs), always on stderr so stdout stays the guest's.
 
-use std::sync::Mutex;
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,7 +24,12 @@ const PLAIN_BYTES_EVERY: Duration = Duration::from_secs(5);
 impl Ui {
     /// Chooses the form from whether stderr is a terminal.
     pub fn for_stderr() -> Ui {
-        Ui { started: Instant::now(), terminal: std::io::stderr().is_terminal(), current: Mutex::new(None), last_bytes_line: Mutex::new(None) }
+        Ui {
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            current: Mutex::new(None),
+            last_bytes_line: Mutex::new(None),
+        }
     }
 
     pub fn render(&self, event: Event) {
@@ -36,8 +41,13 @@ impl Ui {
     }
 
     fn plain_line_due(&self, event: &Event) -> bool {
-        let Event::Bytes { done, total } = event else { return true };
-        let mut last = self.last_bytes_line.lock().unwrap_or_else(|p| p.into_inner());
+        let Event::Bytes { done, total } = event else {
+            return true;
+        };
+        let mut last = self
+            .last_bytes_line
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|t| t.elapsed() >= PLAIN_BYTES_EVERY) || Some(*done) == *total;
         if due {
             *last = Some(Instant::now());
@@ -55,7 +65,10 @@ impl Ui {
         match event {
             Event::PhaseStarted(phase) => {
                 let bar = ProgressBar::new_spinner().with_message(phase);
-                bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+                        .expect("valid template"),
+                );
                 bar.enable_steady_tick(Duration::from_millis(120));
                 *current = Some(bar);
             }
@@ -102,9 +115,14 @@ fn phase_of(bar: &ProgressBar) -> String {
 fn plain_line(event: &Event) -> String {
     match event {
         Event::PhaseStarted(phase) => format!("{phase} ..."),
-        Event::PhaseFinished { phase, elapsed } => format!("{phase}: done in {:.1}s", elapsed.as_secs_f64()),
+        Event::PhaseFinished { phase, elapsed } => {
+            format!("{phase}: done in {:.1}s", elapsed.as_secs_f64())
+        }
         Event::Detail(text) => format!("  {text}"),
-        Event::Bytes { done, total: Some(total) } => format!("  {} of {} MiB", done >> 20, total >> 20),
+        Event::Bytes {
+            done,
+            total: Some(total),
+        } => format!("  {} of {} MiB", done >> 20, total >> 20),
         Event::Bytes { done, total: None } => format!("  {} MiB", done >> 20),
         Event::Notice(text) => format!("note: {text}"),
     }
@@ -118,10 +136,22 @@ mod tests {
     fn plain_lines() {
         assert_eq!(plain_line(&Event::PhaseStarted("boot".into())), "boot ...");
         assert_eq!(
-            plain_line(&Event::PhaseFinished { phase: "boot".into(), elapsed: Duration::from_millis(1250) }),
+            plain_line(&Event::PhaseFinished {
+                phase: "boot".into(),
+                elapsed: Duration::from_millis(1250)
+            }),
             "boot: done in 1.2s"
         );
-        assert_eq!(plain_line(&Event::Bytes { done: 3 << 20, total: Some(10 << 20) }), "  3 of 10 MiB");
-        assert_eq!(plain_line(&Event::Notice("using TCG".into())), "note: using TCG");
+        assert_eq!(
+            plain_line(&Event::Bytes {
+                done: 3 << 20,
+                total: Some(10 << 20)
+            }),
+            "  3 of 10 MiB"
+        );
+        assert_eq!(
+            plain_line(&Event::Notice("using TCG".into())),
+            "note: using TCG"
+        );
     }
 }

@@ -19,7 +19,14 @@ impl UtcTime {
         let days = (seconds / 86_400) as i64;
         let secs = seconds % 86_400;
         let (year, month, day) = civil_from_days(days);
-        UtcTime { year, month, day, hour: (secs / 3600) as u8, minute: (secs / 60 % 60) as u8, second: (secs % 60) as u8 }
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: (secs / 3600) as u8,
+            minute: (secs / 60 % 60) as u8,
+            second: (secs % 60) as u8,
+        }
     }
 }
 
@@ -56,7 +63,13 @@ mod tests {
     #[test]
     fn known_times() {
         assert_eq!(UtcTime::from_unix(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(UtcTime::from_unix(1_709_251_199).to_string(), "2024-02-29T23:59:59Z");
-        assert_eq!(UtcTime::from_unix(1_795_473_735).to_string(), "2026-11-23T22:42:15Z");
+        assert_eq!(
+            UtcTime::from_unix(1_709_251_199).to_string(),
+            "2024-02-29T23:59:59Z"
+        );
+        assert_eq!(
+            UtcTime::from_unix(1_795_473_735).to_string(),
+            "2026-11-23T22:42:15Z"
+        );
     }
 }

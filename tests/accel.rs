@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use vmrun::events::Event;
 use vmrun::exit_code;
 use vmrun::qemu::accel::probe_guest::{self, MARKER};
-use vmrun::qemu::accel::{self, Accel, AccelChoice, KVM_DEVICE, Verdict, VerdictKey, probe, resolve, resolve_with};
+use vmrun::qemu::accel::{
+    self, Accel, AccelChoice, KVM_DEVICE, Verdict, VerdictKey, probe, resolve, resolve_with,
+};
 
 /// Held by every test that starts a process or writes a script it then runs: one QEMU at a
 /// time on these 2 cores, and no script being written (its fd open) while another thread
@@ -21,11 +23,14 @@ use vmrun::qemu::accel::{self, Accel, AccelChoice, KVM_DEVICE, Verdict, VerdictK
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn qemu_system() -> PathBuf {
-    which::which("qemu-system-x86_64").expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86")
+    which::which("qemu-system-x86_64")
+        .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86")
 }
 
 fn expect_kvm() -> bool {
@@ -47,7 +52,8 @@ impl Recorder {
     }
     fn notices(&self) -> Vec<String> {
         self.0
-            .lock().unwrap()
+            .lock()
+            .unwrap()
             .iter()
             .filter_map(|e| match e {
                 Event::Notice(text) => Some(text.clone()),
@@ -68,7 +74,9 @@ fn counting_script(path: &Path, count: &Path, body: &str) {
 }
 
 fn runs(count: &Path) -> usize {
-    std::fs::read_to_string(count).map(|text| text.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(count)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -80,10 +88,21 @@ fn probe_guest_prints_its_marker_under_tcg() {
         report.outcome, report.elapsed, report.serial, report.qemu_log
     );
     assert_eq!(report.outcome, probe::Outcome::Passed);
-    assert_eq!(report.serial, format!("vmrun-probe: real protected long\n{MARKER}\n"));
-    assert_eq!(report.exit, Some(probe_guest::EXIT_OK), "the guest ends QEMU through isa-debug-exit");
+    assert_eq!(
+        report.serial,
+        format!("vmrun-probe: real protected long\n{MARKER}\n")
+    );
+    assert_eq!(
+        report.exit,
+        Some(probe_guest::EXIT_OK),
+        "the guest ends QEMU through isa-debug-exit"
+    );
     // Well inside the probe's own deadline: the guest passes on TCG-speed hosts too.
-    assert!(report.elapsed < probe::TIMEOUT, "the probe guest took {:?} under TCG", report.elapsed);
+    assert!(
+        report.elapsed < probe::TIMEOUT,
+        "the probe guest took {:?} under TCG",
+        report.elapsed
+    );
 }
 
 #[test]
@@ -93,14 +112,24 @@ fn auto_decides_once_and_remembers() {
     let facts = dir.path().join("host");
     let count = dir.path().join("qemu-runs");
     let qemu = dir.path().join("qemu-system-x86_64");
-    counting_script(&qemu, &count, &format!("exec '{}' \"$@\"", qemu_system().display()));
+    counting_script(
+        &qemu,
+        &count,
+        &format!("exec '{}' \"$@\"", qemu_system().display()),
+    );
     let events = Recorder::new();
 
     if let Err(reason) = accel::open_kvm(Path::new(KVM_DEVICE)) {
         assert!(!expect_kvm(), "VMRUN_EXPECT_KVM=1, but {reason}");
         eprintln!("note: {reason}: only the fallback without a probe is checked");
-        assert_eq!(resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap(), Accel::Tcg);
-        assert_eq!(events.notices(), [format!("KVM not available ({reason}); using TCG")]);
+        assert_eq!(
+            resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap(),
+            Accel::Tcg
+        );
+        assert_eq!(
+            events.notices(),
+            [format!("KVM not available ({reason}); using TCG")]
+        );
         assert_eq!(runs(&count), 0);
         return;
     }
@@ -111,14 +140,18 @@ fn auto_decides_once_and_remembers() {
     let took = started.elapsed();
     eprintln!("first resolve(Auto): {first:?} in {took:?}");
     assert_eq!(first, expected);
-    assert!(took < Duration::from_secs(10), "resolve(Auto) took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "resolve(Auto) took {took:?}"
+    );
     assert_eq!(runs(&count), 1, "the probe ran QEMU once");
     let notices = events.notices();
     match expected {
         Accel::Tcg => {
             assert_eq!(notices.len(), 1, "{notices:?}");
             assert!(
-                notices[0].starts_with("KVM does not run guests here (") && notices[0].ends_with("); using TCG"),
+                notices[0].starts_with("KVM does not run guests here (")
+                    && notices[0].ends_with("); using TCG"),
                 "{notices:?}"
             );
         }
@@ -129,7 +162,10 @@ fn auto_decides_once_and_remembers() {
     let verdict = Verdict::load(&facts).expect("a verdict was stored");
     eprintln!("{}", verdict.to_text());
     assert_eq!(verdict.usable, expected == Accel::Kvm);
-    assert_eq!(verdict.key, VerdictKey::current(Path::new(KVM_DEVICE), &qemu, &probe::fingerprint()).unwrap());
+    assert_eq!(
+        verdict.key,
+        VerdictKey::current(Path::new(KVM_DEVICE), &qemu, &probe::fingerprint()).unwrap()
+    );
     assert_eq!(verdict.reason.is_empty(), verdict.usable);
     if !verdict.usable {
         assert!(notices[0].contains(&verdict.reason));
@@ -137,17 +173,33 @@ fn auto_decides_once_and_remembers() {
 
     let started = Instant::now();
     let second = resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap();
-    eprintln!("second resolve(Auto): {second:?} in {:?}", started.elapsed());
+    eprintln!(
+        "second resolve(Auto): {second:?} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(second, first);
-    assert_eq!(runs(&count), 1, "the remembered verdict was used: QEMU did not run again");
+    assert_eq!(
+        runs(&count),
+        1,
+        "the remembered verdict was used: QEMU did not run again"
+    );
     match expected {
         Accel::Tcg => assert_eq!(
             events.notices(),
-            [format!("KVM does not run guests here (remembered: {}); using TCG", verdict.reason)]
+            [format!(
+                "KVM does not run guests here (remembered: {}); using TCG",
+                verdict.reason
+            )]
         ),
         Accel::Kvm => assert_eq!(events.notices(), Vec::<String>::new()),
     }
-    assert!(!events.take().iter().any(|e| matches!(e, Event::PhaseStarted(_))), "no probe phase the second time");
+    assert!(
+        !events
+            .take()
+            .iter()
+            .any(|e| matches!(e, Event::PhaseStarted(_))),
+        "no probe phase the second time"
+    );
 }
 
 #[test]
@@ -165,14 +217,21 @@ fn a_changed_key_checks_again() {
     let fake = "echo 'qemu-system-x86_64: error: a fake QEMU for vmrun tests' >&2\nexit 1";
     counting_script(&qemu, &count, fake);
     let events = Recorder::new();
-    let auto = |events: &Recorder| resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap();
+    let auto =
+        |events: &Recorder| resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap();
 
     assert_eq!(auto(&events), Accel::Tcg);
     assert_eq!(runs(&count), 1);
     let notices = events.notices();
     assert_eq!(notices.len(), 1);
-    assert!(notices[0].contains("QEMU exited (exit status: 1)"), "{notices:?}");
-    assert!(notices[0].contains("error: a fake QEMU for vmrun tests"), "{notices:?}");
+    assert!(
+        notices[0].contains("QEMU exited (exit status: 1)"),
+        "{notices:?}"
+    );
+    assert!(
+        notices[0].contains("error: a fake QEMU for vmrun tests"),
+        "{notices:?}"
+    );
     events.take();
 
     assert_eq!(auto(&events), Accel::Tcg);
@@ -195,7 +254,10 @@ fn a_changed_key_checks_again() {
     std::fs::write(Verdict::path(&facts), "garbage\n").unwrap();
     assert_eq!(auto(&events), Accel::Tcg);
     assert_eq!(runs(&count), 4);
-    assert!(Verdict::load(&facts).is_some(), "and is replaced by a good one");
+    assert!(
+        Verdict::load(&facts).is_some(),
+        "and is replaced by a good one"
+    );
 }
 
 #[test]
@@ -206,23 +268,49 @@ fn tcg_never_touches_the_kvm_device() {
     let events = Recorder::new();
     // With a device that does not exist, anything that looked at it would say so.
     assert_eq!(
-        resolve_with(AccelChoice::Tcg, &device, Path::new("/no/qemu"), &facts, &events.sink()).unwrap(),
+        resolve_with(
+            AccelChoice::Tcg,
+            &device,
+            Path::new("/no/qemu"),
+            &facts,
+            &events.sink()
+        )
+        .unwrap(),
         Accel::Tcg
     );
     assert_eq!(events.take(), []);
     assert!(!facts.exists(), "no verdict for TCG");
     // And resolve() (the real /dev/kvm) is the same path through the code.
-    assert_eq!(resolve(AccelChoice::Tcg, Path::new("/no/qemu"), &facts, &events.sink()).unwrap(), Accel::Tcg);
+    assert_eq!(
+        resolve(
+            AccelChoice::Tcg,
+            Path::new("/no/qemu"),
+            &facts,
+            &events.sink()
+        )
+        .unwrap(),
+        Accel::Tcg
+    );
     assert_eq!(events.take(), []);
 
     // While `auto` with that device looks, and says so in one line.
     assert_eq!(
-        resolve_with(AccelChoice::Auto, &device, Path::new("/no/qemu"), &facts, &events.sink()).unwrap(),
+        resolve_with(
+            AccelChoice::Auto,
+            &device,
+            Path::new("/no/qemu"),
+            &facts,
+            &events.sink()
+        )
+        .unwrap(),
         Accel::Tcg
     );
     assert_eq!(
         events.take(),
-        [Event::Notice(format!("KVM not available ({} does not exist); using TCG", device.display()))]
+        [Event::Notice(format!(
+            "KVM not available ({} does not exist); using TCG",
+            device.display()
+        ))]
     );
     assert!(!facts.exists(), "nothing to remember without a device");
 }
@@ -233,10 +321,20 @@ fn forced_kvm_uses_the_device_or_says_why_not() {
     let facts = dir.path().join("host");
     let events = Recorder::new();
     let missing = dir.path().join("kvm");
-    let err = resolve_with(AccelChoice::Kvm, &missing, Path::new("/no/qemu"), &facts, &events.sink()).unwrap_err();
+    let err = resolve_with(
+        AccelChoice::Kvm,
+        &missing,
+        Path::new("/no/qemu"),
+        &facts,
+        &events.sink(),
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("VMRUN_ACCEL=kvm, but KVM cannot be used: {} does not exist", missing.display())
+        format!(
+            "VMRUN_ACCEL=kvm, but KVM cannot be used: {} does not exist",
+            missing.display()
+        )
     );
     let top = vmrun::error::Error::from(err);
     assert_eq!(top.exit_code(), exit_code::VM_FAILED);
@@ -244,12 +342,27 @@ fn forced_kvm_uses_the_device_or_says_why_not() {
     // Where /dev/kvm opens, `kvm` trusts the user: no probe, no verdict.
     match accel::open_kvm(Path::new(KVM_DEVICE)) {
         Ok(()) => {
-            assert_eq!(resolve(AccelChoice::Kvm, Path::new("/no/qemu"), &facts, &events.sink()).unwrap(), Accel::Kvm);
+            assert_eq!(
+                resolve(
+                    AccelChoice::Kvm,
+                    Path::new("/no/qemu"),
+                    &facts,
+                    &events.sink()
+                )
+                .unwrap(),
+                Accel::Kvm
+            );
             assert_eq!(events.take(), []);
             assert!(!facts.exists());
         }
         Err(reason) => {
-            let err = resolve(AccelChoice::Kvm, Path::new("/no/qemu"), &facts, &events.sink()).unwrap_err();
+            let err = resolve(
+                AccelChoice::Kvm,
+                Path::new("/no/qemu"),
+                &facts,
+                &events.sink(),
+            )
+            .unwrap_err();
             assert!(err.to_string().ends_with(&reason.to_string()), "{err}");
         }
     }
@@ -258,11 +371,17 @@ fn forced_kvm_uses_the_device_or_says_why_not() {
 #[test]
 fn a_bad_value_names_the_variable_and_the_value() {
     let err = AccelChoice::parse(Some(OsStr::new("fast"))).unwrap_err();
-    assert_eq!(err.to_string(), "VMRUN_ACCEL is `fast`, which is not one of auto, kvm, tcg");
+    assert_eq!(
+        err.to_string(),
+        "VMRUN_ACCEL is `fast`, which is not one of auto, kvm, tcg"
+    );
     let top = vmrun::error::Error::from(err);
     assert_eq!(top.exit_code(), exit_code::BAD_INPUT);
     let rendered = format!("{:?}", miette::Report::new(top));
-    assert!(rendered.contains("`fast`") && rendered.contains("unset VMRUN_ACCEL"), "{rendered}");
+    assert!(
+        rendered.contains("`fast`") && rendered.contains("unset VMRUN_ACCEL"),
+        "{rendered}"
+    );
 }
 
 /// `from_env` reads the real environment: checked in child processes (this test binary run
@@ -272,7 +391,9 @@ fn from_env_reads_vmrun_accel() {
     let _serial = serial();
     let child = |value: Option<&str>, expect: &str| {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-        command.args(["from_env_in_a_child", "--exact", "--nocapture"]).env("VMRUN_ACCEL_CHILD_EXPECTS", expect);
+        command
+            .args(["from_env_in_a_child", "--exact", "--nocapture"])
+            .env("VMRUN_ACCEL_CHILD_EXPECTS", expect);
         match value {
             Some(value) => command.env("VMRUN_ACCEL", value),
             None => command.env_remove("VMRUN_ACCEL"),
@@ -289,7 +410,10 @@ fn from_env_reads_vmrun_accel() {
     child(Some(""), "Auto");
     child(Some("tcg"), "Tcg");
     child(Some("kvm"), "Kvm");
-    child(Some("qemu"), "error: VMRUN_ACCEL is `qemu`, which is not one of auto, kvm, tcg");
+    child(
+        Some("qemu"),
+        "error: VMRUN_ACCEL is `qemu`, which is not one of auto, kvm, tcg",
+    );
 }
 
 #[test]
@@ -323,14 +447,25 @@ fn probe_under_kvm_with_the_default_cpu() {
     );
     if expect_kvm() {
         assert_eq!(report.outcome, probe::Outcome::Passed);
-        assert!(report.elapsed < Duration::from_secs(2), "{:?}", report.elapsed);
+        assert!(
+            report.elapsed < Duration::from_secs(2),
+            "{:?}",
+            report.elapsed
+        );
     } else {
         let probe::Outcome::Failed(reason) = &report.outcome else {
             panic!("KVM passed the probe on a host where it is broken")
         };
-        assert!(report.elapsed < Duration::from_secs(7), "{:?}", report.elapsed);
+        assert!(
+            report.elapsed < Duration::from_secs(7),
+            "{:?}",
+            report.elapsed
+        );
         assert!(!report.serial.contains(MARKER));
-        assert!(reason.starts_with("the probe guest ") || reason.contains("KVM internal error"), "{reason}");
+        assert!(
+            reason.starts_with("the probe guest ") || reason.contains("KVM internal error"),
+            "{reason}"
+        );
     }
 }
 
@@ -348,10 +483,19 @@ fn a_probe_that_cannot_run_is_no_verdict() {
     let qemu = dir.path().join("not-executable");
     std::fs::write(&qemu, "").unwrap();
     let events = Recorder::new();
-    assert_eq!(resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap(), Accel::Tcg);
+    assert_eq!(
+        resolve(AccelChoice::Auto, &qemu, &facts, &events.sink()).unwrap(),
+        Accel::Tcg
+    );
     let notices = events.notices();
     assert_eq!(notices.len(), 1, "{notices:?}");
-    let expected = format!("cannot check whether KVM runs guests here (cannot start {}: ", qemu.display());
-    assert!(notices[0].starts_with(&expected) && notices[0].ends_with("; using TCG"), "{notices:?}");
+    let expected = format!(
+        "cannot check whether KVM runs guests here (cannot start {}: ",
+        qemu.display()
+    );
+    assert!(
+        notices[0].starts_with(&expected) && notices[0].ends_with("; using TCG"),
+        "{notices:?}"
+    );
     assert_eq!(Verdict::load(&facts), None);
 }

@@ -13,7 +13,12 @@ const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
 
 /// `vmrun ARGS` in `cwd` with the shared test home.
 fn vmrun(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(VMRUN).args(args).current_dir(cwd).env("VMRUN_HOME", common::test_home()).output().unwrap()
+    Command::new(VMRUN)
+        .args(args)
+        .current_dir(cwd)
+        .env("VMRUN_HOME", common::test_home())
+        .output()
+        .unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -27,7 +32,11 @@ fn images_json() -> serde_json::Value {
 }
 
 fn fingerprint(public_key_file: &Path) -> String {
-    let out = Command::new("ssh-keygen").arg("-lf").arg(public_key_file).output().unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key_file)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     text.split_whitespace().nth(1).unwrap().to_owned()
 }
@@ -50,33 +59,90 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
         ),
     )
     .unwrap();
-    let out = vmrun(project.path(), &["bake", "--image", "debian:bookworm", "--name", "bake-test"]);
+    let out = vmrun(
+        project.path(),
+        &["bake", "--image", "debian:bookworm", "--name", "bake-test"],
+    );
     assert!(out.status.success(), "bake failed: {}", stderr(&out));
 
     let images = images_json();
-    let entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-test").expect("listed");
+    let entry = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "bake-test")
+        .expect("listed");
     assert_eq!(entry["source"], "debian:bookworm");
     let key = entry["key"].as_str().unwrap().to_owned();
-    let dir = vmrun::paths::Home::under(&common::test_home()).store().join(&key);
+    let dir = vmrun::paths::Home::under(&common::test_home())
+        .store()
+        .join(&key);
     let log = std::fs::read_to_string(dir.join("bake-serial.log")).unwrap();
-    assert!(log.contains(&format!("run-saw file-{token}")), "bake.run/files did not run:\n{log}");
-    let guest_key_line = log.lines().find(|l| l.contains("guest-host-key")).expect("host key line");
-    assert!(guest_key_line.contains(&fingerprint(&dir.join("host_ed25519.pub"))), "guest has another host key: {guest_key_line}");
-    let own_name = log.lines().find(|l| l.contains("own-name")).expect("own-name line");
-    assert!(own_name.contains("own-name 127.0.1.1 vmrun"), "the guest's name does not resolve locally: {own_name}");
+    assert!(
+        log.contains(&format!("run-saw file-{token}")),
+        "bake.run/files did not run:\n{log}"
+    );
+    let guest_key_line = log
+        .lines()
+        .find(|l| l.contains("guest-host-key"))
+        .expect("host key line");
+    assert!(
+        guest_key_line.contains(&fingerprint(&dir.join("host_ed25519.pub"))),
+        "guest has another host key: {guest_key_line}"
+    );
+    let own_name = log
+        .lines()
+        .find(|l| l.contains("own-name"))
+        .expect("own-name line");
+    assert!(
+        own_name.contains("own-name 127.0.1.1 vmrun"),
+        "the guest's name does not resolve locally: {own_name}"
+    );
     // pam_motd's lines are there, commented out.
-    let motd = log.lines().find(|l| l.contains("motd-sessions")).expect("motd-sessions line");
-    assert!(motd.contains("motd-sessions 2 0"), "pam_motd still runs on SSH logins: {motd}");
-    let mode = std::fs::metadata(dir.join("client_ed25519")).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-    assert!(!dir.join("host_ed25519").exists(), "the host's private key is not kept");
+    let motd = log
+        .lines()
+        .find(|l| l.contains("motd-sessions"))
+        .expect("motd-sessions line");
+    assert!(
+        motd.contains("motd-sessions 2 0"),
+        "pam_motd still runs on SSH logins: {motd}"
+    );
+    let mode = std::fs::metadata(dir.join("client_ed25519"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert!(
+        !dir.join("host_ed25519").exists(),
+        "the host's private key is not kept"
+    );
 
     // The same inputs again: no boot, the same entry, under another name too.
-    let again = vmrun(project.path(), &["bake", "--image", "debian:bookworm", "--name", "bake-test-again"]);
+    let again = vmrun(
+        project.path(),
+        &[
+            "bake",
+            "--image",
+            "debian:bookworm",
+            "--name",
+            "bake-test-again",
+        ],
+    );
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stderr(&again).contains("reused image"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("reused image"),
+        "{}",
+        stderr(&again)
+    );
     let images = images_json();
-    let again_entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-test-again").unwrap();
+    let again_entry = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "bake-test-again")
+        .unwrap();
     assert_eq!(again_entry["key"], key.as_str());
 
     let rm = vmrun(project.path(), &["images", "rm", "bake-test-again"]);
@@ -89,13 +155,35 @@ fn bake_from_a_local_whole_disk_image() {
     let image = common::guest_image();
     let base_before = common::sha256_file(image);
     let project = tempfile::tempdir().unwrap();
-    std::fs::write(project.path().join("vmrun.yaml"), "bake:\n  run:\n    - echo local-bake-ran > /dev/ttyS0\n").unwrap();
-    let out = vmrun(project.path(), &["bake", "--image", image.to_str().unwrap(), "--name", "bake-local"]);
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        "bake:\n  run:\n    - echo local-bake-ran > /dev/ttyS0\n",
+    )
+    .unwrap();
+    let out = vmrun(
+        project.path(),
+        &[
+            "bake",
+            "--image",
+            image.to_str().unwrap(),
+            "--name",
+            "bake-local",
+        ],
+    );
     assert!(out.status.success(), "bake failed: {}", stderr(&out));
     let images = images_json();
-    let entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-local").expect("listed");
+    let entry = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "bake-local")
+        .expect("listed");
     assert_eq!(entry["source"], image.to_str().unwrap());
-    assert_eq!(common::sha256_file(image), base_before, "the source file was modified");
+    assert_eq!(
+        common::sha256_file(image),
+        base_before,
+        "the source file was modified"
+    );
 }
 
 #[test]
@@ -107,16 +195,42 @@ fn bake_from_a_url_downloads_checks_and_provisions_it() {
     let project = tempfile::tempdir().unwrap();
     // A token of this run's own: the bake cannot be a store hit of an earlier one.
     let token = common::unique_token();
-    std::fs::write(project.path().join("vmrun.yaml"), format!("bake:\n  run:\n    - echo url-bake-ran-{token} > /dev/ttyS0\n")).unwrap();
-    let out = vmrun(project.path(), &["bake", "--image", &url, "--sha256", &digest, "--name", "bake-url"]);
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        format!("bake:\n  run:\n    - echo url-bake-ran-{token} > /dev/ttyS0\n"),
+    )
+    .unwrap();
+    let out = vmrun(
+        project.path(),
+        &[
+            "bake", "--image", &url, "--sha256", &digest, "--name", "bake-url",
+        ],
+    );
     assert!(out.status.success(), "bake failed: {}", stderr(&out));
-    assert!(server.requests().iter().any(|r| r.method == "GET" && r.status / 100 == 2), "{:?}", server.requests());
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.status / 100 == 2),
+        "{:?}",
+        server.requests()
+    );
     let images = images_json();
-    let entry = images.as_array().unwrap().iter().find(|i| i["name"] == "bake-url").expect("listed");
+    let entry = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "bake-url")
+        .expect("listed");
     assert_eq!(entry["source"], url.as_str());
-    let dir = vmrun::paths::Home::under(&common::test_home()).store().join(entry["key"].as_str().unwrap());
+    let dir = vmrun::paths::Home::under(&common::test_home())
+        .store()
+        .join(entry["key"].as_str().unwrap());
     let log = std::fs::read_to_string(dir.join("bake-serial.log")).unwrap();
-    assert!(log.contains(&format!("url-bake-ran-{token}")), "bake.run did not run in the downloaded image:\n{log}");
+    assert!(
+        log.contains(&format!("url-bake-ran-{token}")),
+        "bake.run did not run in the downloaded image:\n{log}"
+    );
 }
 
 #[test]
@@ -129,14 +243,34 @@ fn failed_provisioning_shows_why_and_registers_nothing() {
         format!("bake:\n  run:\n    - echo failing-{token}\n    - exit 3\n"),
     )
     .unwrap();
-    let out = vmrun(project.path(), &["bake", "--image", "debian:bookworm", "--name", "bake-fails"]);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::IMAGE_FAILED as i32), "{}", stderr(&out));
+    let out = vmrun(
+        project.path(),
+        &["bake", "--image", "debian:bookworm", "--name", "bake-fails"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::IMAGE_FAILED as i32),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
-    assert!(err.contains("cloud-init failed while provisioning"), "{err}");
-    assert!(err.contains("scripts_user") || err.contains("scripts-user"), "names the failed module: {err}");
+    assert!(
+        err.contains("cloud-init failed while provisioning"),
+        "{err}"
+    );
+    assert!(
+        err.contains("scripts_user") || err.contains("scripts-user"),
+        "names the failed module: {err}"
+    );
     assert!(err.contains("last lines of the serial console"), "{err}");
     let images = images_json();
-    assert!(!images.as_array().unwrap().iter().any(|i| i["name"] == "bake-fails"));
+    assert!(
+        !images
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "bake-fails")
+    );
 }
 
 #[test]
@@ -145,20 +279,47 @@ fn junk_source_is_named() {
     let junk = dir.path().join("junk.img");
     std::fs::write(&junk, b"this is not a disk").unwrap();
     let out = vmrun(dir.path(), &["bake", "--image", junk.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::BAD_INPUT as i32), "{}", stderr(&out));
-    assert!(stderr(&out).contains(junk.to_str().unwrap()), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::BAD_INPUT as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(junk.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
     let missing = dir.path().join("missing.qcow2");
     let out = vmrun(dir.path(), &["bake", "--image", missing.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::BAD_INPUT as i32), "{}", stderr(&out));
-    assert!(stderr(&out).contains(missing.to_str().unwrap()), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::BAD_INPUT as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(missing.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn bad_config_points_at_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("vmrun.yaml"), "vm:\n  cpus: 2\nbake:\n  pakages: [curl]\n").unwrap();
+    std::fs::write(
+        dir.path().join("vmrun.yaml"),
+        "vm:\n  cpus: 2\nbake:\n  pakages: [curl]\n",
+    )
+    .unwrap();
     let out = vmrun(dir.path(), &["bake", "--image", "debian:bookworm"]);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::BAD_INPUT as i32), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::BAD_INPUT as i32),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains("pakages"), "{err}");
     assert!(err.contains("vmrun.yaml:4:"), "{err}");
@@ -174,6 +335,15 @@ fn missing_qemu_says_what_to_install() {
         .env("PATH", dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::MISSING_TOOL as i32), "{}", stderr(&out));
-    assert!(stderr(&out).contains("apt-get install qemu-system-x86"), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::MISSING_TOOL as i32),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("apt-get install qemu-system-x86"),
+        "{}",
+        stderr(&out)
+    );
 }

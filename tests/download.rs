@@ -3,9 +3,9 @@
 #[path = "support/http_server.rs"]
 mod http_server;
 
-use std::sync::Mutex;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};

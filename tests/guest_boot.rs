@@ -33,7 +33,10 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
     );
     let meta_data = format!("instance-id: iid-{token}\nlocal-hostname: {hostname}\n");
     let seed = dir.path().join("seed.iso");
-    SeedIso::new(user_data).meta_data(meta_data).write_to(&seed).unwrap();
+    SeedIso::new(user_data)
+        .meta_data(meta_data)
+        .write_to(&seed)
+        .unwrap();
     let disk = dir.path().join("disk.qcow2");
     Overlay::create(&disk, image).unwrap();
     let overlay_before = std::fs::metadata(&disk).unwrap().len();
@@ -49,20 +52,55 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
         console: console.fd(),
         forwards: vec![],
     };
-    let mut qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.path().join("qemu.log"), console).unwrap();
+    let mut qemu = QemuProcess::spawn(
+        &common::qemu_system(),
+        &command_line(&machine),
+        &dir.path().join("qemu.log"),
+        console,
+    )
+    .unwrap();
     let status = qemu.wait_timeout(BOOT_TIMEOUT).unwrap();
     // Reaped, and its console log complete.
     qemu.kill().unwrap();
     let serial = String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap()).into_owned();
-    let tail: String = serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = serial
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     let qemu_log = std::fs::read_to_string(dir.path().join("qemu.log")).unwrap_or_default();
-    assert!(status.is_some_and(|s| s.success()), "guest did not power off cleanly ({status:?}); QEMU said: {qemu_log}\nserial tail:\n{tail}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "guest did not power off cleanly ({status:?}); QEMU said: {qemu_log}\nserial tail:\n{tail}"
+    );
     let expected = format!("vmrun-seed-check host={hostname} token={token}");
-    assert!(serial.contains(&expected), "no `{expected}` on the serial console; tail:\n{tail}");
+    assert!(
+        serial.contains(&expected),
+        "no `{expected}` on the serial console; tail:\n{tail}"
+    );
 
     // The guest's writes went to the overlay; the base image is bit-for-bit what it was.
-    assert!(std::fs::metadata(&disk).unwrap().len() > overlay_before, "overlay did not grow");
-    assert_eq!(common::sha256_file(image), base_before, "base image changed");
-    let check = Command::new("qemu-img").args(["check", "-q", "-f", "qcow2"]).arg(&disk).output().unwrap();
-    assert!(check.status.success(), "qemu-img check: {}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        std::fs::metadata(&disk).unwrap().len() > overlay_before,
+        "overlay did not grow"
+    );
+    assert_eq!(
+        common::sha256_file(image),
+        base_before,
+        "base image changed"
+    );
+    let check = Command::new("qemu-img")
+        .args(["check", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "qemu-img check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }

@@ -7,7 +7,11 @@ use std::process::Command;
 #[test]
 fn image_is_a_qcow2_whole_disk_with_grub_and_one_linux_partition() {
     let image = common::guest_image();
-    let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(image).output().unwrap();
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(image)
+        .output()
+        .unwrap();
     assert!(info.status.success());
     let info = String::from_utf8(info.stdout).unwrap();
     assert!(info.contains(r#""format": "qcow2""#), "{info}");
@@ -28,12 +32,21 @@ fn image_is_a_qcow2_whole_disk_with_grub_and_one_linux_partition() {
     assert_eq!(head[450], 0x83, "partition is Linux");
     assert_eq!(u32::from_le_bytes(head[454..458].try_into().unwrap()), 2048);
     let boot_img = std::fs::read("/usr/lib/grub/i386-pc/boot.img").unwrap();
-    assert_eq!(&head[..0x5c], &boot_img[..0x5c], "GRUB boot code in the MBR");
+    assert_eq!(
+        &head[..0x5c],
+        &boot_img[..0x5c],
+        "GRUB boot code in the MBR"
+    );
 
     // Cached by content: asking again is the same file, not a rebuild.
     let modified = std::fs::metadata(image).unwrap().modified().unwrap();
     let cache = image.parent().unwrap();
-    let again = vmrun::image::debian::DebianImage::bookworm().ensure_cached(cache, &|_| {}).unwrap();
+    let again = vmrun::image::debian::DebianImage::bookworm()
+        .ensure_cached(cache, &|_| {})
+        .unwrap();
     assert_eq!(again, image);
-    assert_eq!(std::fs::metadata(&again).unwrap().modified().unwrap(), modified);
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().modified().unwrap(),
+        modified
+    );
 }

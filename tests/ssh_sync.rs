@@ -40,8 +40,14 @@ fn baked_image() -> BakedImage {
         .env("VMRUN_HOME", common::test_home())
         .output()
         .unwrap();
-    assert!(out.status.success(), "bake failed: {}", String::from_utf8_lossy(&out.stderr));
-    Store::new(&Home::under(&common::test_home())).get(IMAGE_NAME).unwrap()
+    assert!(
+        out.status.success(),
+        "bake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Store::new(&Home::under(&common::test_home()))
+        .get(IMAGE_NAME)
+        .unwrap()
 }
 
 /// A booted overlay of the image; QEMU is killed when this is dropped.
@@ -55,7 +61,11 @@ impl Guest {
     fn boot(image: &BakedImage, dir: &Path) -> Guest {
         let disk = dir.join("disk.qcow2");
         Overlay::create(&disk, &image.disk()).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let serial_log = dir.join("serial.log");
         let console = Console::to_log(&serial_log).unwrap();
         let machine = Machine {
@@ -65,11 +75,31 @@ impl Guest {
             disk,
             seed: None,
             console: console.fd(),
-            forwards: vec![Forward { host_port: port, guest_port: 22 }],
+            forwards: vec![Forward {
+                host_port: port,
+                guest_port: 22,
+            }],
         };
-        let qemu = QemuProcess::spawn(&common::qemu_system(), &command_line(&machine), &dir.join("qemu.log"), console).unwrap();
-        let host_key = std::fs::read_to_string(image.host_key()).unwrap().trim().to_owned();
-        Guest { _qemu: qemu, serial_log, target: Target { port, host_key, client_key: image.client_key() } }
+        let qemu = QemuProcess::spawn(
+            &common::qemu_system(),
+            &command_line(&machine),
+            &dir.join("qemu.log"),
+            console,
+        )
+        .unwrap();
+        let host_key = std::fs::read_to_string(image.host_key())
+            .unwrap()
+            .trim()
+            .to_owned();
+        Guest {
+            _qemu: qemu,
+            serial_log,
+            target: Target {
+                port,
+                host_key,
+                client_key: image.client_key(),
+            },
+        }
     }
 
     fn console_tail(&self) -> String {
@@ -106,27 +136,57 @@ fn run(session: &Session, line: &str) -> (Outcome, String, String) {
     run_in(session, ".", &BTreeMap::new(), line)
 }
 
-fn run_in(session: &Session, dir: &str, env: &BTreeMap<String, String>, line: &str) -> (Outcome, String, String) {
+fn run_in(
+    session: &Session,
+    dir: &str,
+    env: &BTreeMap<String, String>,
+    line: &str,
+) -> (Outcome, String, String) {
     let (mut out, mut err) = (Recorder::default(), Recorder::default());
     let command = ssh::remote_command_line(dir, env, &GuestCommand::Shell(line.into()));
-    let outcome = session.exec(&command, &mut out, &mut err, Some(Instant::now() + Duration::from_secs(60)), &never).unwrap();
+    let outcome = session
+        .exec(
+            &command,
+            &mut out,
+            &mut err,
+            Some(Instant::now() + Duration::from_secs(60)),
+            &never,
+        )
+        .unwrap();
     (outcome, out.text(), err.text())
 }
 
 fn public_key_of(private: &Path) -> String {
-    let out = Command::new("ssh-keygen").arg("-yf").arg(private).output().unwrap();
+    let out = Command::new("ssh-keygen")
+        .arg("-yf")
+        .arg(private)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn fingerprint(public_key_file: &Path) -> String {
-    let out = Command::new("ssh-keygen").arg("-lf").arg(public_key_file).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned()
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key_file)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
 }
 
 fn new_key(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let status = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&path).status().unwrap();
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
     assert!(status.success());
     path
 }
@@ -153,57 +213,121 @@ fn ssh_and_rsync_against_one_booted_guest() {
     let scratch = tempfile::tempdir().unwrap();
     let guest = Guest::boot(&image, scratch.path());
 
-    let session = step("cold boot to SSH ready (wait_ready)", || {
-        match ssh::wait_ready(&guest.target, Instant::now() + BOOT_TIMEOUT, &never) {
+    let session = step(
+        "cold boot to SSH ready (wait_ready)",
+        || match ssh::wait_ready(&guest.target, Instant::now() + BOOT_TIMEOUT, &never) {
             Ok(session) => session,
-            Err(e) => panic!("{:?}\nconsole:\n{}", miette::Report::new(e), guest.console_tail()),
-        }
+            Err(e) => panic!(
+                "{:?}\nconsole:\n{}",
+                miette::Report::new(e),
+                guest.console_tail()
+            ),
+        },
+    );
+    step("exit codes and signals", || {
+        exit_codes_and_signals_come_back(&session)
     });
-    step("exit codes and signals", || exit_codes_and_signals_come_back(&session));
     step("streaming", || output_is_streamed_and_kept_apart(&session));
-    step("deadline and stop", || deadline_and_stop_end_the_command(&session));
-    let client_files = ClientFiles::write(&scratch.path().join("run 'a' %h"), &guest.target).unwrap();
-    step("push", || push_copies_the_project_as_configured(&session, &client_files.ssh_config));
-    step("pull", || pull_brings_artifacts_back(&session, &client_files.ssh_config, scratch.path()));
-    step("wrong keys", || wrong_keys_fail_at_once(&guest.target, &image, scratch.path()));
-    step("guest without rsync", || a_guest_without_rsync_is_named(&session, &client_files.ssh_config));
+    step("deadline and stop", || {
+        deadline_and_stop_end_the_command(&session)
+    });
+    let client_files =
+        ClientFiles::write(&scratch.path().join("run 'a' %h"), &guest.target).unwrap();
+    step("push", || {
+        push_copies_the_project_as_configured(&session, &client_files.ssh_config)
+    });
+    step("pull", || {
+        pull_brings_artifacts_back(&session, &client_files.ssh_config, scratch.path())
+    });
+    step("wrong keys", || {
+        wrong_keys_fail_at_once(&guest.target, &image, scratch.path())
+    });
+    step("guest without rsync", || {
+        a_guest_without_rsync_is_named(&session, &client_files.ssh_config)
+    });
 }
 
 fn exit_codes_and_signals_come_back(session: &Session) {
     for code in [0, 1, 7] {
-        assert_eq!(run(session, &format!("exit {code}")).0, Outcome::Exited(code));
+        assert_eq!(
+            run(session, &format!("exit {code}")).0,
+            Outcome::Exited(code)
+        );
     }
-    assert_eq!(run(session, "kill -KILL $$").0, Outcome::Signalled("KILL".into()));
-    assert_eq!(run(session, "kill -TERM $$").0, Outcome::Signalled("TERM".into()));
+    assert_eq!(
+        run(session, "kill -KILL $$").0,
+        Outcome::Signalled("KILL".into())
+    );
+    assert_eq!(
+        run(session, "kill -TERM $$").0,
+        Outcome::Signalled("TERM".into())
+    );
     // An argv runs as is, in the directory, with the environment.
     let env = BTreeMap::from([("GREETING".to_owned(), "it's \"here\" $HOME".to_owned())]);
     let mut out = Recorder::default();
-    let argv = GuestCommand::Argv(vec!["sh".into(), "-c".into(), "pwd; printf '%s\\n' \"$GREETING\" \"$1\"".into(), "sh".into(), "a 'b' c".into()]);
+    let argv = GuestCommand::Argv(vec![
+        "sh".into(),
+        "-c".into(),
+        "pwd; printf '%s\\n' \"$GREETING\" \"$1\"".into(),
+        "sh".into(),
+        "a 'b' c".into(),
+    ]);
     let outcome = session
-        .exec(&ssh::remote_command_line("/tmp", &env, &argv), &mut out, &mut std::io::sink(), None, &never)
+        .exec(
+            &ssh::remote_command_line("/tmp", &env, &argv),
+            &mut out,
+            &mut std::io::sink(),
+            None,
+            &never,
+        )
         .unwrap();
     assert_eq!(outcome, Outcome::Exited(0));
     assert_eq!(out.text(), "/tmp\nit's \"here\" $HOME\na 'b' c\n");
 }
 
 fn output_is_streamed_and_kept_apart(session: &Session) {
-    let (outcome, out, err) = run(session, "echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 3");
-    assert_eq!((outcome, out.as_str(), err.as_str()), (Outcome::Exited(3), "out1\nout2\n", "err1\nerr2\n"));
+    let (outcome, out, err) = run(
+        session,
+        "echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 3",
+    );
+    assert_eq!(
+        (outcome, out.as_str(), err.as_str()),
+        (Outcome::Exited(3), "out1\nout2\n", "err1\nerr2\n")
+    );
 
     // Much output on both at once: all of it, in order, each on its own stream.
     let (outcome, out, err) = run(session, "seq 1 200000; seq 1 100000 >&2");
     assert_eq!(outcome, Outcome::Exited(0));
     let seq = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
-    assert!(out == seq(200000), "stdout: {} bytes, not the expected {}", out.len(), seq(200000).len());
-    assert!(err == seq(100000), "stderr: {} bytes, not the expected {}", err.len(), seq(100000).len());
+    assert!(
+        out == seq(200000),
+        "stdout: {} bytes, not the expected {}",
+        out.len(),
+        seq(200000).len()
+    );
+    assert!(
+        err == seq(100000),
+        "stderr: {} bytes, not the expected {}",
+        err.len(),
+        seq(100000).len()
+    );
 
     let (mut out, mut err) = (Recorder::default(), Recorder::default());
     let started = Instant::now();
-    let command = ssh::remote_command_line(".", &BTreeMap::new(), &GuestCommand::Shell("echo first; echo early >&2; sleep 2; echo second".into()));
-    let outcome = session.exec(&command, &mut out, &mut err, None, &never).unwrap();
+    let command = ssh::remote_command_line(
+        ".",
+        &BTreeMap::new(),
+        &GuestCommand::Shell("echo first; echo early >&2; sleep 2; echo second".into()),
+    );
+    let outcome = session
+        .exec(&command, &mut out, &mut err, None, &never)
+        .unwrap();
     let ended = Instant::now();
     assert_eq!(outcome, Outcome::Exited(0));
-    assert_eq!((out.text().as_str(), err.text().as_str()), ("first\nsecond\n", "early\n"));
+    assert_eq!(
+        (out.text().as_str(), err.text().as_str()),
+        ("first\nsecond\n", "early\n")
+    );
     let first_out = out.pieces[0].0;
     let first_err = err.pieces[0].0;
     eprintln!(
@@ -212,33 +336,70 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
         (first_err - started).as_secs_f64(),
         (ended - started).as_secs_f64()
     );
-    assert!(ended - first_out >= Duration::from_millis(1500), "stdout was not passed on as it came");
-    assert!(ended - first_err >= Duration::from_millis(1500), "stderr was not passed on as it came");
+    assert!(
+        ended - first_out >= Duration::from_millis(1500),
+        "stdout was not passed on as it came"
+    );
+    assert!(
+        ended - first_err >= Duration::from_millis(1500),
+        "stderr was not passed on as it came"
+    );
 }
 
 fn deadline_and_stop_end_the_command(session: &Session) {
     let pid_file = "/tmp/vmrun-deadline.pid";
-    let command = ssh::remote_command_line(".", &BTreeMap::new(), &GuestCommand::Shell(format!("echo $$ > {pid_file}; sleep 300")));
+    let command = ssh::remote_command_line(
+        ".",
+        &BTreeMap::new(),
+        &GuestCommand::Shell(format!("echo $$ > {pid_file}; sleep 300")),
+    );
     let started = Instant::now();
     let outcome = session
-        .exec(&command, &mut std::io::sink(), &mut std::io::sink(), Some(started + Duration::from_secs(3)), &never)
+        .exec(
+            &command,
+            &mut std::io::sink(),
+            &mut std::io::sink(),
+            Some(started + Duration::from_secs(3)),
+            &never,
+        )
         .unwrap();
     assert_eq!(outcome, Outcome::TimedOut);
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(6), "the deadline was noticed late: {took:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "the deadline was noticed late: {took:?}"
+    );
     // The command was killed, not just left behind.
     let give_up = Instant::now() + Duration::from_secs(10);
     while run(session, &format!("kill -0 $(cat {pid_file}) 2>/dev/null")).0 != Outcome::Exited(1) {
-        assert!(Instant::now() < give_up, "the timed-out command still runs in the guest");
+        assert!(
+            Instant::now() < give_up,
+            "the timed-out command still runs in the guest"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     let asked = Instant::now();
     let stop = || asked.elapsed() > Duration::from_secs(1);
-    let command = ssh::remote_command_line(".", &BTreeMap::new(), &GuestCommand::Shell("sleep 300".into()));
-    let outcome = session.exec(&command, &mut std::io::sink(), &mut std::io::sink(), None, &stop).unwrap();
+    let command = ssh::remote_command_line(
+        ".",
+        &BTreeMap::new(),
+        &GuestCommand::Shell("sleep 300".into()),
+    );
+    let outcome = session
+        .exec(
+            &command,
+            &mut std::io::sink(),
+            &mut std::io::sink(),
+            None,
+            &stop,
+        )
+        .unwrap();
     assert_eq!(outcome, Outcome::Stopped);
-    assert!(asked.elapsed() < Duration::from_secs(4), "the stop was noticed late");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "the stop was noticed late"
+    );
     // The session is still usable afterwards.
     assert_eq!(run(session, "true").0, Outcome::Exited(0));
 }
@@ -247,15 +408,40 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
     let project = tempfile::tempdir().unwrap();
     write_files(
         project.path(),
-        &[".git/HEAD", "file with spaces.txt", "it's.txt", "src/main.rs", "debug.log", "keep.log", "build/out.o", "target/x"],
+        &[
+            ".git/HEAD",
+            "file with spaces.txt",
+            "it's.txt",
+            "src/main.rs",
+            "debug.log",
+            "keep.log",
+            "build/out.o",
+            "target/x",
+        ],
     );
     std::fs::write(project.path().join(".gitignore"), "*.log\nbuild/\n").unwrap();
-    let sync = SyncConfig { include: vec!["keep.log".into()], exclude: vec!["target/".into()] };
+    let sync = SyncConfig {
+        include: vec!["keep.log".into()],
+        exclude: vec!["target/".into()],
+    };
     vmrun::sync::push(ssh_config, project.path(), PROJECT_DIR, &sync).unwrap();
-    let (outcome, listing, err) = run_in(session, PROJECT_DIR, &BTreeMap::new(), "find . -type f | sort");
+    let (outcome, listing, err) = run_in(
+        session,
+        PROJECT_DIR,
+        &BTreeMap::new(),
+        "find . -type f | sort",
+    );
     assert_eq!(outcome, Outcome::Exited(0), "{err}");
-    assert_eq!(listing, "./.gitignore\n./file with spaces.txt\n./it's.txt\n./keep.log\n./src/main.rs\n");
-    let (_, content, _) = run_in(session, PROJECT_DIR, &BTreeMap::new(), "cat 'file with spaces.txt'; stat -c %U src/main.rs");
+    assert_eq!(
+        listing,
+        "./.gitignore\n./file with spaces.txt\n./it's.txt\n./keep.log\n./src/main.rs\n"
+    );
+    let (_, content, _) = run_in(
+        session,
+        PROJECT_DIR,
+        &BTreeMap::new(),
+        "cat 'file with spaces.txt'; stat -c %U src/main.rs",
+    );
     assert_eq!(content, "content of file with spaces.txt\nvmrun\n");
 }
 
@@ -270,45 +456,84 @@ fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Pa
     let local = scratch.join("artifacts");
     let globs = vec!["**/junit.xml".to_owned(), "cov".to_owned()];
     let pulled = vmrun::sync::pull(ssh_config, PROJECT_DIR, &globs, &local).unwrap();
-    let expected: Vec<PathBuf> = ["cov/index.html", "junit.xml", "out/deep/junit.xml"].iter().map(PathBuf::from).collect();
+    let expected: Vec<PathBuf> = ["cov/index.html", "junit.xml", "out/deep/junit.xml"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(pulled, expected);
-    assert_eq!(std::fs::read_to_string(local.join("out/deep/junit.xml")).unwrap(), "d\n");
+    assert_eq!(
+        std::fs::read_to_string(local.join("out/deep/junit.xml")).unwrap(),
+        "d\n"
+    );
     assert!(!local.join("out/report.txt").exists());
 }
 
 fn wrong_keys_fail_at_once(target: &Target, image: &BakedImage, scratch: &Path) {
     // Another valid ed25519 key pinned in place of the guest's: refused before logging in.
-    let wrong = Target { host_key: public_key_of(&image.client_key()), ..target.clone() };
+    let wrong = Target {
+        host_key: public_key_of(&image.client_key()),
+        ..target.clone()
+    };
     let started = Instant::now();
-    let err = ssh::wait_ready(&wrong, started + Duration::from_secs(120), &never).err().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(15), "a wrong host key was retried: {:?}", started.elapsed());
-    let pinned_fp = ssh::HostKey::parse_line(&wrong.host_key).unwrap().fingerprint();
+    let err = ssh::wait_ready(&wrong, started + Duration::from_secs(120), &never)
+        .err()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a wrong host key was retried: {:?}",
+        started.elapsed()
+    );
+    let pinned_fp = ssh::HostKey::parse_line(&wrong.host_key)
+        .unwrap()
+        .fingerprint();
     let guest_fp = fingerprint(&image.host_key());
     match &err {
-        ssh::Error::HostKeyMismatch { expected, found, .. } => assert_eq!((expected, found), (&pinned_fp, &guest_fp)),
+        ssh::Error::HostKeyMismatch {
+            expected, found, ..
+        } => assert_eq!((expected, found), (&pinned_fp, &guest_fp)),
         other => panic!("expected a host key mismatch, got {other:?}"),
     }
     assert_eq!(err.exit_code(), vmrun::exit_code::VM_FAILED);
     let message = err.to_string();
-    assert!(message.contains(&pinned_fp) && message.contains(&guest_fp), "{message}");
+    assert!(
+        message.contains(&pinned_fp) && message.contains(&guest_fp),
+        "{message}"
+    );
 
     // The right host, a key the guest does not know: refused, not retried.
-    let stranger = Target { client_key: new_key(scratch, "stranger"), ..target.clone() };
+    let stranger = Target {
+        client_key: new_key(scratch, "stranger"),
+        ..target.clone()
+    };
     let started = Instant::now();
-    let err = ssh::wait_ready(&stranger, started + Duration::from_secs(120), &never).err().unwrap();
+    let err = ssh::wait_ready(&stranger, started + Duration::from_secs(120), &never)
+        .err()
+        .unwrap();
     assert!(matches!(err, ssh::Error::Auth { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(15), "a refused login was retried");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a refused login was retried"
+    );
 }
 
 fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
     let project = tempfile::tempdir().unwrap();
     write_files(project.path(), &["a"]);
-    assert_eq!(run(session, "sudo mv /usr/bin/rsync /usr/bin/rsync.off").0, Outcome::Exited(0));
+    assert_eq!(
+        run(session, "sudo mv /usr/bin/rsync /usr/bin/rsync.off").0,
+        Outcome::Exited(0)
+    );
     let result = vmrun::sync::push(ssh_config, project.path(), "other", &SyncConfig::default());
-    assert_eq!(run(session, "sudo mv /usr/bin/rsync.off /usr/bin/rsync").0, Outcome::Exited(0));
+    assert_eq!(
+        run(session, "sudo mv /usr/bin/rsync.off /usr/bin/rsync").0,
+        Outcome::Exited(0)
+    );
     let err = result.unwrap_err();
     assert!(matches!(err, vmrun::sync::Error::NoRsyncInGuest), "{err:?}");
-    assert_eq!(err.to_string(), "the guest has no rsync: add it to bake.packages");
+    assert_eq!(
+        err.to_string(),
+        "the guest has no rsync: add it to bake.packages"
+    );
     // And with rsync back, the same push works.
     vmrun::sync::push(ssh_config, project.path(), "other", &SyncConfig::default()).unwrap();
 }

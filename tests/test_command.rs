@@ -12,8 +12,12 @@ use vmrun::paths::Home;
 
 fn vmrun_test(project: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(common::VMRUN);
-    cmd.arg("test").arg("--image").arg(common::baked_image()).args(args);
-    cmd.current_dir(project).env("VMRUN_HOME", common::test_home());
+    cmd.arg("test")
+        .arg("--image")
+        .arg(common::baked_image())
+        .args(args);
+    cmd.current_dir(project)
+        .env("VMRUN_HOME", common::test_home());
     cmd
 }
 
@@ -48,15 +52,25 @@ struct LiveRun {
 
 impl LiveRun {
     fn start(mut cmd: Command) -> LiveRun {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
-        LiveRun { child, stderr: rx, lines: Vec::new() }
+        LiveRun {
+            child,
+            stderr: rx,
+            lines: Vec::new(),
+        }
     }
 
     /// Waits for a stderr line containing `needle`; returns it.
@@ -77,7 +91,13 @@ impl LiveRun {
     /// This run's directory, once its VM is reachable over SSH.
     fn wait_until_up(&mut self) -> PathBuf {
         let line = self.wait_for(": boot: done", Duration::from_secs(300));
-        let id = line.split("run ").nth(1).unwrap().split(':').next().unwrap();
+        let id = line
+            .split("run ")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
         runs_dir().join(id)
     }
 
@@ -95,12 +115,29 @@ impl LiveRun {
 fn a_third_party_test_suite_passes_in_the_guest() {
     let project = tempfile::tempdir().unwrap();
     let download = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "idna==3.7", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "idna==3.7",
+            "-d",
+        ])
         .arg(project.path())
         .output()
         .unwrap();
-    assert!(download.status.success(), "pip download: {}", text(&download.stderr));
-    let unpack = Command::new("tar").args(["xzf", "idna-3.7.tar.gz", "--strip-components=1"]).current_dir(project.path()).status().unwrap();
+    assert!(
+        download.status.success(),
+        "pip download: {}",
+        text(&download.stderr)
+    );
+    let unpack = Command::new("tar")
+        .args(["xzf", "idna-3.7.tar.gz", "--strip-components=1"])
+        .current_dir(project.path())
+        .status()
+        .unwrap();
     assert!(unpack.success());
     std::fs::remove_file(project.path().join("idna-3.7.tar.gz")).unwrap();
     // The suite's own exit code: `set -o pipefail` in bash, since the command uses a pipe.
@@ -110,31 +147,61 @@ fn a_third_party_test_suite_passes_in_the_guest() {
     )
     .unwrap();
     let out = run(project.path(), &[]);
-    assert!(out.status.success(), "suite failed ({:?}):\n{}\n{}", out.status, text(&out.stdout), text(&out.stderr));
-    let log = std::fs::read_to_string(project.path().join("vmrun-artifacts/unittest.log")).expect("artifact copied back");
-    assert!(log.contains("Ran ") && log.trim_end().ends_with("OK"), "{log}");
-    assert!(text(&out.stdout).contains("Ran "), "output streamed to stdout");
+    assert!(
+        out.status.success(),
+        "suite failed ({:?}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let log = std::fs::read_to_string(project.path().join("vmrun-artifacts/unittest.log"))
+        .expect("artifact copied back");
+    assert!(
+        log.contains("Ran ") && log.trim_end().ends_with("OK"),
+        "{log}"
+    );
+    assert!(
+        text(&out.stdout).contains("Ran "),
+        "output streamed to stdout"
+    );
 }
 
 #[test]
 fn exit_codes_come_back_exactly_and_streams_stay_apart() {
     let project = tempfile::tempdir().unwrap();
-    let cases: [(&str, i32); 4] = [("exit 0", 0), ("exit 1", 1), ("exit 7", 7), ("kill -KILL $$", 137)];
+    let cases: [(&str, i32); 4] = [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 7", 7),
+        ("kill -KILL $$", 137),
+    ];
     // Two at a time: the machine has two cores.
     for pair in cases.chunks(2) {
         let children: Vec<_> = pair
             .iter()
             .map(|(script, _)| {
                 let script = format!("echo to-stdout; echo to-stderr >&2; {script}");
-                vmrun_test(project.path(), &["--", "sh", "-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+                vmrun_test(project.path(), &["--", "sh", "-c", &script])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
             })
             .collect();
         for ((script, code), child) in pair.iter().zip(children) {
             let out = child.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(*code), "`{script}`: {}", text(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(*code),
+                "`{script}`: {}",
+                text(&out.stderr)
+            );
             assert_eq!(text(&out.stdout), "to-stdout\n", "`{script}` stdout");
             let err = text(&out.stderr);
-            assert!(err.contains("to-stderr\n") && !err.contains("to-stdout"), "`{script}` stderr: {err}");
+            assert!(
+                err.contains("to-stderr\n") && !err.contains("to-stdout"),
+                "`{script}` stderr: {err}"
+            );
         }
     }
 }
@@ -142,13 +209,22 @@ fn exit_codes_come_back_exactly_and_streams_stay_apart() {
 /// The port of a live run's SSH forward, from its ssh_config.
 fn forward_port(run_dir: &Path) -> u16 {
     let config = std::fs::read_to_string(run_dir.join("ssh/ssh_config")).unwrap();
-    config.lines().find_map(|l| l.trim().strip_prefix("Port ")).unwrap().trim().parse().unwrap()
+    config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Port "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
     let project = tempfile::tempdir().unwrap();
-    let mut live = LiveRun::start(vmrun_test(project.path(), &["--keep", "--", "sh", "-c", "exit 5"]));
+    let mut live = LiveRun::start(vmrun_test(
+        project.path(),
+        &["--keep", "--", "sh", "-c", "exit 5"],
+    ));
     let run_dir = live.wait_until_up();
     let id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
     let port = forward_port(&run_dir);
@@ -161,7 +237,15 @@ fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
         })
         .collect();
     assert_eq!(listening.len(), 1, "{listening:?}");
-    assert!(listening[0].split_whitespace().nth(1).unwrap().starts_with("0100007F:"), "not on 127.0.0.1: {}", listening[0]);
+    assert!(
+        listening[0]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .starts_with("0100007F:"),
+        "not on 127.0.0.1: {}",
+        listening[0]
+    );
 
     live.wait_for("its VM is kept", Duration::from_secs(60));
     let ssh = Command::new(common::VMRUN)
@@ -175,7 +259,10 @@ fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
 
     let (code, err) = live.interrupt();
     assert_eq!(code, Some(130), "{err}");
-    assert!(err.contains(&format!("vmrun ssh {id}")), "says how to get in: {err}");
+    assert!(
+        err.contains(&format!("vmrun ssh {id}")),
+        "says how to get in: {err}"
+    );
     assert!(!run_dir.exists(), "run directory left behind");
     assert!(!qemu_using(&run_dir), "QEMU left running");
 }
@@ -206,9 +293,16 @@ fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(run_dir.exists(), "nothing ran to remove it yet");
-    let out = Command::new(common::VMRUN).args(["images"]).env("VMRUN_HOME", common::test_home()).output().unwrap();
+    let out = Command::new(common::VMRUN)
+        .args(["images"])
+        .env("VMRUN_HOME", common::test_home())
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert!(!run_dir.exists(), "the next vmrun call did not reap the dead run");
+    assert!(
+        !run_dir.exists(),
+        "the next vmrun call did not reap the dead run"
+    );
 }
 
 #[test]
@@ -216,7 +310,12 @@ fn parallel_runs_do_not_collide_and_repeat_uses_fresh_overlays() {
     let project = tempfile::tempdir().unwrap();
     // Each run writes a marker and fails if an earlier run's marker is there.
     let script = "test ! -e /var/tmp/seen && touch /var/tmp/seen && echo shard=$VMRUN_SHARD_INDEX/$VMRUN_SHARD_COUNT";
-    let out = run(project.path(), &["--repeat", "2", "--jobs", "2", "--shard", "2/3", "--", "sh", "-c", script]);
+    let out = run(
+        project.path(),
+        &[
+            "--repeat", "2", "--jobs", "2", "--shard", "2/3", "--", "sh", "-c", script,
+        ],
+    );
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     let stdout = text(&out.stdout);
@@ -229,24 +328,41 @@ fn timeout_ends_the_command_with_124() {
     let project = tempfile::tempdir().unwrap();
     let out = run(project.path(), &["--timeout", "3s", "--", "sleep", "60"]);
     assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("timed out after 3s"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out after 3s"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn until_fail_stops_at_the_first_failure() {
     let project = tempfile::tempdir().unwrap();
-    let out = run(project.path(), &["--until-fail", "--repeat", "5", "--", "sh", "-c", "exit 3"]);
+    let out = run(
+        project.path(),
+        &["--until-fail", "--repeat", "5", "--", "sh", "-c", "exit 3"],
+    );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("0 passed, 1 failed"), "more runs after the first failure: {err}");
+    assert!(
+        err.contains("0 passed, 1 failed"),
+        "more runs after the first failure: {err}"
+    );
 }
 
 #[test]
 fn a_guest_that_does_not_come_up_in_time_fails_with_its_console() {
     let project = tempfile::tempdir().unwrap();
-    let out = run(project.path(), &["--cold", "--boot-timeout", "3s", "--", "true"]);
+    let out = run(
+        project.path(),
+        &["--cold", "--boot-timeout", "3s", "--", "true"],
+    );
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(vmrun::exit_code::VM_FAILED as i32), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::VM_FAILED as i32),
+        "{err}"
+    );
     assert!(err.contains("did not become reachable over SSH"), "{err}");
     assert!(err.contains("last lines of the serial console"), "{err}");
 }

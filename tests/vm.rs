@@ -17,10 +17,17 @@ const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
 
 /// Fails (not skips) when no user manager answers: the VM tests cannot mean anything then.
 fn require_user_manager() {
-    let out = Command::new("systemctl").args(["--user", "is-system-running"]).output();
-    let state = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let out = Command::new("systemctl")
+        .args(["--user", "is-system-running"])
+        .output();
+    let state = out
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     if !matches!(state.as_str(), "running" | "degraded") {
-        let stderr = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_else(|e| e.to_string());
+        let stderr = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_else(|e| e.to_string());
         panic!(
             "no systemd user manager answers (`systemctl --user is-system-running`: `{state}` {stderr}); \
              XDG_RUNTIME_DIR={:?}. Start one as .ci/run does: mkdir -p /run/systemd/system; \
@@ -34,7 +41,12 @@ fn require_user_manager() {
 fn vmrun_in(home: &Path, args: &[&str]) -> Output {
     static CWD: OnceLock<tempfile::TempDir> = OnceLock::new();
     let cwd = CWD.get_or_init(|| tempfile::tempdir().unwrap());
-    Command::new(VMRUN).args(args).current_dir(cwd.path()).env("VMRUN_HOME", home).output().unwrap()
+    Command::new(VMRUN)
+        .args(args)
+        .current_dir(cwd.path())
+        .env("VMRUN_HOME", home)
+        .output()
+        .unwrap()
 }
 
 fn vmrun(args: &[&str]) -> Output {
@@ -51,14 +63,29 @@ fn stdout(out: &Output) -> String {
 
 #[track_caller]
 fn ok(out: Output) -> Output {
-    assert!(out.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", out.status.code(), stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
     out
 }
 
 #[track_caller]
 fn fails_with(out: &Output, code: u8, says: &str) {
-    assert_eq!(out.status.code(), Some(code as i32), "stderr: {}", stderr(out));
-    assert!(stderr(out).contains(says), "expected `{says}` in: {}", stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code as i32),
+        "stderr: {}",
+        stderr(out)
+    );
+    assert!(
+        stderr(out).contains(says),
+        "expected `{says}` in: {}",
+        stderr(out)
+    );
 }
 
 /// The image the VMs are made from, baked once through the binary in the shared test home.
@@ -66,14 +93,24 @@ fn image() -> &'static str {
     static IMAGE: OnceLock<&str> = OnceLock::new();
     IMAGE.get_or_init(|| {
         common::guest_image();
-        ok(vmrun(&["bake", "--image", "debian:bookworm", "--name", "vm-test"]));
+        ok(vmrun(&[
+            "bake",
+            "--image",
+            "debian:bookworm",
+            "--name",
+            "vm-test",
+        ]));
         "vm-test"
     })
 }
 
 fn unit_dir() -> PathBuf {
-    let config = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
-    config.unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".config")).join("systemd/user")
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    config
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".config"))
+        .join("systemd/user")
 }
 
 /// A VM name no other test process uses (unit names are per user, not per VMRUN_HOME).
@@ -93,11 +130,18 @@ impl Drop for Cleanup {
 
 fn list() -> Vec<Value> {
     let out = ok(vmrun(&["vm", "list", "--json"]));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn entry(name: &str) -> Value {
-    list().into_iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{name} not listed"))
+    list()
+        .into_iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))
 }
 
 /// Polls `check` every second until it gives a value; panics naming `what` after `timeout`.
@@ -105,10 +149,17 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     let started = Instant::now();
     loop {
         if let Some(value) = check() {
-            eprintln!("[vm test] {what}: after {:.1}s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "[vm test] {what}: after {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {}s waiting for {what}", timeout.as_secs());
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {}s waiting for {what}",
+            timeout.as_secs()
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -117,8 +168,15 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
 fn wait_for_addresses(name: &str) -> Vec<String> {
     wait_for("guest agent addresses", Duration::from_secs(300), || {
         let vm = entry(name);
-        let addresses: Vec<String> = vm["addresses"].as_array()?.iter().filter_map(|a| a.as_str().map(String::from)).collect();
-        addresses.iter().any(|a| a == "10.0.2.15").then_some(addresses)
+        let addresses: Vec<String> = vm["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        addresses
+            .iter()
+            .any(|a| a == "10.0.2.15")
+            .then_some(addresses)
     })
 }
 
@@ -127,18 +185,26 @@ fn ssh(name: &str, args: &[&str]) -> String {
     let mut command = vec!["vm", "ssh", name, "--"];
     command.extend(args);
     let mut last = String::new();
-    wait_for(&format!("`{}` over vm ssh", args.join(" ")), Duration::from_secs(120), || {
-        let out = vmrun(&command);
-        last = stderr(&out);
-        out.status.success().then(|| stdout(&out))
-    })
+    wait_for(
+        &format!("`{}` over vm ssh", args.join(" ")),
+        Duration::from_secs(120),
+        || {
+            let out = vmrun(&command);
+            last = stderr(&out);
+            out.status.success().then(|| stdout(&out))
+        },
+    )
 }
 
 /// GET `path` from 127.0.0.1:`port`; `None` until something answers with HTTP.
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.starts_with("HTTP/").then_some(response)
@@ -146,7 +212,21 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// A python web server in the guest on port 8000, serving /etc (so /hostname is the guest's).
 fn serve_http_in_guest(name: &str) {
-    ssh(name, &["sudo", "systemd-run", "--unit", "vmrun-test-web", "--working-directory", "/etc", "python3", "-m", "http.server", "8000"]);
+    ssh(
+        name,
+        &[
+            "sudo",
+            "systemd-run",
+            "--unit",
+            "vmrun-test-web",
+            "--working-directory",
+            "/etc",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
+    );
 }
 
 #[test]
@@ -155,12 +235,19 @@ fn a_vm_lives_from_create_to_delete() {
     let image = image();
     let name = vm_name("vmtest");
     let started = Instant::now();
-    let phase = |what: &str| eprintln!("[vm test +{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    let phase = |what: &str| {
+        eprintln!(
+            "[vm test +{:>6.1}s] {what}",
+            started.elapsed().as_secs_f64()
+        )
+    };
 
     // Two creates of one name at once: exactly one wins.
     let create = || {
         Command::new(VMRUN)
-            .args(["vm", "create", &name, "--image", image, "--cpus", "2", "--memory", "1G"])
+            .args([
+                "vm", "create", &name, "--image", image, "--cpus", "2", "--memory", "1G",
+            ])
             .env("VMRUN_HOME", common::test_home())
             .stderr(Stdio::piped())
             .stdout(Stdio::piped())
@@ -176,10 +263,22 @@ fn a_vm_lives_from_create_to_delete() {
     phase("created");
 
     let unit_file = unit_dir().join(format!("vmrun-{name}.service"));
-    let layout = vmrun::vm::VmLayout::new(&vmrun::paths::Home::under(&common::test_home()), &unit_dir(), &name);
+    let layout = vmrun::vm::VmLayout::new(
+        &vmrun::paths::Home::under(&common::test_home()),
+        &unit_dir(),
+        &name,
+    );
     assert!(unit_file.is_file());
-    fails_with(&vmrun(&["vm", "create", &name, "--image", image]), vmrun::exit_code::BAD_INPUT, "already exists");
-    fails_with(&vmrun(&["images", "rm", image]), vmrun::exit_code::BAD_INPUT, "used by persistent VM");
+    fails_with(
+        &vmrun(&["vm", "create", &name, "--image", image]),
+        vmrun::exit_code::BAD_INPUT,
+        "already exists",
+    );
+    fails_with(
+        &vmrun(&["images", "rm", image]),
+        vmrun::exit_code::BAD_INPUT,
+        "used by persistent VM",
+    );
 
     let vm = entry(&name);
     assert_eq!(vm["state"], "running", "{vm}");
@@ -192,7 +291,10 @@ fn a_vm_lives_from_create_to_delete() {
     phase(&format!("addresses from the guest agent: {addresses:?}"));
     assert!(ssh(&name, &["uname", "-a"]).starts_with("Linux vmrun "));
     // Each word arrives as one argv element, whatever the remote shell would make of it.
-    assert_eq!(ssh(&name, &["printf", "%s|", "a b", "it's", "$HOME", "*"]), "a b|it's|$HOME|*|");
+    assert_eq!(
+        ssh(&name, &["printf", "%s|", "a b", "it's", "$HOME", "*"]),
+        "a b|it's|$HOME|*|"
+    );
     let status = ok(vmrun(&["vm", "status", &name]));
     assert!(stdout(&status).contains("10.0.2.15"), "{}", stdout(&status));
     phase("ssh works");
@@ -202,45 +304,101 @@ fn a_vm_lives_from_create_to_delete() {
     let port = vmrun::qemu::port::free_loopback_port().unwrap();
     let spec = format!("{port}:8000");
     ok(vmrun(&["vm", "forward", &name, "add", &spec]));
-    let page = wait_for("the guest's web server through the forward", Duration::from_secs(120), || http_get(port, "/hostname"));
-    assert!(page.contains("200") && page.trim_end().ends_with("vmrun"), "{page}");
-    let elsewhere = TcpStream::connect(("127.0.0.2", port)).map(drop).map_err(|e| e.kind());
-    assert_eq!(elsewhere, Err(std::io::ErrorKind::ConnectionRefused), "the forward listens beyond 127.0.0.1");
-    fails_with(&vmrun(&["vm", "forward", &name, "add", &spec]), vmrun::exit_code::BAD_INPUT, "clashes with");
+    let page = wait_for(
+        "the guest's web server through the forward",
+        Duration::from_secs(120),
+        || http_get(port, "/hostname"),
+    );
+    assert!(
+        page.contains("200") && page.trim_end().ends_with("vmrun"),
+        "{page}"
+    );
+    let elsewhere = TcpStream::connect(("127.0.0.2", port))
+        .map(drop)
+        .map_err(|e| e.kind());
+    assert_eq!(
+        elsewhere,
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "the forward listens beyond 127.0.0.1"
+    );
+    fails_with(
+        &vmrun(&["vm", "forward", &name, "add", &spec]),
+        vmrun::exit_code::BAD_INPUT,
+        "clashes with",
+    );
     assert_eq!(entry(&name)["forwards"][0]["host"], port);
     phase("forward works");
 
     // Snapshots: save, change the disk, load: the change is gone.
-    ssh(&name, &["sh", "-c", "echo before > /home/vmrun/marker && sync"]);
+    ssh(
+        &name,
+        &["sh", "-c", "echo before > /home/vmrun/marker && sync"],
+    );
     ok(vmrun(&["vm", "snapshot", &name, "save", "s1"]));
     assert!(stdout(&ok(vmrun(&["vm", "snapshot", &name, "list"]))).starts_with("s1 "));
-    ssh(&name, &["sh", "-c", "echo after > /home/vmrun/marker && sync"]);
+    ssh(
+        &name,
+        &["sh", "-c", "echo after > /home/vmrun/marker && sync"],
+    );
     ok(vmrun(&["vm", "snapshot", &name, "load", "s1"]));
     assert_eq!(ssh(&name, &["cat", "/home/vmrun/marker"]), "before\n");
-    fails_with(&vmrun(&["vm", "snapshot", &name, "load", "nope"]), vmrun::exit_code::BAD_INPUT, "no snapshot `nope`");
-    assert_eq!(ssh(&name, &["cat", "/home/vmrun/marker"]), "before\n", "a failed load leaves the guest running");
+    fails_with(
+        &vmrun(&["vm", "snapshot", &name, "load", "nope"]),
+        vmrun::exit_code::BAD_INPUT,
+        "no snapshot `nope`",
+    );
+    assert_eq!(
+        ssh(&name, &["cat", "/home/vmrun/marker"]),
+        "before\n",
+        "a failed load leaves the guest running"
+    );
     ok(vmrun(&["vm", "snapshot", &name, "delete", "s1"]));
     assert_eq!(stdout(&ok(vmrun(&["vm", "snapshot", &name, "list"]))), "");
     phase("snapshots work");
 
     let enable = ok(vmrun(&["vm", "enable", &name]));
     if !Path::new("/var/lib/systemd/linger").join(whoami()).exists() {
-        assert!(stderr(&enable).contains("lingering is off"), "{}", stderr(&enable));
+        assert!(
+            stderr(&enable).contains("lingering is off"),
+            "{}",
+            stderr(&enable)
+        );
     }
     assert_eq!(entry(&name)["enabled"], true);
 
     let logs = ok(vmrun(&["vm", "logs", &name]));
-    assert!(stdout(&logs).contains("Linux version"), "the serial console log: {}", stdout(&logs));
+    assert!(
+        stdout(&logs).contains("Linux version"),
+        "the serial console log: {}",
+        stdout(&logs)
+    );
 
     let stopped = Instant::now();
     let stop = ok(vmrun(&["vm", "stop", &name]));
-    assert!(stderr(&stop).contains("the guest powered off"), "not a clean stop: {}", stderr(&stop));
-    phase(&format!("stopped cleanly in {:.1}s", stopped.elapsed().as_secs_f64()));
+    assert!(
+        stderr(&stop).contains("the guest powered off"),
+        "not a clean stop: {}",
+        stderr(&stop)
+    );
+    phase(&format!(
+        "stopped cleanly in {:.1}s",
+        stopped.elapsed().as_secs_f64()
+    ));
     assert_eq!(entry(&name)["state"], "stopped");
-    assert!(!layout.qmp_socket().exists(), "QEMU removes its sockets when it exits");
+    assert!(
+        !layout.qmp_socket().exists(),
+        "QEMU removes its sockets when it exits"
+    );
     assert!(stderr(&ok(vmrun(&["vm", "stop", &name]))).contains("already stopped"));
-    assert!(stdout(&ok(vmrun(&["vm", "snapshot", &name, "list"]))).is_empty(), "snapshots of a stopped VM come from its disk");
-    fails_with(&vmrun(&["vm", "ssh", &name, "--", "true"]), vmrun::exit_code::BAD_INPUT, "is not running");
+    assert!(
+        stdout(&ok(vmrun(&["vm", "snapshot", &name, "list"]))).is_empty(),
+        "snapshots of a stopped VM come from its disk"
+    );
+    fails_with(
+        &vmrun(&["vm", "ssh", &name, "--", "true"]),
+        vmrun::exit_code::BAD_INPUT,
+        "is not running",
+    );
 
     ok(vmrun(&["vm", "start", &name]));
     assert_eq!(entry(&name)["state"], "running");
@@ -251,26 +409,50 @@ fn a_vm_lives_from_create_to_delete() {
     phase("restarted");
     // The forward is part of the VM now, not only of the QEMU it was added to.
     serve_http_in_guest(&name);
-    wait_for("the forward after a restart", Duration::from_secs(120), || http_get(port, "/hostname"));
+    wait_for(
+        "the forward after a restart",
+        Duration::from_secs(120),
+        || http_get(port, "/hostname"),
+    );
     ok(vmrun(&["vm", "forward", &name, "remove", &spec]));
     assert!(entry(&name)["forwards"].as_array().unwrap().is_empty());
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the removed forward still listens");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the removed forward still listens"
+    );
 
     ok(vmrun(&["vm", "delete", &name]));
     phase("deleted");
     assert!(!unit_file.exists());
-    assert!(!unit_dir().join("default.target.wants").join(format!("vmrun-{name}.service")).exists());
+    assert!(
+        !unit_dir()
+            .join("default.target.wants")
+            .join(format!("vmrun-{name}.service"))
+            .exists()
+    );
     assert!(!layout.state.exists(), "{} is left", layout.state.display());
-    assert!(!layout.runtime.exists(), "{} is left", layout.runtime.display());
+    assert!(
+        !layout.runtime.exists(),
+        "{} is left",
+        layout.runtime.display()
+    );
     let show = systemctl(&["show", "-p", "LoadState", &format!("vmrun-{name}.service")]);
     assert_eq!(stdout(&show).trim(), "LoadState=not-found");
     assert!(!list().iter().any(|v| v["name"] == name.as_str()));
-    fails_with(&vmrun(&["vm", "delete", &name]), vmrun::exit_code::BAD_INPUT, "no VM named");
+    fails_with(
+        &vmrun(&["vm", "delete", &name]),
+        vmrun::exit_code::BAD_INPUT,
+        "no VM named",
+    );
     ok(vmrun(&["images", "--json"]));
 }
 
 fn systemctl(args: &[&str]) -> Output {
-    Command::new("systemctl").arg("--user").args(args).output().unwrap()
+    Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Removes a unit file written by a test, and the manager's memory of it.
@@ -287,7 +469,10 @@ impl Drop for RemoveUnit {
 }
 
 fn whoami() -> String {
-    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned()
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// QEMU cannot bind a forward whose port is taken: the create fails saying why, and leaves no
@@ -299,18 +484,54 @@ fn a_failed_create_leaves_nothing_behind() {
     let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
     let name = vm_name("failing");
-    let out = vmrun(&["vm", "create", &name, "--image", image, "--forward", &format!("{port}:80")]);
-    fails_with(&out, vmrun::exit_code::VM_FAILED, &format!("VM `{name}` did not start"));
-    assert!(stderr(&out).contains("Could not set up host forwarding rule"), "QEMU's reason is shown: {}", stderr(&out));
-    assert!(stderr(&out).contains("nothing of the VM is left"), "{}", stderr(&out));
-    let layout = vmrun::vm::VmLayout::new(&vmrun::paths::Home::under(&common::test_home()), &unit_dir(), &name);
+    let out = vmrun(&[
+        "vm",
+        "create",
+        &name,
+        "--image",
+        image,
+        "--forward",
+        &format!("{port}:80"),
+    ]);
+    fails_with(
+        &out,
+        vmrun::exit_code::VM_FAILED,
+        &format!("VM `{name}` did not start"),
+    );
+    assert!(
+        stderr(&out).contains("Could not set up host forwarding rule"),
+        "QEMU's reason is shown: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("nothing of the VM is left"),
+        "{}",
+        stderr(&out)
+    );
+    let layout = vmrun::vm::VmLayout::new(
+        &vmrun::paths::Home::under(&common::test_home()),
+        &unit_dir(),
+        &name,
+    );
     assert!(!layout.state.exists(), "{} is left", layout.state.display());
-    assert!(!layout.runtime.exists(), "{} is left", layout.runtime.display());
-    assert!(!layout.unit_file.exists(), "{} is left", layout.unit_file.display());
+    assert!(
+        !layout.runtime.exists(),
+        "{} is left",
+        layout.runtime.display()
+    );
+    assert!(
+        !layout.unit_file.exists(),
+        "{} is left",
+        layout.unit_file.display()
+    );
     let show = systemctl(&["show", "-p", "LoadState", &layout.unit()]);
     assert_eq!(stdout(&show).trim(), "LoadState=not-found");
     // The name is free again.
-    fails_with(&vmrun(&["vm", "status", &name]), vmrun::exit_code::BAD_INPUT, "no VM named");
+    fails_with(
+        &vmrun(&["vm", "status", &name]),
+        vmrun::exit_code::BAD_INPUT,
+        "no VM named",
+    );
 }
 
 #[test]
@@ -320,11 +541,23 @@ fn bad_names_are_refused_before_anything_is_written() {
         let out = vmrun_in(home.path(), &["vm", "create", bad, "--image", "whatever"]);
         fails_with(&out, vmrun::exit_code::BAD_INPUT, "invalid vm name");
         assert!(!unit_dir().join(format!("vmrun-{bad}.service")).exists());
-        for command in [&["vm", "start", bad][..], &["vm", "delete", bad], &["vm", "forward", bad, "add", "1:2"]] {
-            fails_with(&vmrun_in(home.path(), command), vmrun::exit_code::BAD_INPUT, "invalid vm name");
+        for command in [
+            &["vm", "start", bad][..],
+            &["vm", "delete", bad],
+            &["vm", "forward", bad, "add", "1:2"],
+        ] {
+            fails_with(
+                &vmrun_in(home.path(), command),
+                vmrun::exit_code::BAD_INPUT,
+                "invalid vm name",
+            );
         }
     }
-    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 0, "something was written into VMRUN_HOME");
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "something was written into VMRUN_HOME"
+    );
 }
 
 #[test]
@@ -344,24 +577,53 @@ fn unknown_vms_and_images_are_errors() {
         &["vm", "forward", &name, "add", "8080:80"],
         &["vm", "snapshot", &name, "list"],
     ] {
-        fails_with(&vmrun_in(home.path(), command), vmrun::exit_code::BAD_INPUT, &format!("no VM named `{name}`"));
+        fails_with(
+            &vmrun_in(home.path(), command),
+            vmrun::exit_code::BAD_INPUT,
+            &format!("no VM named `{name}`"),
+        );
     }
-    let out = vmrun_in(home.path(), &["vm", "create", &name, "--image", "no-such-image"]);
-    fails_with(&out, vmrun::exit_code::BAD_INPUT, "no baked image named `no-such-image`");
+    let out = vmrun_in(
+        home.path(),
+        &["vm", "create", &name, "--image", "no-such-image"],
+    );
+    fails_with(
+        &out,
+        vmrun::exit_code::BAD_INPUT,
+        "no baked image named `no-such-image`",
+    );
     assert!(!home.path().join("state/vms").join(&name).exists());
     assert!(!unit_dir().join(format!("vmrun-{name}.service")).exists());
-    assert_eq!(stdout(&ok(vmrun_in(home.path(), &["vm", "list", "--json"]))).trim(), "[]");
+    assert_eq!(
+        stdout(&ok(vmrun_in(home.path(), &["vm", "list", "--json"]))).trim(),
+        "[]"
+    );
 }
 
 #[test]
 fn bad_arguments_are_usage_errors() {
     let home = tempfile::tempdir().unwrap();
     for (args, says) in [
-        (&["vm", "create", "x", "--image", "i", "--forward", "80"][..], "expected [tcp|udp:][ADDR:]HOST:GUEST"),
-        (&["vm", "create", "x", "--image", "i", "--forward", "0:80"], "`0` is not a port"),
-        (&["vm", "create", "x", "--image", "i", "--cpus", "0"], "--cpus 0"),
-        (&["vm", "create", "x", "--image", "i", "--memory", "lots"], "--memory"),
-        (&["vm", "forward", "x", "add", "localhost:1:2"], "not an IPv4 address"),
+        (
+            &["vm", "create", "x", "--image", "i", "--forward", "80"][..],
+            "expected [tcp|udp:][ADDR:]HOST:GUEST",
+        ),
+        (
+            &["vm", "create", "x", "--image", "i", "--forward", "0:80"],
+            "`0` is not a port",
+        ),
+        (
+            &["vm", "create", "x", "--image", "i", "--cpus", "0"],
+            "--cpus 0",
+        ),
+        (
+            &["vm", "create", "x", "--image", "i", "--memory", "lots"],
+            "--memory",
+        ),
+        (
+            &["vm", "forward", "x", "add", "localhost:1:2"],
+            "not an IPv4 address",
+        ),
     ] {
         fails_with(&vmrun_in(home.path(), args), vmrun::exit_code::USAGE, says);
     }
@@ -378,8 +640,16 @@ fn without_a_user_manager_vm_commands_say_so() {
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .output()
         .unwrap();
-    fails_with(&out, vmrun::exit_code::VM_FAILED, "no systemd user manager answers");
-    assert!(stderr(&out).contains("/lib/systemd/systemd --user"), "{}", stderr(&out));
+    fails_with(
+        &out,
+        vmrun::exit_code::VM_FAILED,
+        "no systemd user manager answers",
+    );
+    assert!(
+        stderr(&out).contains("/lib/systemd/systemd --user"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The unit renderer's quoting, checked by systemd itself: a unit rendered as a VM's is, whose
@@ -405,12 +675,21 @@ fn systemd_reads_back_the_arguments_and_paths_vmrun_quotes() {
         "ctl\x01\u{85}".into(),
         odd.clone().into(),
     ];
-    let mut run: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), r#"for a in "$@"; do printf '[%s]' "$a"; done"#.into(), "sh".into()];
+    let mut run: Vec<OsString> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        r#"for a in "$@"; do printf '[%s]' "$a"; done"#.into(),
+        "sh".into(),
+    ];
     run.extend(words.iter().cloned());
     let name = vm_name("quoting");
     let spec = UnitSpec {
         vm: name.clone(),
-        prepare: vec!["/usr/bin/mkdir".into(), "-p".into(), odd.join("made by ExecStartPre").into()],
+        prepare: vec![
+            "/usr/bin/mkdir".into(),
+            "-p".into(),
+            odd.join("made by ExecStartPre").into(),
+        ],
         run,
         stop: vec!["/bin/true".into()],
         qemu_log: odd.join("qemu log"),
@@ -430,10 +709,15 @@ fn systemd_reads_back_the_arguments_and_paths_vmrun_quotes() {
         expected.push(b']');
     }
     let printed = wait_for("the unit's output", Duration::from_secs(30), || {
-        std::fs::read(&spec.qemu_log).ok().filter(|p| p.len() >= expected.len())
+        std::fs::read(&spec.qemu_log)
+            .ok()
+            .filter(|p| p.len() >= expected.len())
     });
     ok(started);
-    assert_eq!(String::from_utf8_lossy(&printed), String::from_utf8_lossy(&expected));
+    assert_eq!(
+        String::from_utf8_lossy(&printed),
+        String::from_utf8_lossy(&expected)
+    );
     assert_eq!(printed, expected);
     assert!(odd.join("made by ExecStartPre").is_dir());
 }

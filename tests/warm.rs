@@ -12,7 +12,10 @@ use vmrun::paths::Home;
 
 fn vmrun_test(project: &Path, image: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(common::VMRUN);
-    cmd.args(["test", "--image", image]).args(args).current_dir(project).env("VMRUN_HOME", common::test_home());
+    cmd.args(["test", "--image", image])
+        .args(args)
+        .current_dir(project)
+        .env("VMRUN_HOME", common::test_home());
     cmd
 }
 
@@ -21,7 +24,10 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// What one resumed run saw: the guest's clock against the host's when the line arrived,
@@ -48,7 +54,12 @@ fn resumed_run(project: &Path) -> Seen {
     let earlier_file = lines.any(|l| l.unwrap() == "earlier-file");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    Seen { clock_skew, random, earlier_file, stderr: text(&out.stderr) }
+    Seen {
+        clock_skew,
+        random,
+        earlier_file,
+        stderr: text(&out.stderr),
+    }
 }
 
 #[test]
@@ -57,24 +68,51 @@ fn resumed_runs_get_the_hosts_time_their_own_randomness_and_a_fresh_disk() {
     let first = resumed_run(project.path());
     let second = resumed_run(project.path());
     for seen in [&first, &second] {
-        assert!(!seen.stderr.contains("booting cold"), "did not resume: {}", seen.stderr);
-        assert!(seen.clock_skew < 1.0, "guest clock off by {:.3}s", seen.clock_skew);
+        assert!(
+            !seen.stderr.contains("booting cold"),
+            "did not resume: {}",
+            seen.stderr
+        );
+        assert!(
+            seen.clock_skew < 1.0,
+            "guest clock off by {:.3}s",
+            seen.clock_skew
+        );
         assert!(!seen.earlier_file, "a file from an earlier run was there");
         assert_eq!(seen.random.len(), 32, "{}", seen.random);
     }
-    assert_ne!(first.random, second.random, "two resumed runs produced the same random bytes");
+    assert_ne!(
+        first.random, second.random,
+        "two resumed runs produced the same random bytes"
+    );
 }
 
 #[test]
 fn a_run_that_asks_for_another_machine_size_boots_cold_and_says_why() {
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("vmrun.yaml"), "vm:\n  memory: 1536M\n").unwrap();
-    let out: Output = vmrun_test(project.path(), common::baked_image(), &["--", "free", "-m"]).output().unwrap();
+    let out: Output = vmrun_test(project.path(), common::baked_image(), &["--", "free", "-m"])
+        .output()
+        .unwrap();
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("booting cold: the warm state does not fit") && err.contains("1536 MiB"), "{err}");
-    let total: u64 = text(&out.stdout).lines().find(|l| l.starts_with("Mem:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(total > 1100, "the guest has {total} MiB, not the 1536 MiB asked for");
+    assert!(
+        err.contains("booting cold: the warm state does not fit") && err.contains("1536 MiB"),
+        "{err}"
+    );
+    let total: u64 = text(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("Mem:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        total > 1100,
+        "the guest has {total} MiB, not the 1536 MiB asked for"
+    );
 }
 
 #[test]
@@ -89,7 +127,12 @@ fn an_image_without_a_warm_state_boots_cold_and_says_why() {
         let staging = home.store().join(".test-cold-copy");
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir(&staging).unwrap();
-        for file in ["disk.qcow2", "host_ed25519.pub", "client_ed25519", "image.json"] {
+        for file in [
+            "disk.qcow2",
+            "host_ed25519.pub",
+            "client_ed25519",
+            "image.json",
+        ] {
             std::fs::copy(entry.join(file), staging.join(file)).unwrap();
         }
         let _ = std::fs::rename(&staging, &copy);
@@ -99,8 +142,13 @@ fn an_image_without_a_warm_state_boots_cold_and_says_why() {
     std::os::unix::fs::symlink(Path::new("../store").join(key), &link).unwrap();
 
     let project = tempfile::tempdir().unwrap();
-    let out = vmrun_test(project.path(), "test-no-warm", &["--", "true"]).output().unwrap();
+    let out = vmrun_test(project.path(), "test-no-warm", &["--", "true"])
+        .output()
+        .unwrap();
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("booting cold: the image has no warm state"), "{err}");
+    assert!(
+        err.contains("booting cold: the image has no warm state"),
+        "{err}"
+    );
 }

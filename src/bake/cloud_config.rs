@@ -12,14 +12,21 @@ pub(crate) const VERDICT_SCRIPT: &str = include_str!("../../cloud-init/bake-verd
 const VERDICT_PATH: &str = "/var/lib/vmrun/bake-verdict";
 
 /// Keys vmrun must control for the bake to be verifiable: extra user-data may not set them.
-const OWNED_KEYS: &[&str] = &["ssh_keys", "ssh_deletekeys", "ssh_genkeytypes", "power_state"];
+const OWNED_KEYS: &[&str] = &[
+    "ssh_keys",
+    "ssh_deletekeys",
+    "ssh_genkeytypes",
+    "power_state",
+];
 /// List keys where extra user-data adds to what vmrun renders instead of replacing it.
 const APPENDED_KEYS: &[&str] = &["users", "packages", "runcmd", "bootcmd", "write_files"];
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic, PartialEq)]
 pub enum Error {
     #[error("bake.user-data.{0} is set by vmrun and cannot be overridden")]
-    #[diagnostic(help("vmrun pins the host key and watches power_state to know the bake succeeded"))]
+    #[diagnostic(help(
+        "vmrun pins the host key and watches power_state to know the bake succeeded"
+    ))]
     Owned(String),
     #[error("bake.user-data.{0} must be a list: vmrun adds its own entries to it")]
     NotAList(String),
@@ -40,15 +47,30 @@ pub struct BakeSecrets {
 
 /// The `user-data` document.
 pub fn user_data(bake: &BakeConfig, secrets: &BakeSecrets) -> Result<String, Error> {
-    let mut doc: Mapping = yaml_serde::from_str(TEMPLATE).expect("cloud-init/bake.yaml is a mapping");
+    let mut doc: Mapping =
+        yaml_serde::from_str(TEMPLATE).expect("cloud-init/bake.yaml is a mapping");
 
-    let users = doc.get_mut("users").and_then(Value::as_sequence_mut).expect("template has users");
-    let user = users[0].as_mapping_mut().expect("template user is a mapping");
-    user.insert("ssh_authorized_keys".into(), Value::Sequence(vec![secrets.client_public_key.as_str().into()]));
+    let users = doc
+        .get_mut("users")
+        .and_then(Value::as_sequence_mut)
+        .expect("template has users");
+    let user = users[0]
+        .as_mapping_mut()
+        .expect("template user is a mapping");
+    user.insert(
+        "ssh_authorized_keys".into(),
+        Value::Sequence(vec![secrets.client_public_key.as_str().into()]),
+    );
 
     let mut ssh_keys = Mapping::new();
-    ssh_keys.insert("ed25519_private".into(), secrets.host_private_key.as_str().into());
-    ssh_keys.insert("ed25519_public".into(), secrets.host_public_key.as_str().into());
+    ssh_keys.insert(
+        "ed25519_private".into(),
+        secrets.host_private_key.as_str().into(),
+    );
+    ssh_keys.insert(
+        "ed25519_public".into(),
+        secrets.host_public_key.as_str().into(),
+    );
     doc.insert("ssh_keys".into(), Value::Mapping(ssh_keys));
 
     if !bake.packages.is_empty() {
@@ -56,14 +78,23 @@ pub fn user_data(bake: &BakeConfig, secrets: &BakeSecrets) -> Result<String, Err
         doc.insert("packages".into(), strings(&bake.packages));
     }
     if !bake.run.is_empty() {
-        doc.insert("runcmd".into(), Value::Sequence(bake.run.iter().map(command).collect()));
+        doc.insert(
+            "runcmd".into(),
+            Value::Sequence(bake.run.iter().map(command).collect()),
+        );
     }
     let mut files: Vec<Value> = bake.files.iter().map(write_file).collect();
     files.push(file_entry(VERDICT_PATH, VERDICT_SCRIPT, Some("0755"), None));
     doc.insert("write_files".into(), Value::Sequence(files));
 
-    let power_state = doc.get_mut("power_state").and_then(Value::as_mapping_mut).expect("template has power_state");
-    power_state.insert("condition".into(), strings(&["/bin/sh", VERDICT_PATH, &secrets.verdict_marker]));
+    let power_state = doc
+        .get_mut("power_state")
+        .and_then(Value::as_mapping_mut)
+        .expect("template has power_state");
+    power_state.insert(
+        "condition".into(),
+        strings(&["/bin/sh", VERDICT_PATH, &secrets.verdict_marker]),
+    );
 
     if let Some(extra) = &bake.user_data {
         merge(&mut doc, extra)?;
@@ -96,7 +127,9 @@ fn merge(doc: &mut Mapping, extra: &Mapping) -> Result<(), Error> {
             return Err(Error::Owned(name));
         }
         if APPENDED_KEYS.contains(&name.as_str()) {
-            let Value::Sequence(items) = value else { return Err(Error::NotAList(name)) };
+            let Value::Sequence(items) = value else {
+                return Err(Error::NotAList(name));
+            };
             match doc.get_mut(key) {
                 Some(Value::Sequence(ours)) => ours.extend(items.iter().cloned()),
                 _ => {
@@ -118,7 +151,12 @@ fn command(c: &Command) -> Value {
 }
 
 fn write_file(f: &crate::config::BakeFile) -> Value {
-    file_entry(&f.path, &f.content, f.permissions.as_deref(), f.owner.as_deref())
+    file_entry(
+        &f.path,
+        &f.content,
+        f.permissions.as_deref(),
+        f.owner.as_deref(),
+    )
 }
 
 fn file_entry(path: &str, content: &str, permissions: Option<&str>, owner: Option<&str>) -> Value {
@@ -146,7 +184,9 @@ mod tests {
     fn secrets() -> BakeSecrets {
         BakeSecrets {
             client_public_key: "ssh-ed25519 AAAAclient vmrun".into(),
-            host_private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            host_private_key:
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n-----END OPENSSH PRIVATE KEY-----\n"
+                    .into(),
             host_public_key: "ssh-ed25519 AAAAhost".into(),
             verdict_marker: "vmrun-bake-1234".into(),
         }
@@ -161,9 +201,15 @@ mod tests {
     fn defaults_render_user_keys_and_verdict_hook() {
         let doc = parse(&user_data(&BakeConfig::default(), &secrets()).unwrap());
         assert_eq!(doc["users"][0]["name"], "vmrun");
-        assert_eq!(doc["users"][0]["ssh_authorized_keys"][0], "ssh-ed25519 AAAAclient vmrun");
+        assert_eq!(
+            doc["users"][0]["ssh_authorized_keys"][0],
+            "ssh-ed25519 AAAAclient vmrun"
+        );
         assert_eq!(doc["ssh_keys"]["ed25519_public"], "ssh-ed25519 AAAAhost");
-        assert_eq!(doc["ssh_keys"]["ed25519_private"], secrets().host_private_key.as_str());
+        assert_eq!(
+            doc["ssh_keys"]["ed25519_private"],
+            secrets().host_private_key.as_str()
+        );
         assert_eq!(doc["power_state"]["mode"], "poweroff");
         let condition = &doc["power_state"]["condition"];
         assert_eq!(condition[1], VERDICT_PATH);
@@ -178,7 +224,10 @@ mod tests {
     fn bake_section_becomes_packages_runcmd_and_files() {
         let bake = BakeConfig {
             packages: vec!["curl".into(), "git".into()],
-            run: vec![Command::Shell("echo hi > /x".into()), Command::Argv(vec!["touch".into(), "/y z".into()])],
+            run: vec![
+                Command::Shell("echo hi > /x".into()),
+                Command::Argv(vec!["touch".into(), "/y z".into()]),
+            ],
             files: vec![BakeFile {
                 path: "/etc/motd".into(),
                 content: "hello\n".into(),
@@ -199,8 +248,15 @@ mod tests {
 
     #[test]
     fn extra_user_data_appends_lists_and_sets_other_keys() {
-        let extra: Mapping = yaml_serde::from_str("runcmd: [[echo, extra]]\ntimezone: Europe/Paris\nusers: [default]\n").unwrap();
-        let bake = BakeConfig { run: vec![Command::Shell("first".into())], user_data: Some(extra), ..Default::default() };
+        let extra: Mapping = yaml_serde::from_str(
+            "runcmd: [[echo, extra]]\ntimezone: Europe/Paris\nusers: [default]\n",
+        )
+        .unwrap();
+        let bake = BakeConfig {
+            run: vec![Command::Shell("first".into())],
+            user_data: Some(extra),
+            ..Default::default()
+        };
         let doc = parse(&user_data(&bake, &secrets()).unwrap());
         assert_eq!(doc["runcmd"][0], "first");
         assert_eq!(doc["runcmd"][1][1], "extra");
@@ -213,12 +269,21 @@ mod tests {
     fn extra_user_data_cannot_take_over_keys_or_power_state() {
         for key in ["ssh_keys", "power_state"] {
             let extra: Mapping = yaml_serde::from_str(&format!("{key}: {{}}\n")).unwrap();
-            let bake = BakeConfig { user_data: Some(extra), ..Default::default() };
+            let bake = BakeConfig {
+                user_data: Some(extra),
+                ..Default::default()
+            };
             assert_eq!(user_data(&bake, &secrets()), Err(Error::Owned(key.into())));
         }
         let extra: Mapping = yaml_serde::from_str("packages: curl\n").unwrap();
-        let bake = BakeConfig { user_data: Some(extra), ..Default::default() };
-        assert_eq!(user_data(&bake, &secrets()), Err(Error::NotAList("packages".into())));
+        let bake = BakeConfig {
+            user_data: Some(extra),
+            ..Default::default()
+        };
+        assert_eq!(
+            user_data(&bake, &secrets()),
+            Err(Error::NotAList("packages".into()))
+        );
     }
 
     #[test]
@@ -226,12 +291,18 @@ mod tests {
         let a = cache_material(&BakeConfig::default()).unwrap();
         assert!(!a.contains("AAAA"));
         assert_eq!(a, cache_material(&BakeConfig::default()).unwrap());
-        let with_pkg = BakeConfig { packages: vec!["curl".into()], ..Default::default() };
+        let with_pkg = BakeConfig {
+            packages: vec!["curl".into()],
+            ..Default::default()
+        };
         assert_ne!(a, cache_material(&with_pkg).unwrap());
     }
 
     #[test]
     fn meta_data_names_the_instance() {
-        assert_eq!(meta_data("vmrun-bake-ab"), "instance-id: vmrun-bake-ab\nlocal-hostname: vmrun\n");
+        assert_eq!(
+            meta_data("vmrun-bake-ab"),
+            "instance-id: vmrun-bake-ab\nlocal-hostname: vmrun\n"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub enum ConsoleSignal {
 pub fn signal(line: &str, marker: &str) -> Option<ConsoleSignal> {
     // Anywhere in the line: kernel messages may share it. Nothing else can print the marker,
     // which is fresh for each bake.
-    if let Some(rest) = line.find(marker).and_then(|at| line[at + marker.len()..].strip_prefix(' ')) {
+    if let Some(rest) = line
+        .find(marker)
+        .and_then(|at| line[at + marker.len()..].strip_prefix(' '))
+    {
         return Some(match rest.strip_prefix("failed: ") {
             Some(errors) => ConsoleSignal::Failed(errors.trim().to_owned()),
             None if rest.trim() == "ok" => ConsoleSignal::Succeeded,
@@ -26,10 +29,16 @@ pub fn signal(line: &str, marker: &str) -> Option<ConsoleSignal> {
         });
     }
     let after = &line[line.find("Cloud-init v. ")?..];
-    if let Some(stage) = after.split("running '").nth(1).and_then(|s| s.split('\'').next()) {
+    if let Some(stage) = after
+        .split("running '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+    {
         return Some(ConsoleSignal::Stage(stage.to_owned()));
     }
-    after.contains(" finished at ").then_some(ConsoleSignal::CloudInitFinished)
+    after
+        .contains(" finished at ")
+        .then_some(ConsoleSignal::CloudInitFinished)
 }
 
 #[cfg(test)]
@@ -41,22 +50,44 @@ mod tests {
     #[test]
     fn cloud_init_stages() {
         let line = "[   26.88] cloud-init[254]: Cloud-init v. 22.4.2 running 'init-local' at Mon, 23 Nov 2026 22:48:02 +0000. Up 26.46 seconds.";
-        assert_eq!(signal(line, M), Some(ConsoleSignal::Stage("init-local".into())));
-        let line = "cloud-init[374]: Cloud-init v. 22.4.2 running 'modules:final' at Mon, 23 Nov 2026";
-        assert_eq!(signal(line, M), Some(ConsoleSignal::Stage("modules:final".into())));
+        assert_eq!(
+            signal(line, M),
+            Some(ConsoleSignal::Stage("init-local".into()))
+        );
+        let line =
+            "cloud-init[374]: Cloud-init v. 22.4.2 running 'modules:final' at Mon, 23 Nov 2026";
+        assert_eq!(
+            signal(line, M),
+            Some(ConsoleSignal::Stage("modules:final".into()))
+        );
         let line = "[   80.1] cloud-init[401]: Cloud-init v. 22.4.2 finished at Mon, 23 Nov 2026 22:49:00 +0000. Datasource DataSourceNoCloud";
         assert_eq!(signal(line, M), Some(ConsoleSignal::CloudInitFinished));
     }
 
     #[test]
     fn verdicts_need_the_exact_marker() {
-        assert_eq!(signal("vmrun-bake-5f3a ok", M), Some(ConsoleSignal::Succeeded));
         assert_eq!(
-            signal("vmrun-bake-5f3a failed: ('scripts_user', RuntimeError('x')); other", M),
-            Some(ConsoleSignal::Failed("('scripts_user', RuntimeError('x')); other".into()))
+            signal("vmrun-bake-5f3a ok", M),
+            Some(ConsoleSignal::Succeeded)
         );
-        assert_eq!(signal("vmrun-bake-0000 ok", M), None, "another bake's marker");
-        assert_eq!(signal("[ 80.5] reboot: Power down vmrun-bake-5f3a ok", M), Some(ConsoleSignal::Succeeded));
+        assert_eq!(
+            signal(
+                "vmrun-bake-5f3a failed: ('scripts_user', RuntimeError('x')); other",
+                M
+            ),
+            Some(ConsoleSignal::Failed(
+                "('scripts_user', RuntimeError('x')); other".into()
+            ))
+        );
+        assert_eq!(
+            signal("vmrun-bake-0000 ok", M),
+            None,
+            "another bake's marker"
+        );
+        assert_eq!(
+            signal("[ 80.5] reboot: Power down vmrun-bake-5f3a ok", M),
+            Some(ConsoleSignal::Succeeded)
+        );
         assert_eq!(signal("vmrun-bake-5f3a okay", M), None);
         assert_eq!(signal("Debian GNU/Linux 12 vmrun ttyS0", M), None);
     }

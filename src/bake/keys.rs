@@ -38,17 +38,33 @@ impl KeyPair {
     /// Makes a new ed25519 key at `path` (and `path.pub`), without a passphrase.
     pub fn generate(path: &Path, comment: &str) -> Result<KeyPair, Error> {
         let keygen = tools::find("ssh-keygen")?;
-        external::run(Command::new(keygen).args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path))
-            .map_err(|source| Error::Keygen { path: path.to_owned(), source })?;
+        external::run(
+            Command::new(keygen)
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+                .arg(path),
+        )
+        .map_err(|source| Error::Keygen {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut public_path = path.as_os_str().to_owned();
         public_path.push(".pub");
         let public_path = PathBuf::from(public_path);
-        let public = std::fs::read_to_string(&public_path).map_err(|source| Error::Read { path: public_path, source })?;
-        Ok(KeyPair { private_path: path.to_owned(), public_line: public.trim().to_owned() })
+        let public = std::fs::read_to_string(&public_path).map_err(|source| Error::Read {
+            path: public_path,
+            source,
+        })?;
+        Ok(KeyPair {
+            private_path: path.to_owned(),
+            public_line: public.trim().to_owned(),
+        })
     }
 
     pub fn private_key(&self) -> Result<String, Error> {
-        std::fs::read_to_string(&self.private_path).map_err(|source| Error::Read { path: self.private_path.clone(), source })
+        std::fs::read_to_string(&self.private_path).map_err(|source| Error::Read {
+            path: self.private_path.clone(),
+            source,
+        })
     }
 }
 
@@ -61,10 +77,22 @@ mod tests {
     fn generates_a_private_key_only_its_owner_reads() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyPair::generate(&dir.path().join("host_ed25519"), "vmrun host").unwrap();
-        assert!(key.public_line.starts_with("ssh-ed25519 AAAA"), "{}", key.public_line);
+        assert!(
+            key.public_line.starts_with("ssh-ed25519 AAAA"),
+            "{}",
+            key.public_line
+        );
         assert!(key.public_line.ends_with(" vmrun host"));
-        assert!(key.private_key().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
-        let mode = std::fs::metadata(&key.private_path).unwrap().permissions().mode() & 0o777;
+        assert!(
+            key.private_key()
+                .unwrap()
+                .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+        );
+        let mode = std::fs::metadata(&key.private_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 }

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::path_error::PathError;
 use crate::config::BakeConfig;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink, phase};
+use crate::guest_text;
 use crate::image::source::{self, ImageSource};
+use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::qemu::args::{Accel, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
-use crate::guest_text;
 use crate::qemu::serial::{Console, Lines, last_lines};
 use crate::seed::{self, SeedIso};
 use crate::store::{self, BakedImage, Manifest, Store};
@@ -60,14 +60,29 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Qemu(#[from] process::Error),
-    #[error("cloud-init failed while provisioning: {errors}\n{}", console_tail(serial_log))]
+    #[error(
+        "cloud-init failed while provisioning: {errors}\n{}",
+        console_tail(serial_log)
+    )]
     Provisioning { errors: String, serial_log: PathBuf },
-    #[error("the guest stopped ({status}) without reporting that provisioning finished\n{}", console_tail(serial_log))]
+    #[error(
+        "the guest stopped ({status}) without reporting that provisioning finished\n{}",
+        console_tail(serial_log)
+    )]
     #[diagnostic(help("QEMU's own messages: {qemu_log}"))]
-    NoVerdict { status: String, serial_log: PathBuf, qemu_log: String },
+    NoVerdict {
+        status: String,
+        serial_log: PathBuf,
+        qemu_log: String,
+    },
     #[error("the bake did not finish within {}s\n{}", after.as_secs(), console_tail(serial_log))]
-    #[diagnostic(help("a slow package install needs a longer --timeout; under TCG everything is ~10x slower than KVM"))]
-    Timeout { after: Duration, serial_log: PathBuf },
+    #[diagnostic(help(
+        "a slow package install needs a longer --timeout; under TCG everything is ~10x slower than KVM"
+    ))]
+    Timeout {
+        after: Duration,
+        serial_log: PathBuf,
+    },
     #[error("saving the warm state failed")]
     #[diagnostic(help("bake again to retry; until then runs of this image boot cold"))]
     Warm(#[source] warm::Error),
@@ -86,14 +101,21 @@ impl Error {
             Error::Seed(e) => e.exit_code(),
             Error::CloudConfig(_) => BAD_INPUT,
             Error::Keys(_) | Error::Io(_) => INTERNAL,
-            Error::Qemu(_) | Error::Warm(_) | Error::Provisioning { .. } | Error::NoVerdict { .. } | Error::Timeout { .. } => IMAGE_FAILED,
+            Error::Qemu(_)
+            | Error::Warm(_)
+            | Error::Provisioning { .. }
+            | Error::NoVerdict { .. }
+            | Error::Timeout { .. } => IMAGE_FAILED,
         }
     }
-
 }
 
 fn console_tail(serial_log: &Path) -> String {
-    format!("last lines of the serial console ({}):\n{}", serial_log.display(), last_lines(serial_log, TAIL_LINES))
+    format!(
+        "last lines of the serial console ({}):\n{}",
+        serial_log.display(),
+        last_lines(serial_log, TAIL_LINES)
+    )
 }
 
 /// Everything a bake needs, validated by the caller.
@@ -123,8 +145,14 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
     if let Some(image) = store.entry(&key)? {
         ensure_warm(&image, req, qemu, sink)?;
         store.set_name(&req.name, &key)?;
-        sink(Event::Notice(format!("same inputs as an earlier bake: reusing {}", &key[..12])));
-        return Ok(Baked { image, cached: true });
+        sink(Event::Notice(format!(
+            "same inputs as an earlier bake: reusing {}",
+            &key[..12]
+        )));
+        return Ok(Baked {
+            image,
+            cached: true,
+        });
     }
 
     let staging = store.staging()?;
@@ -139,16 +167,21 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         verdict_marker: marker.clone(),
     };
     // The guest has the host key now; the store keeps only its public half.
-    fs::remove_file(&host_key.private_path).map_err(PathError::at("remove", &host_key.private_path))?;
+    fs::remove_file(&host_key.private_path)
+        .map_err(PathError::at("remove", &host_key.private_path))?;
     let seed_path = dir.join("seed.iso");
     SeedIso::new(cloud_config::user_data(&req.bake, &secrets)?)
-        .meta_data(cloud_config::meta_data(&format!("vmrun-bake-{}", &key[..16])))
+        .meta_data(cloud_config::meta_data(&format!(
+            "vmrun-bake-{}",
+            &key[..16]
+        )))
         .write_to(&seed_path)?;
     let disk = dir.join(BakedImage::DISK);
     Overlay::create(&disk, &local.path)?;
 
     let serial_log = dir.join(BakedImage::BAKE_LOG);
-    let (console, lines) = Console::with_lines(&serial_log).map_err(PathError::at("create", &serial_log))?;
+    let (console, lines) =
+        Console::with_lines(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: req.accel,
         cpus: req.cpus,
@@ -158,7 +191,12 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         console: console.fd(),
         forwards: vec![],
     };
-    let vm = Booting { console, lines, serial_log: &serial_log, qemu_log: &dir.join("qemu.log") };
+    let vm = Booting {
+        console,
+        lines,
+        serial_log: &serial_log,
+        qemu_log: &dir.join("qemu.log"),
+    };
     let provisioned = boot_until_verdict(&machine, vm, qemu, &marker, req.timeout, sink);
     if let Err(e) = provisioned {
         return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
@@ -171,7 +209,10 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         key: key.clone(),
         source: req.source.describe(),
         source_digest: local.digest,
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         cpus: req.cpus,
         memory_mib: req.memory_mib,
         vmrun_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -179,22 +220,38 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
     let image = store.commit(staging, &manifest)?;
     ensure_warm(&image, req, qemu, sink)?;
     store.set_name(&req.name, &key)?;
-    Ok(Baked { image, cached: false })
+    Ok(Baked {
+        image,
+        cached: false,
+    })
 }
 
 /// The image's content key: the source's digest, the seed as rendered from the `bake:`
 /// section and vmrun's templates (secrets left out), and vmrun's version.
-pub fn cache_key(source_digest: &str, bake: &BakeConfig, cpus: u32, memory_mib: u64) -> Result<String, Error> {
+pub fn cache_key(
+    source_digest: &str,
+    bake: &BakeConfig,
+    cpus: u32,
+    memory_mib: u64,
+) -> Result<String, Error> {
     let mut h = Sha256::new();
     // The machine's size is part of the image: its warm state was saved with it.
-    h.update(format!("vmrun-bake\0{}\0{source_digest}\0{cpus}\0{memory_mib}\0", env!("CARGO_PKG_VERSION")));
+    h.update(format!(
+        "vmrun-bake\0{}\0{source_digest}\0{cpus}\0{memory_mib}\0",
+        env!("CARGO_PKG_VERSION")
+    ));
     h.update(cloud_config::cache_material(bake)?);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Gives the entry its warm state if it has none yet (a fresh bake, or an entry whose
 /// capture failed before). One vmrun at a time does it; a half-written state is replaced.
-fn ensure_warm(image: &BakedImage, req: &BakeRequest, qemu: &Path, sink: Sink) -> Result<(), Error> {
+fn ensure_warm(
+    image: &BakedImage,
+    req: &BakeRequest,
+    qemu: &Path,
+    sink: Sink,
+) -> Result<(), Error> {
     if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
         return Ok(());
     }
@@ -211,7 +268,10 @@ fn ensure_warm(image: &BakedImage, req: &BakeRequest, qemu: &Path, sink: Sink) -
     let host_key_path = image.host_key();
     let capture = warm::Capture {
         entry: &image.dir,
-        host_key: fs::read_to_string(&host_key_path).map_err(PathError::at("read", &host_key_path))?.trim().to_owned(),
+        host_key: fs::read_to_string(&host_key_path)
+            .map_err(PathError::at("read", &host_key_path))?
+            .trim()
+            .to_owned(),
         client_key: image.client_key(),
         accel: req.accel,
         cpus: req.cpus,
@@ -219,10 +279,15 @@ fn ensure_warm(image: &BakedImage, req: &BakeRequest, qemu: &Path, sink: Sink) -
         qemu,
         boot_timeout: req.timeout,
     };
-    let saved = phase(sink, "save the warm state", || warm::capture(&capture, sink));
+    let saved = phase(sink, "save the warm state", || {
+        warm::capture(&capture, sink)
+    });
     match saved {
         Ok(machine) => {
-            sink(Event::Detail(format!("warm state: {} MiB", machine.state_bytes >> 20)));
+            sink(Event::Detail(format!(
+                "warm state: {} MiB",
+                machine.state_bytes >> 20
+            )));
             Ok(())
         }
         Err(e) => {
@@ -241,10 +306,22 @@ struct Booting<'a> {
 }
 
 /// Boots the bake VM and follows its console until the verdict and the poweroff.
-fn boot_until_verdict(machine: &Machine, vm: Booting, qemu: &Path, marker: &str, timeout: Duration, sink: Sink) -> Result<(), Error> {
+fn boot_until_verdict(
+    machine: &Machine,
+    vm: Booting,
+    qemu: &Path,
+    marker: &str,
+    timeout: Duration,
+    sink: Sink,
+) -> Result<(), Error> {
     let started = Instant::now();
     sink(Event::PhaseStarted("boot and provision".into()));
-    let Booting { console, lines, serial_log, qemu_log } = vm;
+    let Booting {
+        console,
+        lines,
+        serial_log,
+        qemu_log,
+    } = vm;
     let mut vm = QemuProcess::spawn(qemu, &command_line(machine), qemu_log, console)?;
     // Bound after `vm`, so dropped before it: a console reader waiting for room in the queue
     // then ends, and dropping `vm` (which waits for the reader) cannot hang.
@@ -255,19 +332,27 @@ fn boot_until_verdict(machine: &Machine, vm: Booting, qemu: &Path, marker: &str,
     let status = loop {
         if let Some(status) = vm.try_wait()? {
             // The rest of the console, which may hold the verdict, until its reader ends.
-            verdict = lines.iter().fold(verdict, |verdict, line| read(&line, marker, sink).or(verdict));
+            verdict = lines.iter().fold(verdict, |verdict, line| {
+                read(&line, marker, sink).or(verdict)
+            });
             break status;
         }
         if Instant::now() >= deadline {
             vm.kill()?;
             return match verdict {
                 Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log }),
-                _ => Err(Error::Timeout { after: started.elapsed(), serial_log }),
+                _ => Err(Error::Timeout {
+                    after: started.elapsed(),
+                    serial_log,
+                }),
             };
         }
         // A bounded batch: a flooded console must not keep QEMU and the deadline unchecked.
         let first = lines.recv_timeout(POLL).ok();
-        for line in first.into_iter().chain(lines.try_iter().take(LINES_PER_CHECK)) {
+        for line in first
+            .into_iter()
+            .chain(lines.try_iter().take(LINES_PER_CHECK))
+        {
             if let Some(said) = read(&line, marker, sink) {
                 verdict = Some(said);
                 deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
@@ -276,14 +361,20 @@ fn boot_until_verdict(machine: &Machine, vm: Booting, qemu: &Path, marker: &str,
     };
     match verdict {
         Some(Ok(())) if status.success() => {
-            sink(Event::PhaseFinished { phase: "boot and provision".into(), elapsed: started.elapsed() });
+            sink(Event::PhaseFinished {
+                phase: "boot and provision".into(),
+                elapsed: started.elapsed(),
+            });
             Ok(())
         }
         Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log }),
         _ => Err(Error::NoVerdict {
             status: status.to_string(),
             serial_log,
-            qemu_log: fs::read_to_string(qemu_log).unwrap_or_default().trim().to_owned(),
+            qemu_log: fs::read_to_string(qemu_log)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         }),
     }
 }
@@ -291,7 +382,10 @@ fn boot_until_verdict(machine: &Machine, vm: Booting, qemu: &Path, marker: &str,
 /// Tells what one console line says about the bake; the verdict, when it is one.
 fn read(line: &str, marker: &str, sink: Sink) -> Option<Result<(), String>> {
     match console::signal(line, marker)? {
-        ConsoleSignal::Stage(stage) => sink(Event::Detail(format!("cloud-init: {}", guest_text::line(&stage)))),
+        ConsoleSignal::Stage(stage) => sink(Event::Detail(format!(
+            "cloud-init: {}",
+            guest_text::line(&stage)
+        ))),
         ConsoleSignal::CloudInitFinished => sink(Event::Detail("cloud-init finished".into())),
         ConsoleSignal::Succeeded => {
             sink(Event::Detail("provisioned; powering off".into()));
@@ -305,15 +399,31 @@ fn read(line: &str, marker: &str, sink: Sink) -> Option<Result<(), String>> {
 /// A failed bake's staging directory is removed; its console log is kept where the error
 /// points, so the failure can be looked into.
 fn keep_log_of_failure(error: Error, serial_log: &Path, home: &Home, name: &str) -> Error {
-    let kept = home.state.join("failed-bakes").join(format!("{name}.serial.log"));
-    let moved = kept.parent().is_some_and(|d| fs::create_dir_all(d).is_ok()) && fs::copy(serial_log, &kept).is_ok();
+    let kept = home
+        .state
+        .join("failed-bakes")
+        .join(format!("{name}.serial.log"));
+    let moved = kept.parent().is_some_and(|d| fs::create_dir_all(d).is_ok())
+        && fs::copy(serial_log, &kept).is_ok();
     if !moved {
         return error;
     }
     match error {
-        Error::Provisioning { errors, .. } => Error::Provisioning { errors, serial_log: kept },
-        Error::NoVerdict { status, qemu_log, .. } => Error::NoVerdict { status, serial_log: kept, qemu_log },
-        Error::Timeout { after, .. } => Error::Timeout { after, serial_log: kept },
+        Error::Provisioning { errors, .. } => Error::Provisioning {
+            errors,
+            serial_log: kept,
+        },
+        Error::NoVerdict {
+            status, qemu_log, ..
+        } => Error::NoVerdict {
+            status,
+            serial_log: kept,
+            qemu_log,
+        },
+        Error::Timeout { after, .. } => Error::Timeout {
+            after,
+            serial_log: kept,
+        },
         other => other,
     }
 }
@@ -330,7 +440,10 @@ mod tests {
         assert_eq!(key, cache_key("sha-a", &plain, 2, 1024).unwrap());
         assert_ne!(key, cache_key("sha-b", &plain, 2, 1024).unwrap());
         assert_ne!(key, cache_key("sha-a", &plain, 2, 2048).unwrap());
-        let with_packages = BakeConfig { packages: vec!["curl".into()], ..Default::default() };
+        let with_packages = BakeConfig {
+            packages: vec!["curl".into()],
+            ..Default::default()
+        };
         assert_ne!(key, cache_key("sha-a", &with_packages, 2, 1024).unwrap());
     }
 }

@@ -14,19 +14,26 @@ use crate::qemu::accel::{self, AccelChoice};
 use crate::tools;
 use crate::ui::Ui;
 
-
 pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     let config = config::load_default(args.config.as_deref(), &cwd)?;
     let (spec, sha256) = match (&args.image, &config.image) {
         (Some(image), _) => (image.clone(), args.sha256.clone()),
-        (None, Some(image)) => (image.source.clone(), args.sha256.clone().or(image.sha256.clone())),
-        (None, None) => return Err(Error::Usage("no image to bake: give --image, or `image:` in vmrun.yaml".into())),
+        (None, Some(image)) => (
+            image.source.clone(),
+            args.sha256.clone().or(image.sha256.clone()),
+        ),
+        (None, None) => {
+            return Err(Error::Usage(
+                "no image to bake: give --image, or `image:` in vmrun.yaml".into(),
+            ));
+        }
     };
     let source = ImageSource::parse(&spec, sha256.as_deref()).map_err(bake::Error::from)?;
     let name = args.name.clone().unwrap_or_else(|| source.default_name());
     name::check("image", &name)?;
-    let timeout = parse_duration(&args.timeout).map_err(|e| Error::Usage(format!("--timeout: {e}")))?;
+    let timeout =
+        parse_duration(&args.timeout).map_err(|e| Error::Usage(format!("--timeout: {e}")))?;
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
     let qemu = tools::find("qemu-system-x86_64")?;
@@ -46,6 +53,10 @@ pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
     };
     let baked = bake::bake(&request, &home, &qemu, &sink)?;
     let how = if baked.cached { "reused" } else { "baked" };
-    eprintln!("{how} image `{name}` ({}) in {:.1}s", &baked.image.manifest.key[..12], started.elapsed().as_secs_f64());
+    eprintln!(
+        "{how} image `{name}` ({}) in {:.1}s",
+        &baked.image.manifest.key[..12],
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,10 @@ pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
         None => {
             let rows: Vec<Row> = store.list()?.into_iter().map(Row::of).collect();
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("rows serialize")
+                );
             } else {
                 print!("{}", table(&rows));
             }
@@ -60,7 +63,10 @@ pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<24} {:<12} {:>9}  {:<20}  {}\n", "NAME", "KEY", "SIZE", "CREATED", "SOURCE");
+    let mut out = format!(
+        "{:<24} {:<12} {:>9}  {:<20}  {}\n",
+        "NAME", "KEY", "SIZE", "CREATED", "SOURCE"
+    );
     for r in rows {
         out += &format!(
             "{:<24} {:<12} {:>9}  {:<20}  {}\n",
@@ -82,7 +88,11 @@ fn human_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ use crate::tools;
 
 pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
     let runs = Home::from_env()?.runs();
-    let config = runs.join(&args.run_id).join("ssh").join(ClientFiles::SSH_CONFIG);
+    let config = runs
+        .join(&args.run_id)
+        .join("ssh")
+        .join(ClientFiles::SSH_CONFIG);
     if args.run_id.contains('/') || !config.is_file() {
         let live: Vec<String> = std::fs::read_dir(&runs)
             .into_iter()
@@ -21,7 +24,11 @@ pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| !n.starts_with('.'))
             .collect();
-        let known = if live.is_empty() { "none".to_owned() } else { live.join(", ") };
+        let known = if live.is_empty() {
+            "none".to_owned()
+        } else {
+            live.join(", ")
+        };
         return Err(Error::Usage(format!(
             "no live run `{}` with a reachable VM (live runs: {known}); runs stay up only while `vmrun test` runs, e.g. with --keep",
             args.run_id
@@ -36,8 +43,17 @@ pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
     command.arg(GUEST_HOST);
     // ssh joins its arguments into one string for the remote shell: quote each word.
     if !args.command.is_empty() {
-        command.arg("--").arg(args.command.iter().map(|w| sh_quote(w)).collect::<Vec<_>>().join(" "));
+        command.arg("--").arg(
+            args.command
+                .iter()
+                .map(|w| sh_quote(w))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     let source = command.exec();
-    Err(Error::Exec { program: "ssh", source })
+    Err(Error::Exec {
+        program: "ssh",
+        source,
+    })
 }

@@ -46,8 +46,12 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
                     "stopped VM `{name}`: the guest did not power off within {}s, so QEMU was killed ({result})",
                     vm::STOP_TIMEOUT.as_secs()
                 ),
-                Stopped::AlreadyStopped { state: VmState::Stopped } => eprintln!("VM `{name}` is already stopped"),
-                Stopped::AlreadyStopped { state } => eprintln!("VM `{name}` is already stopped ({})", state.as_str()),
+                Stopped::AlreadyStopped {
+                    state: VmState::Stopped,
+                } => eprintln!("VM `{name}` is already stopped"),
+                Stopped::AlreadyStopped { state } => {
+                    eprintln!("VM `{name}` is already stopped ({})", state.as_str())
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -68,7 +72,10 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
         VmCommand::List { json } => {
             let vms = open()?.list()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&vms).expect("statuses serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&vms).expect("statuses serialize")
+                );
             } else {
                 print!("{}", table(&vms));
             }
@@ -78,31 +85,55 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             let log = open()?.serial_log(&name)?;
             match std::fs::File::open(&log) {
                 Ok(mut file) => {
-                    print_console(&mut file).map_err(crate::path_error::PathError::at("print", &log)).map_err(vm::Error::from)?;
+                    print_console(&mut file)
+                        .map_err(crate::path_error::PathError::at("print", &log))
+                        .map_err(vm::Error::from)?;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => eprintln!("VM `{name}` has not written to its console yet"),
-                Err(e) => return Err(vm::Error::from(crate::path_error::PathError::at("read", &log)(e)).into()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("VM `{name}` has not written to its console yet")
+                }
+                Err(e) => {
+                    return Err(
+                        vm::Error::from(crate::path_error::PathError::at("read", &log)(e)).into(),
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         VmCommand::Ssh { name, command } => {
             let mut ssh = open()?.ssh_command(&name, &command)?;
             let source = ssh.exec();
-            Err(Error::Exec { program: "ssh", source })
+            Err(Error::Exec {
+                program: "ssh",
+                source,
+            })
         }
         VmCommand::Forward { name, action, spec } => {
             let forward: Forward = spec.parse().map_err(Error::Usage)?;
             let vms = open()?;
-            let live = if action == "add" { vms.add_forward(&name, forward)? } else { vms.remove_forward(&name, forward)? };
+            let live = if action == "add" {
+                vms.add_forward(&name, forward)?
+            } else {
+                vms.remove_forward(&name, forward)?
+            };
             let done = if action == "add" { "added" } else { "removed" };
-            let when = if live { "now and after restarts" } else { "from its next start" };
+            let when = if live {
+                "now and after restarts"
+            } else {
+                "from its next start"
+            };
             eprintln!("{done} forward {forward} for VM `{name}` ({when})");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Snapshot { name, action, tag } => snapshot(&name, &action, tag.as_deref(), &sink),
+        VmCommand::Snapshot { name, action, tag } => {
+            snapshot(&name, &action, tag.as_deref(), &sink)
+        }
         VmCommand::Enable { name } => {
             let enabled = open()?.enable(&name)?;
-            eprintln!("VM `{name}` now starts with the systemd user manager of `{}`", enabled.user);
+            eprintln!(
+                "VM `{name}` now starts with the systemd user manager of `{}`",
+                enabled.user
+            );
             match enabled.lingering {
                 Some(true) => {}
                 Some(false) => eprintln!(
@@ -110,7 +141,9 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
                      to start at boot: loginctl enable-linger {0}",
                     enabled.user
                 ),
-                None => eprintln!("note: cannot tell whether lingering is on (no /var/lib/systemd here); without it the VM starts at login, not at boot"),
+                None => eprintln!(
+                    "note: cannot tell whether lingering is on (no /var/lib/systemd here); without it the VM starts at login, not at boot"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -146,18 +179,40 @@ fn open() -> Result<Vms, Error> {
 }
 
 fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Error> {
-    let forwards = args.forward.iter().map(|spec| spec.parse::<Forward>()).collect::<Result<Vec<_>, _>>().map_err(Error::Usage)?;
+    let forwards = args
+        .forward
+        .iter()
+        .map(|spec| spec.parse::<Forward>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
     if let Some(cpus) = args.cpus.filter(|n| !CPUS.contains(n)) {
-        return Err(Error::Usage(format!("--cpus {cpus}: must be {} to {}", CPUS.start(), CPUS.end())));
+        return Err(Error::Usage(format!(
+            "--cpus {cpus}: must be {} to {}",
+            CPUS.start(),
+            CPUS.end()
+        )));
     }
-    let memory = args.memory.as_deref().map(str::parse::<MemorySize>).transpose().map_err(|e| Error::Usage(format!("--memory: {e}")))?;
+    let memory = args
+        .memory
+        .as_deref()
+        .map(str::parse::<MemorySize>)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--memory: {e}")))?;
     name::check("image", &args.image)?;
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
     let vms = Vms::open(home.clone())?;
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
-    let request = CreateRequest { name: args.name.clone(), image: args.image, cpus: args.cpus, memory, forwards, accel, qemu };
+    let request = CreateRequest {
+        name: args.name.clone(),
+        image: args.image,
+        cpus: args.cpus,
+        memory,
+        forwards,
+        accel,
+        qemu,
+    };
     let record = vms.create(&request, sink)?;
     eprintln!(
         "created VM `{}` from image `{}`: running; `vmrun vm ssh {0}` once it has booted (SSH on 127.0.0.1:{})",
@@ -166,7 +221,12 @@ fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Err
     Ok(ExitCode::SUCCESS)
 }
 
-fn snapshot(name: &str, action: &str, tag: Option<&str>, sink: crate::events::Sink) -> Result<ExitCode, Error> {
+fn snapshot(
+    name: &str,
+    action: &str,
+    tag: Option<&str>,
+    sink: crate::events::Sink,
+) -> Result<ExitCode, Error> {
     let vms = open()?;
     if action == "list" {
         for s in vms.snapshots(name)? {
@@ -180,7 +240,8 @@ fn snapshot(name: &str, action: &str, tag: Option<&str>, sink: crate::events::Si
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let tag = tag.ok_or_else(|| Error::Usage(format!("`vmrun vm snapshot {name} {action}` needs a TAG")))?;
+    let tag = tag
+        .ok_or_else(|| Error::Usage(format!("`vmrun vm snapshot {name} {action}` needs a TAG")))?;
     match action {
         "save" => vms.save_snapshot(name, tag, sink)?,
         "load" => vms.load_snapshot(name, tag, sink)?,
@@ -237,7 +298,10 @@ fn forwards_text(vm: &VmStatus) -> String {
 }
 
 fn table(vms: &[VmStatus]) -> String {
-    let mut out = format!("{:<20} {:<9} {:<16} {:>4} {:>8}  {:<32} {}\n", "NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "ADDRESSES", "FORWARDS");
+    let mut out = format!(
+        "{:<20} {:<9} {:<16} {:>4} {:>8}  {:<32} {}\n",
+        "NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "ADDRESSES", "FORWARDS"
+    );
     for vm in vms {
         out += &format!(
             "{:<20} {:<9} {:<16} {:>4} {:>8}  {:<32} {}\n",
@@ -261,11 +325,18 @@ fn status_text(vm: &VmStatus) -> String {
     if let Some(error) = &vm.agent_error {
         out += &format!("  agent:      {error}\n");
     }
-    out += &format!("  ssh:        127.0.0.1:{} (vmrun vm ssh {})\n", vm.ssh_port, vm.name);
+    out += &format!(
+        "  ssh:        127.0.0.1:{} (vmrun vm ssh {})\n",
+        vm.ssh_port, vm.name
+    );
     for f in &vm.forwards {
         out += &format!("  forward:    {f}\n");
     }
-    out += &format!("  unit:       {} ({})\n", vm.unit, if vm.enabled { "enabled" } else { "not enabled" });
+    out += &format!(
+        "  unit:       {} ({})\n",
+        vm.unit,
+        if vm.enabled { "enabled" } else { "not enabled" }
+    );
     out
 }
 
@@ -302,7 +373,11 @@ mod tests {
 
     #[test]
     fn a_silent_agent_is_said() {
-        let vm = VmStatus { addresses: vec![], agent_error: Some("no answer".into()), ..status() };
+        let vm = VmStatus {
+            addresses: vec![],
+            agent_error: Some("no answer".into()),
+            ..status()
+        };
         assert!(status_text(&vm).contains("agent:      no answer"));
         assert!(table(&[vm]).contains("(agent not answering)"));
     }

@@ -36,7 +36,9 @@ impl VmConfig {
     }
 
     pub fn memory_mib_or_default(&self) -> u64 {
-        self.memory.as_ref().map_or(Self::DEFAULT_MEMORY_MIB, MemorySize::mib)
+        self.memory
+            .as_ref()
+            .map_or(Self::DEFAULT_MEMORY_MIB, MemorySize::mib)
     }
 }
 

@@ -17,7 +17,9 @@ const CORE_LOAD_SEGMENT: u16 = 0x820;
 pub enum MbrError {
     #[error("GRUB boot.img is {0} bytes, expected 512")]
     BootImageSize(usize),
-    #[error("GRUB core.img is {core_sectors} sectors and does not fit before the partition at sector {PARTITION_START_LBA}")]
+    #[error(
+        "GRUB core.img is {core_sectors} sectors and does not fit before the partition at sector {PARTITION_START_LBA}"
+    )]
     CoreTooLarge { core_sectors: u64 },
     #[error("disk of {0} bytes is too small for a partition at 1 MiB")]
     DiskTooSmall(u64),
@@ -90,7 +92,10 @@ mod tests {
         assert_eq!(area[446], 0x80);
         assert_eq!(area[450], 0x83);
         assert_eq!(u32::from_le_bytes(area[454..458].try_into().unwrap()), 2048);
-        assert_eq!(u32::from_le_bytes(area[458..462].try_into().unwrap()), (2 << 30) / 512 - 2048);
+        assert_eq!(
+            u32::from_le_bytes(area[458..462].try_into().unwrap()),
+            (2 << 30) / 512 - 2048
+        );
         // Blocklist at the end of core.img's first sector: start 2, 3 more sectors, segment 0x820.
         assert_eq!(&area[1012..1020], &2u64.to_le_bytes());
         assert_eq!(&area[1020..1022], &3u16.to_le_bytes());
@@ -102,11 +107,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_inputs() {
-        assert_eq!(boot_area(&[0; 10], &[], 1 << 30), Err(MbrError::BootImageSize(10)));
+        assert_eq!(
+            boot_area(&[0; 10], &[], 1 << 30),
+            Err(MbrError::BootImageSize(10))
+        );
         assert_eq!(
             boot_area(&boot_img(), &vec![0; 2048 * 512], 1 << 30),
             Err(MbrError::CoreTooLarge { core_sectors: 2048 })
         );
-        assert_eq!(boot_area(&boot_img(), &[0; 512], 1 << 20), Err(MbrError::DiskTooSmall(1 << 20)));
+        assert_eq!(
+            boot_area(&boot_img(), &[0; 512], 1 << 20),
+            Err(MbrError::DiskTooSmall(1 << 20))
+        );
     }
 }

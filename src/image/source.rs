@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::path_error::PathError;
 use crate::disk::{self, DiskFormat};
 use crate::events::{Event, Sink, phase};
 use crate::image::debian::{self, DebianImage};
 use crate::image::download;
+use crate::path_error::PathError;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -24,7 +24,11 @@ pub enum Error {
     #[diagnostic(help("flatten it first: qemu-img convert -O qcow2 {} flat.qcow2", path.display()))]
     HasBacking { path: PathBuf },
     #[error("`{}` has sha256 {actual}, not the expected {expected}", path.display())]
-    DigestMismatch { path: PathBuf, expected: String, actual: String },
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] PathError),
@@ -43,22 +47,29 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         use crate::exit_code::{BAD_INPUT, IMAGE_FAILED, INTERNAL};
         match self {
-            Error::UnsupportedSuite(_) | Error::HasBacking { .. } | Error::DigestMismatch { .. } => BAD_INPUT,
+            Error::UnsupportedSuite(_)
+            | Error::HasBacking { .. }
+            | Error::DigestMismatch { .. } => BAD_INPUT,
             Error::Io(_) => INTERNAL,
             Error::Disk(e) => e.exit_code(),
             Error::Debian(_) => IMAGE_FAILED,
             Error::Download(e) => e.exit_code(),
         }
     }
-
 }
 
 /// An image source as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
     Debian(String),
-    Url { url: String, sha256: Option<String> },
-    File { path: PathBuf, sha256: Option<String> },
+    Url {
+        url: String,
+        sha256: Option<String>,
+    },
+    File {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
 }
 
 /// A source ready to use: a file vmrun owns, and the digest that identifies its contents.
@@ -79,9 +90,15 @@ impl ImageSource {
             return Ok(ImageSource::Debian(suite.to_owned()));
         }
         if spec.starts_with("http://") || spec.starts_with("https://") {
-            return Ok(ImageSource::Url { url: spec.to_owned(), sha256 });
+            return Ok(ImageSource::Url {
+                url: spec.to_owned(),
+                sha256,
+            });
         }
-        Ok(ImageSource::File { path: PathBuf::from(spec), sha256 })
+        Ok(ImageSource::File {
+            path: PathBuf::from(spec),
+            sha256,
+        })
     }
 
     /// The name a baked image gets when the user gives none.
@@ -89,14 +106,27 @@ impl ImageSource {
         let stem = match self {
             ImageSource::Debian(suite) => return format!("debian-{suite}"),
             ImageSource::Url { url, .. } => url.rsplit('/').next().unwrap_or_default().to_owned(),
-            ImageSource::File { path, .. } => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            ImageSource::File { path, .. } => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         let stem = stem.split('.').next().unwrap_or_default();
         let name: String = stem
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
-        if name.is_empty() { "image".to_owned() } else { name }
+        if name.is_empty() {
+            "image".to_owned()
+        } else {
+            name
+        }
     }
 
     /// How the source is shown in `vmrun images`.
@@ -114,14 +144,23 @@ impl ImageSource {
             ImageSource::Debian(_) => {
                 let image = DebianImage::bookworm();
                 let path = image.ensure_cached(&sources_dir.join("debian"), sink)?;
-                Ok(LocalSource { path, digest: format!("debian-builder:{}", image.cache_key()) })
+                Ok(LocalSource {
+                    path,
+                    digest: format!("debian-builder:{}", image.cache_key()),
+                })
             }
             ImageSource::Url { url, sha256 } => {
-                let fetched = download::fetch(url, sha256.as_deref(), &sources_dir.join("downloads"), sink)?;
+                let fetched =
+                    download::fetch(url, sha256.as_deref(), &sources_dir.join("downloads"), sink)?;
                 check_standalone(&fetched.path)?;
-                Ok(LocalSource { path: fetched.path, digest: fetched.sha256 })
+                Ok(LocalSource {
+                    path: fetched.path,
+                    digest: fetched.sha256,
+                })
             }
-            ImageSource::File { path, sha256 } => import_file(path, sha256.as_deref(), &sources_dir.join("files"), sink),
+            ImageSource::File { path, sha256 } => {
+                import_file(path, sha256.as_deref(), &sources_dir.join("files"), sink)
+            }
         }
     }
 }
@@ -129,8 +168,13 @@ impl ImageSource {
 /// A qcow2 or raw image with no backing file: anything else cannot be a bake's base.
 fn check_standalone(path: &Path) -> Result<DiskFormat, Error> {
     let format = disk::sniff(path)?;
-    if let DiskFormat::Qcow2 { backing: Some(_), .. } = format {
-        return Err(Error::HasBacking { path: path.to_owned() });
+    if let DiskFormat::Qcow2 {
+        backing: Some(_), ..
+    } = format
+    {
+        return Err(Error::HasBacking {
+            path: path.to_owned(),
+        });
     }
     Ok(format)
 }
@@ -138,36 +182,67 @@ fn check_standalone(path: &Path) -> Result<DiskFormat, Error> {
 /// Copies a local image into `dir` under its digest, hashing while copying. The digest of a
 /// file is remembered by its identity (device, inode, size, mtime), so importing the same
 /// unchanged file again reads nothing.
-fn import_file(path: &Path, expected: Option<&str>, dir: &Path, sink: Sink) -> Result<LocalSource, Error> {
+fn import_file(
+    path: &Path,
+    expected: Option<&str>,
+    dir: &Path,
+    sink: Sink,
+) -> Result<LocalSource, Error> {
     let format = check_standalone(path)?;
     fs::create_dir_all(dir).map_err(PathError::at("create", dir))?;
     let meta = fs::metadata(path).map_err(PathError::at("read", path))?;
-    let identity = format!("{} {} {} {}", meta.dev(), meta.ino(), meta.size(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000);
-    let memo = dir.join(format!("{}.digest", hex(&Sha256::digest(identity.as_bytes()))));
+    let identity = format!(
+        "{} {} {} {}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+    );
+    let memo = dir.join(format!(
+        "{}.digest",
+        hex(&Sha256::digest(identity.as_bytes()))
+    ));
     if let Ok(digest) = fs::read_to_string(&memo) {
         let imported = dir.join(format!("{digest}.{}", format.name()));
         if imported.exists() {
             check_expected(path, expected, &digest)?;
-            return Ok(LocalSource { path: imported, digest });
+            return Ok(LocalSource {
+                path: imported,
+                digest,
+            });
         }
     }
     let digest = phase(sink, &format!("import {}", path.display()), || {
-        let staging = tempfile::Builder::new().prefix(".import-").tempfile_in(dir).map_err(PathError::at("create a file in", dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".import-")
+            .tempfile_in(dir)
+            .map_err(PathError::at("create a file in", dir))?;
         let digest = copy_hashing(path, staging.as_file(), sink)?;
         check_expected(path, expected, &digest)?;
         let imported = dir.join(format!("{digest}.{}", format.name()));
-        staging.persist(&imported).map_err(|e| Error::Io(PathError { action: "write", path: imported, source: e.error }))?;
+        staging.persist(&imported).map_err(|e| {
+            Error::Io(PathError {
+                action: "write",
+                path: imported,
+                source: e.error,
+            })
+        })?;
         Ok::<_, Error>(digest)
     })?;
     fs::write(&memo, &digest).map_err(PathError::at("write", &memo))?;
-    Ok(LocalSource { path: dir.join(format!("{digest}.{}", format.name())), digest })
+    Ok(LocalSource {
+        path: dir.join(format!("{digest}.{}", format.name())),
+        digest,
+    })
 }
 
 fn check_expected(path: &Path, expected: Option<&str>, actual: &str) -> Result<(), Error> {
     match expected {
-        Some(expected) if expected != actual => {
-            Err(Error::DigestMismatch { path: path.to_owned(), expected: expected.to_owned(), actual: actual.to_owned() })
-        }
+        Some(expected) if expected != actual => Err(Error::DigestMismatch {
+            path: path.to_owned(),
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        }),
         _ => Ok(()),
     }
 }
@@ -188,12 +263,17 @@ fn copy_hashing(from: &Path, mut to: &File, sink: Sink) -> Result<String, Error>
         }
         hasher.update(&buf[..n]);
         if buf[..n].iter().all(|&b| b == 0) {
-            to.seek(SeekFrom::Current(n as i64)).map_err(PathError::at("write", from))?;
+            to.seek(SeekFrom::Current(n as i64))
+                .map_err(PathError::at("write", from))?;
         } else {
-            to.write_all(&buf[..n]).map_err(PathError::at("write", from))?;
+            to.write_all(&buf[..n])
+                .map_err(PathError::at("write", from))?;
         }
         done += n as u64;
-        sink(Event::Bytes { done, total: Some(total) });
+        sink(Event::Bytes {
+            done,
+            total: Some(total),
+        });
     }
     to.set_len(done).map_err(PathError::at("write", from))?;
     Ok(hex(&hasher.finalize()))
@@ -220,15 +300,26 @@ mod tests {
 
     #[test]
     fn parses_the_three_kinds() {
-        assert_eq!(ImageSource::parse("debian:bookworm", None).unwrap(), ImageSource::Debian("bookworm".into()));
-        assert!(matches!(ImageSource::parse("debian:sid", None), Err(Error::UnsupportedSuite(s)) if s == "sid"));
+        assert_eq!(
+            ImageSource::parse("debian:bookworm", None).unwrap(),
+            ImageSource::Debian("bookworm".into())
+        );
+        assert!(
+            matches!(ImageSource::parse("debian:sid", None), Err(Error::UnsupportedSuite(s)) if s == "sid")
+        );
         assert_eq!(
             ImageSource::parse("https://h/x.qcow2", Some("ab")).unwrap(),
-            ImageSource::Url { url: "https://h/x.qcow2".into(), sha256: Some("ab".into()) }
+            ImageSource::Url {
+                url: "https://h/x.qcow2".into(),
+                sha256: Some("ab".into())
+            }
         );
         assert_eq!(
             ImageSource::parse("./disk.img", None).unwrap(),
-            ImageSource::File { path: "./disk.img".into(), sha256: None }
+            ImageSource::File {
+                path: "./disk.img".into(),
+                sha256: None
+            }
         );
     }
 
@@ -236,7 +327,10 @@ mod tests {
     fn default_names() {
         let name = |s: &str| ImageSource::parse(s, None).unwrap().default_name();
         assert_eq!(name("debian:bookworm"), "debian-bookworm");
-        assert_eq!(name("https://cloud.example/jammy-server-cloudimg-amd64.img"), "jammy-server-cloudimg-amd64");
+        assert_eq!(
+            name("https://cloud.example/jammy-server-cloudimg-amd64.img"),
+            "jammy-server-cloudimg-amd64"
+        );
         assert_eq!(name("/images/My Disk.qcow2"), "my-disk");
     }
 
@@ -251,9 +345,15 @@ mod tests {
         let sources = dir.path().join("sources");
         let first = import_file(&raw, None, &sources, &|_| {}).unwrap();
         assert_eq!(fs::read(&first.path).unwrap(), fs::read(&raw).unwrap());
-        assert!(fs::metadata(&first.path).unwrap().blocks() * 512 <= 2 << 20, "copy of 64 MiB with one non-zero MiB is sparse");
+        assert!(
+            fs::metadata(&first.path).unwrap().blocks() * 512 <= 2 << 20,
+            "copy of 64 MiB with one non-zero MiB is sparse"
+        );
         let events = std::sync::Mutex::new(0);
-        let again = import_file(&raw, Some(&first.digest), &sources, &|_| *events.lock().unwrap() += 1).unwrap();
+        let again = import_file(&raw, Some(&first.digest), &sources, &|_| {
+            *events.lock().unwrap() += 1
+        })
+        .unwrap();
         assert_eq!(again, first);
         assert_eq!(*events.lock().unwrap(), 0, "second import read nothing");
         let wrong = import_file(&raw, Some("00"), &sources, &|_| {}).unwrap_err();

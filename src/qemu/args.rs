@@ -53,7 +53,15 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
 /// Headless, no default devices, no host config files; a guest reboot ends QEMU so a failed
 /// boot or a guest that panics cannot loop forever.
 pub fn base_args() -> Vec<OsString> {
-    os(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-machine", "q35"])
+    os(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        "q35",
+    ])
 }
 
 pub fn accel_args(accel: Accel) -> Vec<OsString> {
@@ -65,20 +73,34 @@ pub fn accel_args(accel: Accel) -> Vec<OsString> {
 }
 
 pub fn size_args(cpus: u32, memory_mib: u64) -> Vec<OsString> {
-    vec!["-smp".into(), cpus.to_string().into(), "-m".into(), format!("{memory_mib}M").into()]
+    vec![
+        "-smp".into(),
+        cpus.to_string().into(),
+        "-m".into(),
+        format!("{memory_mib}M").into(),
+    ]
 }
 
 pub fn disk_args(disk: &Path) -> Vec<OsString> {
-    vec!["-drive".into(), option_list("file=", disk, ",if=virtio,format=qcow2,discard=unmap")]
+    vec![
+        "-drive".into(),
+        option_list("file=", disk, ",if=virtio,format=qcow2,discard=unmap"),
+    ]
 }
 
 pub fn seed_args(seed: &Path) -> Vec<OsString> {
-    vec!["-drive".into(), option_list("file=", seed, ",if=virtio,format=raw,readonly=on")]
+    vec![
+        "-drive".into(),
+        option_list("file=", seed, ",if=virtio,format=raw,readonly=on"),
+    ]
 }
 
 /// User networking; forwards bind 127.0.0.1 only, never every interface.
 pub fn net_args(forwards: &[Forward]) -> Vec<OsString> {
-    let rules: Vec<String> = forwards.iter().map(|f| format!("tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port)).collect();
+    let rules: Vec<String> = forwards
+        .iter()
+        .map(|f| format!("tcp:127.0.0.1:{}-:{}", f.host_port, f.guest_port))
+        .collect();
     user_net_args(&rules)
 }
 
@@ -97,7 +119,10 @@ pub fn user_net_args(hostfwd_rules: &[String]) -> Vec<OsString> {
 /// Headless like [`base_args`], but a guest reboot resets the machine instead of ending QEMU:
 /// a long-lived VM comes back from `reboot` in the guest.
 pub fn persistent_base_args() -> Vec<OsString> {
-    base_args().into_iter().filter(|a| a != "-no-reboot").collect()
+    base_args()
+        .into_iter()
+        .filter(|a| a != "-no-reboot")
+        .collect()
 }
 
 /// The guest's name in QEMU's process title and messages.
@@ -132,13 +157,23 @@ pub fn guest_agent_args(socket: &Path) -> Vec<OsString> {
 /// console never reaches a file directly, where a guest writing forever would fill the disk.
 /// A `file` chardev opens `/dev/fd/N` anew, which for a pipe is the same pipe.
 pub fn serial_args(fd: RawFd) -> Vec<OsString> {
-    vec!["-chardev".into(), format!("file,id=serial0,path=/dev/fd/{fd}").into(), "-serial".into(), "chardev:serial0".into()]
+    vec![
+        "-chardev".into(),
+        format!("file,id=serial0,path=/dev/fd/{fd}").into(),
+        "-serial".into(),
+        "chardev:serial0".into(),
+    ]
 }
 
 /// A virtio RNG: the guest's kernel seeds its pool from the host at boot instead of waiting
 /// for entropy, which under TCG takes long.
 pub fn rng_args() -> Vec<OsString> {
-    os(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"])
+    os(&[
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-pci,rng=rng0",
+    ])
 }
 
 /// `prefix` + `path` with commas doubled (QEMU's escape in option lists) + `suffix`.
@@ -170,13 +205,19 @@ mod tests {
             disk: "/runs/a/disk.qcow2".into(),
             seed: Some("/runs/a/seed.iso".into()),
             console: 7,
-            forwards: vec![Forward { host_port: 40022, guest_port: 22 }],
+            forwards: vec![Forward {
+                host_port: 40022,
+                guest_port: 22,
+            }],
         }
     }
 
     #[test]
     fn whole_command_line() {
-        let line: Vec<String> = command_line(&machine()).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line: Vec<String> = command_line(&machine())
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             line.join(" "),
             "-nodefaults -no-user-config -display none -no-reboot -machine q35 \
@@ -191,18 +232,30 @@ mod tests {
 
     #[test]
     fn no_seed_no_seed_drive() {
-        let m = Machine { seed: None, ..machine() };
-        assert_eq!(command_line(&m).iter().filter(|a| *a == "-drive").count(), 1);
+        let m = Machine {
+            seed: None,
+            ..machine()
+        };
+        assert_eq!(
+            command_line(&m).iter().filter(|a| *a == "-drive").count(),
+            1
+        );
     }
 
     #[test]
     fn commas_in_paths_are_doubled() {
-        assert_eq!(disk_args(Path::new("/a,b/c d.qcow2"))[1], "file=/a,,b/c d.qcow2,if=virtio,format=qcow2,discard=unmap");
+        assert_eq!(
+            disk_args(Path::new("/a,b/c d.qcow2"))[1],
+            "file=/a,,b/c d.qcow2,if=virtio,format=qcow2,discard=unmap"
+        );
     }
 
     #[test]
     fn kvm_uses_the_host_cpu() {
-        assert_eq!(accel_args(Accel::Kvm), os(&["-accel", "kvm", "-cpu", "host"]));
+        assert_eq!(
+            accel_args(Accel::Kvm),
+            os(&["-accel", "kvm", "-cpu", "host"])
+        );
     }
 
     #[test]
@@ -216,9 +269,18 @@ mod tests {
 
     #[test]
     fn monitor_and_agent_sockets() {
-        let qmp: Vec<_> = qmp_args(Path::new("/run/v,m/qmp.sock")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(qmp.join(" "), "-chardev socket,id=qmp,server=on,wait=off,path=/run/v,,m/qmp.sock -mon chardev=qmp,mode=control");
-        let qga: Vec<_> = guest_agent_args(Path::new("/run/vm/qga.sock")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let qmp: Vec<_> = qmp_args(Path::new("/run/v,m/qmp.sock"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            qmp.join(" "),
+            "-chardev socket,id=qmp,server=on,wait=off,path=/run/v,,m/qmp.sock -mon chardev=qmp,mode=control"
+        );
+        let qga: Vec<_> = guest_agent_args(Path::new("/run/vm/qga.sock"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             qga.join(" "),
             "-chardev socket,id=qga0,server=on,wait=off,path=/run/vm/qga.sock -device virtio-serial-pci,id=virtio-serial0 \
@@ -229,13 +291,31 @@ mod tests {
 
     #[test]
     fn user_net_takes_any_rules() {
-        let netdev = user_net_args(&["tcp:127.0.0.1:2222-:22".into(), "udp:0.0.0.0:5353-:53".into()]);
-        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53");
+        let netdev = user_net_args(&[
+            "tcp:127.0.0.1:2222-:22".into(),
+            "udp:0.0.0.0:5353-:53".into(),
+        ]);
+        assert_eq!(
+            netdev[1],
+            "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53"
+        );
     }
 
     #[test]
     fn forwards_bind_loopback_only() {
-        let netdev = net_args(&[Forward { host_port: 1, guest_port: 2 }, Forward { host_port: 3, guest_port: 4 }]);
-        assert_eq!(netdev[1], "user,id=net0,hostfwd=tcp:127.0.0.1:1-:2,hostfwd=tcp:127.0.0.1:3-:4");
+        let netdev = net_args(&[
+            Forward {
+                host_port: 1,
+                guest_port: 2,
+            },
+            Forward {
+                host_port: 3,
+                guest_port: 4,
+            },
+        ]);
+        assert_eq!(
+            netdev[1],
+            "user,id=net0,hostfwd=tcp:127.0.0.1:1-:2,hostfwd=tcp:127.0.0.1:3-:4"
+        );
     }
 }

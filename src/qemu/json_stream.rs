@@ -34,7 +34,10 @@ pub struct JsonStream {
 
 impl JsonStream {
     pub fn new(stream: UnixStream) -> JsonStream {
-        JsonStream { stream, pending: Vec::new() }
+        JsonStream {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     /// Writes `message` and a newline, in one write.
@@ -45,7 +48,9 @@ impl JsonStream {
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(Error::Io)?;
+        self.stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(Error::Io)?;
         self.stream.write_all(bytes).map_err(timeout_or_io)
     }
 
@@ -59,7 +64,8 @@ impl JsonStream {
                 if text.is_empty() {
                     continue;
                 }
-                return serde_json::from_str(text).map_err(|_| Error::NotJson { line: shown(text) });
+                return serde_json::from_str(text)
+                    .map_err(|_| Error::NotJson { line: shown(text) });
             }
             self.fill(deadline)?;
         }
@@ -91,13 +97,17 @@ impl JsonStream {
 
     fn fill(&mut self, deadline: Instant) -> Result<(), Error> {
         if self.pending.len() > MAX_LINE {
-            return Err(Error::NotJson { line: format!("a line longer than {MAX_LINE} bytes") });
+            return Err(Error::NotJson {
+                line: format!("a line longer than {MAX_LINE} bytes"),
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::TimedOut);
         }
-        self.stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(Error::Io)?;
         let mut chunk = [0u8; 8192];
         match self.stream.read(&mut chunk) {
             Ok(0) => Err(Error::Closed),
@@ -151,7 +161,9 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let mut s = JsonStream::new(a);
         let started = Instant::now();
-        let err = s.receive(Instant::now() + Duration::from_millis(100)).unwrap_err();
+        let err = s
+            .receive(Instant::now() + Duration::from_millis(100))
+            .unwrap_err();
         assert!(matches!(err, Error::TimedOut), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(b);
@@ -199,8 +211,11 @@ mod tests {
     fn junk_is_shown_short_and_harmless() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut s = JsonStream::new(a);
-        b.write_all(format!("\x1b]0;pwned\x07{}\n", "x".repeat(1000)).as_bytes()).unwrap();
-        let Err(Error::NotJson { line }) = s.receive(soon()) else { panic!("not JSON") };
+        b.write_all(format!("\x1b]0;pwned\x07{}\n", "x".repeat(1000)).as_bytes())
+            .unwrap();
+        let Err(Error::NotJson { line }) = s.receive(soon()) else {
+            panic!("not JSON")
+        };
         assert!(line.starts_with("\\x1b]0;pwned\\x07xxx"), "{line}");
         assert!(line.ends_with("x..."), "{line}");
         assert!(line.len() < 220, "{}", line.len());

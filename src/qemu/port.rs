@@ -32,6 +32,8 @@ mod tests {
         assert!(is_forward_conflict(
             "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22: Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
         ));
-        assert!(!is_forward_conflict("qemu-system-x86_64: terminating on signal 15"));
+        assert!(!is_forward_conflict(
+            "qemu-system-x86_64: terminating on signal 15"
+        ));
     }
 }

@@ -48,25 +48,55 @@ impl QemuProcess {
     ///
     /// The death signal is tied to the thread that spawns, so call this from a thread that
     /// lives as long as the VM should (the main thread, or one that owns the VM).
-    pub fn spawn(qemu: &Path, args: &[OsString], log: &Path, console: Console) -> Result<QemuProcess, Error> {
+    pub fn spawn(
+        qemu: &Path,
+        args: &[OsString],
+        log: &Path,
+        console: Console,
+    ) -> Result<QemuProcess, Error> {
         Self::start(qemu, args, log, console, None)
     }
 
     /// [`spawn`](Self::spawn), with `passed` open in QEMU under the same number (for
     /// arguments like `-incoming fd:N`). The descriptor stays close-on-exec here, so no other
     /// program vmrun starts meanwhile gets it.
-    pub fn spawn_passing(qemu: &Path, args: &[OsString], log: &Path, console: Console, passed: BorrowedFd) -> Result<QemuProcess, Error> {
+    pub fn spawn_passing(
+        qemu: &Path,
+        args: &[OsString],
+        log: &Path,
+        console: Console,
+        passed: BorrowedFd,
+    ) -> Result<QemuProcess, Error> {
         Self::start(qemu, args, log, console, Some(passed.as_raw_fd()))
     }
 
-    fn start(qemu: &Path, args: &[OsString], log: &Path, mut console: Console, passed: Option<RawFd>) -> Result<QemuProcess, Error> {
-        let out = File::create(log).map_err(|source| Error::Log { path: log.to_owned(), source })?;
-        let err = out.try_clone().map_err(|source| Error::Log { path: log.to_owned(), source })?;
-        let console_fd = console.qemu_end().expect("a console not given to a QEMU yet").as_raw_fd();
+    fn start(
+        qemu: &Path,
+        args: &[OsString],
+        log: &Path,
+        mut console: Console,
+        passed: Option<RawFd>,
+    ) -> Result<QemuProcess, Error> {
+        let out = File::create(log).map_err(|source| Error::Log {
+            path: log.to_owned(),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| Error::Log {
+            path: log.to_owned(),
+            source,
+        })?;
+        let console_fd = console
+            .qemu_end()
+            .expect("a console not given to a QEMU yet")
+            .as_raw_fd();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let mut command = Command::new(qemu);
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, getppid,
         // _exit), and the descriptors are open: their owners outlive this call.
         unsafe {
@@ -86,7 +116,10 @@ impl QemuProcess {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| Error::Spawn { program: qemu.to_owned(), source })?;
+        let child = command.spawn().map_err(|source| Error::Spawn {
+            program: qemu.to_owned(),
+            source,
+        })?;
         console.qemu_started();
         Ok(QemuProcess { child, console })
     }
@@ -111,7 +144,9 @@ impl QemuProcess {
 
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
         let pid = self.pid();
-        self.child.try_wait().map_err(|source| Error::Wait { pid, source })
+        self.child
+            .try_wait()
+            .map_err(|source| Error::Wait { pid, source })
     }
 
     /// Kills QEMU (SIGKILL to its pid, which this process started) and reaps it. Its console
@@ -123,7 +158,9 @@ impl QemuProcess {
             None => {
                 // Already exited between the check and the kill is fine: wait reaps it either way.
                 let _ = self.child.kill();
-                self.child.wait().map_err(|source| Error::Wait { pid, source })?
+                self.child
+                    .wait()
+                    .map_err(|source| Error::Wait { pid, source })?
             }
         };
         self.console.finish();
@@ -150,12 +187,33 @@ mod tests {
     fn the_console_is_written_through_its_descriptor_and_complete_once_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let console = console(&dir);
-        let args: Vec<OsString> = vec!["-c".into(), format!("echo console > /dev/fd/{}; echo own", console.fd()).into()];
-        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &dir.path().join("log"), console).unwrap();
-        assert_eq!(p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().code(), Some(0));
+        let args: Vec<OsString> = vec![
+            "-c".into(),
+            format!("echo console > /dev/fd/{}; echo own", console.fd()).into(),
+        ];
+        let mut p = QemuProcess::spawn(
+            Path::new("/bin/sh"),
+            &args,
+            &dir.path().join("log"),
+            console,
+        )
+        .unwrap();
+        assert_eq!(
+            p.wait_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap()
+                .code(),
+            Some(0)
+        );
         drop(p);
-        assert_eq!(std::fs::read_to_string(dir.path().join("serial.log")).unwrap(), "console\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("log")).unwrap(), "own\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("serial.log")).unwrap(),
+            "console\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "own\n"
+        );
     }
 
     #[test]
@@ -168,7 +226,11 @@ mod tests {
         assert_eq!(p.wait_timeout(Duration::from_millis(200)).unwrap(), None);
         drop(p);
         // SAFETY: signal 0 only checks whether the pid exists.
-        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "process {pid} outlived its handle");
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            -1,
+            "process {pid} outlived its handle"
+        );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\n");
     }
 
@@ -176,7 +238,13 @@ mod tests {
     fn exit_status_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         let args: Vec<OsString> = vec!["-c".into(), "exit 3".into()];
-        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &dir.path().join("log"), console(&dir)).unwrap();
+        let mut p = QemuProcess::spawn(
+            Path::new("/bin/sh"),
+            &args,
+            &dir.path().join("log"),
+            console(&dir),
+        )
+        .unwrap();
         let status = p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
     }
@@ -190,18 +258,44 @@ mod tests {
         let fd = file.as_raw_fd();
         let log = dir.path().join("log");
         let args: Vec<OsString> = vec!["-c".into(), format!("cat <&{fd}").into()];
-        let mut p = QemuProcess::spawn_passing(Path::new("/bin/sh"), &args, &log, console(&dir), file.as_fd()).unwrap();
-        assert_eq!(p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().code(), Some(0));
+        let mut p = QemuProcess::spawn_passing(
+            Path::new("/bin/sh"),
+            &args,
+            &log,
+            console(&dir),
+            file.as_fd(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.wait_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap()
+                .code(),
+            Some(0)
+        );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "saved\n");
         // Not passed, the same number is closed in the child.
         let mut q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
-        assert_ne!(q.wait_timeout(Duration::from_secs(10)).unwrap().unwrap().code(), Some(0));
+        assert_ne!(
+            q.wait_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap()
+                .code(),
+            Some(0)
+        );
     }
 
     #[test]
     fn missing_program_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = QemuProcess::spawn(Path::new("/no/qemu"), &[], &dir.path().join("log"), console(&dir)).err().unwrap();
+        let err = QemuProcess::spawn(
+            Path::new("/no/qemu"),
+            &[],
+            &dir.path().join("log"),
+            console(&dir),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.to_string(), "cannot start /no/qemu");
     }
 }

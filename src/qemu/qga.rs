@@ -62,23 +62,38 @@ pub struct GuestAgent {
 impl GuestAgent {
     /// Connects and syncs; the whole conversation must finish within `timeout`.
     pub fn connect(path: &Path, timeout: Duration) -> Result<GuestAgent, Error> {
-        let stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.to_owned(), source })?;
+        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
         GuestAgent::sync(stream, timeout)
     }
 
     /// Starts a conversation on an open connection.
     pub fn sync(stream: UnixStream, timeout: Duration) -> Result<GuestAgent, Error> {
-        let mut agent = GuestAgent { stream: JsonStream::new(stream), deadline: Instant::now() + timeout, timeout };
+        let mut agent = GuestAgent {
+            stream: JsonStream::new(stream),
+            deadline: Instant::now() + timeout,
+            timeout,
+        };
         let id = sync_id();
-        agent.stream.send_bytes(&[DELIMITER]).map_err(|e| agent.stream_error(e))?;
+        agent
+            .stream
+            .send_bytes(&[DELIMITER])
+            .map_err(|e| agent.stream_error(e))?;
         agent
             .stream
             .send(&json!({"execute": "guest-sync-delimited", "arguments": {"id": id}}))
             .map_err(|e| agent.stream_error(e))?;
         loop {
-            agent.stream.skip_through(DELIMITER, agent.deadline).map_err(|e| agent.stream_error(e))?;
+            agent
+                .stream
+                .skip_through(DELIMITER, agent.deadline)
+                .map_err(|e| agent.stream_error(e))?;
             match agent.stream.receive(agent.deadline) {
-                Ok(answer) if answer.get("return").and_then(Value::as_u64) == Some(id) => return Ok(agent),
+                Ok(answer) if answer.get("return").and_then(Value::as_u64) == Some(id) => {
+                    return Ok(agent);
+                }
                 Ok(_) | Err(json_stream::Error::NotJson { .. }) => continue, // an older sync's answer
                 Err(e) => return Err(agent.stream_error(e)),
             }
@@ -91,16 +106,32 @@ impl GuestAgent {
         if let Some(arguments) = arguments {
             message["arguments"] = arguments;
         }
-        self.stream.send(&message).map_err(|e| self.stream_error(e))?;
-        let mut answer = self.stream.receive(self.deadline).map_err(|e| self.stream_error(e))?;
+        self.stream
+            .send(&message)
+            .map_err(|e| self.stream_error(e))?;
+        let mut answer = self
+            .stream
+            .receive(self.deadline)
+            .map_err(|e| self.stream_error(e))?;
         if let Some(error) = answer.get("error") {
             // The agent runs in the guest: what it says is shown, never acted on by a terminal.
-            let desc = guest_text::line(error.get("desc").and_then(Value::as_str).unwrap_or_default());
-            return Err(Error::Refused { command: command.to_owned(), desc });
+            let desc = guest_text::line(
+                error
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            return Err(Error::Refused {
+                command: command.to_owned(),
+                desc,
+            });
         }
         match answer.get_mut("return") {
             Some(value) => Ok(value.take()),
-            None => Err(Error::Unexpected { command: command.to_owned(), answer: guest_text::line(answer.to_string()) }),
+            None => Err(Error::Unexpected {
+                command: command.to_owned(),
+                answer: guest_text::line(answer.to_string()),
+            }),
         }
     }
 
@@ -109,15 +140,21 @@ impl GuestAgent {
     pub fn run(&mut self, path: &str, args: &[&str]) -> Result<i64, Error> {
         let started = self.execute("guest-exec", Some(json!({"path": path, "arg": args})))?;
         let Some(pid) = started.get("pid").and_then(Value::as_i64) else {
-            return Err(Error::Unexpected { command: "guest-exec".into(), answer: guest_text::line(started.to_string()) });
+            return Err(Error::Unexpected {
+                command: "guest-exec".into(),
+                answer: guest_text::line(started.to_string()),
+            });
         };
         loop {
             let status = self.execute("guest-exec-status", Some(json!({"pid": pid})))?;
             if status.get("exited").and_then(Value::as_bool) == Some(true) {
                 // A process killed by a signal has `signal` instead of `exitcode`.
-                return Ok(status.get("exitcode").and_then(Value::as_i64).unwrap_or_else(|| {
-                    128 + status.get("signal").and_then(Value::as_i64).unwrap_or(0)
-                }));
+                return Ok(status
+                    .get("exitcode")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_else(|| {
+                        128 + status.get("signal").and_then(Value::as_i64).unwrap_or(0)
+                    }));
             }
             if Instant::now() >= self.deadline {
                 return Err(Error::NoAnswer(self.timeout));
@@ -130,8 +167,10 @@ impl GuestAgent {
     pub fn network_interfaces(&mut self) -> Result<Vec<Interface>, Error> {
         let command = "guest-network-get-interfaces";
         let answer = self.execute(command, None)?;
-        serde_json::from_value(answer.clone())
-            .map_err(|_| Error::Unexpected { command: command.to_owned(), answer: guest_text::line(answer.to_string()) })
+        serde_json::from_value(answer.clone()).map_err(|_| Error::Unexpected {
+            command: command.to_owned(),
+            answer: guest_text::line(answer.to_string()),
+        })
     }
 
     fn stream_error(&self, e: json_stream::Error) -> Error {
@@ -145,7 +184,10 @@ impl GuestAgent {
 /// A sync id no earlier conversation used (the agent takes an int; keep it in JSON's safe range).
 fn sync_id() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     ((nanos as u64) ^ (u64::from(std::process::id()) << 32)) & ((1 << 53) - 1)
 }
 
@@ -177,7 +219,9 @@ pub(crate) mod fake {
                         let sync: Value = serde_json::from_slice(&received[1..]).unwrap();
                         let id = &sync["arguments"]["id"];
                         // What an earlier client left behind, then the real answer.
-                        server.write_all(b"{\"return\": 1}\n\xff{\"return\": 2}\n").unwrap();
+                        server
+                            .write_all(b"{\"return\": 1}\n\xff{\"return\": 2}\n")
+                            .unwrap();
                         let mut answer = vec![DELIMITER];
                         answer.extend_from_slice(format!("{}\n", json!({"return": id})).as_bytes());
                         server.write_all(&answer).unwrap();
@@ -193,12 +237,19 @@ pub(crate) mod fake {
 
     /// Each value as the `return` of one answer.
     pub(crate) fn returning(values: &[Value]) -> Vec<String> {
-        values.iter().map(|v| format!("{}\n", json!({"return": v}))).collect()
+        values
+            .iter()
+            .map(|v| format!("{}\n", json!({"return": v})))
+            .collect()
     }
 
     /// The commands a fake agent received after the sync, parsed.
     pub(crate) fn commands(received: &[u8]) -> Vec<Value> {
-        String::from_utf8_lossy(received).lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect()
+        String::from_utf8_lossy(received)
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -221,7 +272,13 @@ mod tests {
         let interfaces = ga.network_interfaces().unwrap();
         assert_eq!(interfaces.len(), 3);
         assert_eq!(interfaces[1].name, "eth0");
-        assert_eq!(interfaces[1].addresses[0], IpAddress { address: "10.0.2.15".into(), prefix: 24 });
+        assert_eq!(
+            interfaces[1].addresses[0],
+            IpAddress {
+                address: "10.0.2.15".into(),
+                prefix: 24
+            }
+        );
         assert!(interfaces[2].addresses.is_empty());
         drop(ga);
         let received = agent.join().unwrap();
@@ -231,10 +288,15 @@ mod tests {
 
     #[test]
     fn refusals_are_errors() {
-        let (client, _agent) = fake_agent(vec!["{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}}\n".into()]);
+        let (client, _agent) = fake_agent(vec![
+            "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}}\n".into(),
+        ]);
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         let err = ga.execute("guest-info", None).unwrap_err();
-        assert_eq!(err.to_string(), "the guest agent refused `guest-info`: no way");
+        assert_eq!(
+            err.to_string(),
+            "the guest agent refused `guest-info`: no way"
+        );
     }
 
     #[test]
@@ -244,27 +306,42 @@ mod tests {
         let (client, _agent) = fake_agent(vec![format!("{refusal}\n"), format!("{odd}\n")]);
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         let err = ga.execute("guest-info", None).unwrap_err();
-        assert_eq!(err.to_string(), "the guest agent refused `guest-info`: no\\x1b[2J\\u{9b}H\\x0aerror: forged");
+        assert_eq!(
+            err.to_string(),
+            "the guest agent refused `guest-info`: no\\x1b[2J\\u{9b}H\\x0aerror: forged"
+        );
         let err = ga.execute("guest-info", None).unwrap_err();
         assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }
 
     #[test]
     fn run_starts_the_process_and_polls_until_it_exits() {
-        let (client, agent) =
-            fake_agent(returning(&[json!({"pid": 42}), json!({"exited": false}), json!({"exited": true, "exitcode": 3})]));
+        let (client, agent) = fake_agent(returning(&[
+            json!({"pid": 42}),
+            json!({"exited": false}),
+            json!({"exited": true, "exitcode": 3}),
+        ]));
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         assert_eq!(ga.run("/bin/date", &["-u", "-s", "@1.5"]).unwrap(), 3);
         drop(ga);
         let sent = commands(&agent.join().unwrap());
-        assert_eq!(sent[0], json!({"execute": "guest-exec", "arguments": {"path": "/bin/date", "arg": ["-u", "-s", "@1.5"]}}));
-        assert_eq!(sent[1], json!({"execute": "guest-exec-status", "arguments": {"pid": 42}}));
+        assert_eq!(
+            sent[0],
+            json!({"execute": "guest-exec", "arguments": {"path": "/bin/date", "arg": ["-u", "-s", "@1.5"]}})
+        );
+        assert_eq!(
+            sent[1],
+            json!({"execute": "guest-exec-status", "arguments": {"pid": 42}})
+        );
         assert_eq!(sent.len(), 3, "polled until exited: {sent:?}");
     }
 
     #[test]
     fn a_process_killed_by_a_signal_reports_128_plus_it() {
-        let (client, _agent) = fake_agent(returning(&[json!({"pid": 7}), json!({"exited": true, "signal": 9})]));
+        let (client, _agent) = fake_agent(returning(&[
+            json!({"pid": 7}),
+            json!({"exited": true, "signal": 9}),
+        ]));
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
         assert_eq!(ga.run("/bin/sleep", &["9"]).unwrap(), 137);
     }
@@ -273,7 +350,9 @@ mod tests {
     fn an_agent_that_is_not_running_is_a_timeout() {
         let (client, _server) = UnixStream::pair().unwrap();
         let started = Instant::now();
-        let err = GuestAgent::sync(client, Duration::from_millis(200)).err().unwrap();
+        let err = GuestAgent::sync(client, Duration::from_millis(200))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::NoAnswer(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }

@@ -30,7 +30,11 @@ pub enum Error {
     #[error("QEMU's monitor did not greet as QMP: {0}")]
     NotQmp(String),
     #[error("QEMU refused `{command}`: {desc} ({class})")]
-    Refused { command: String, class: String, desc: String },
+    Refused {
+        command: String,
+        class: String,
+        desc: String,
+    },
 }
 
 pub struct Qmp {
@@ -45,15 +49,25 @@ impl Qmp {
 
     /// Connects to the QMP socket at `path` and negotiates capabilities.
     pub fn connect(path: &Path) -> Result<Qmp, Error> {
-        let stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.to_owned(), source })?;
+        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
         Qmp::handshake(stream)
     }
 
     /// Reads the greeting from an open connection and leaves capabilities negotiation mode.
     pub fn handshake(stream: UnixStream) -> Result<Qmp, Error> {
-        let mut qmp = Qmp { stream: JsonStream::new(stream), next_id: 0, timeout: Qmp::DEFAULT_TIMEOUT };
+        let mut qmp = Qmp {
+            stream: JsonStream::new(stream),
+            next_id: 0,
+            timeout: Qmp::DEFAULT_TIMEOUT,
+        };
         let deadline = Instant::now() + qmp.timeout;
-        let greeting = qmp.stream.receive(deadline).map_err(stream_error("waiting for the greeting"))?;
+        let greeting = qmp
+            .stream
+            .receive(deadline)
+            .map_err(stream_error("waiting for the greeting"))?;
         if greeting.get("QMP").is_none() {
             return Err(Error::NotQmp(greeting.to_string()));
         }
@@ -75,31 +89,54 @@ impl Qmp {
             message["arguments"] = arguments;
         }
         let context = || format!("`{command}`");
-        self.stream.send(&message).map_err(stream_error(&context()))?;
+        self.stream
+            .send(&message)
+            .map_err(stream_error(&context()))?;
         let deadline = Instant::now() + self.timeout;
         loop {
-            let mut answer = self.stream.receive(deadline).map_err(stream_error(&context()))?;
+            let mut answer = self
+                .stream
+                .receive(deadline)
+                .map_err(stream_error(&context()))?;
             if answer.get("id").and_then(Value::as_str) != Some(id.as_str()) {
                 continue; // an event, or the answer to a command of an earlier client
             }
             if let Some(error) = answer.get("error") {
-                let field = |name| error.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-                return Err(Error::Refused { command: command.to_owned(), class: field("class"), desc: field("desc") });
+                let field = |name| {
+                    error
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                return Err(Error::Refused {
+                    command: command.to_owned(),
+                    class: field("class"),
+                    desc: field("desc"),
+                });
             }
-            return Ok(answer.get_mut("return").map(Value::take).unwrap_or(Value::Null));
+            return Ok(answer
+                .get_mut("return")
+                .map(Value::take)
+                .unwrap_or(Value::Null));
         }
     }
 
     /// Runs a human monitor command; its output is the text it printed (HMP reports most
     /// failures there, not as QMP errors).
     pub fn human_monitor(&mut self, command_line: &str) -> Result<String, Error> {
-        let output = self.execute("human-monitor-command", Some(json!({"command-line": command_line})))?;
+        let output = self.execute(
+            "human-monitor-command",
+            Some(json!({"command-line": command_line})),
+        )?;
         Ok(output.as_str().unwrap_or_default().trim().to_owned())
     }
 
     /// Waits until QEMU closes the connection, i.e. exits.
     pub fn wait_closed(&mut self, timeout: Duration) -> Result<(), Error> {
-        self.stream.wait_closed(Instant::now() + timeout).map_err(stream_error("waiting for QEMU to exit"))
+        self.stream
+            .wait_closed(Instant::now() + timeout)
+            .map_err(stream_error("waiting for QEMU to exit"))
     }
 }
 
@@ -116,15 +153,21 @@ mod tests {
 
     /// A fake QEMU on the other end of a socket pair: greets, then answers each command with
     /// whatever `answer` says (lines to send back), after an unrelated event.
-    fn fake_qemu(answer: fn(&Value) -> Vec<String>) -> (UnixStream, thread::JoinHandle<Vec<Value>>) {
+    fn fake_qemu(
+        answer: fn(&Value) -> Vec<String>,
+    ) -> (UnixStream, thread::JoinHandle<Vec<Value>>) {
         let (client, server) = UnixStream::pair().unwrap();
         let handle = thread::spawn(move || {
             let mut writer = server.try_clone().unwrap();
-            writer.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"]}}\r\n").unwrap();
+            writer
+                .write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"]}}\r\n")
+                .unwrap();
             let mut seen = Vec::new();
             for line in BufReader::new(server).lines() {
                 let command: Value = serde_json::from_str(&line.unwrap()).unwrap();
-                writer.write_all(b"{\"event\": \"RESUME\", \"timestamp\": {}}\r\n").unwrap();
+                writer
+                    .write_all(b"{\"event\": \"RESUME\", \"timestamp\": {}}\r\n")
+                    .unwrap();
                 for reply in answer(&command) {
                     writer.write_all(reply.as_bytes()).unwrap();
                     writer.write_all(b"\r\n").unwrap();
@@ -139,22 +182,34 @@ mod tests {
     fn echo_return(command: &Value) -> Vec<String> {
         let id = &command["id"];
         let ret = match command["execute"].as_str().unwrap() {
-            "human-monitor-command" => json!(format!("ran {}\r\n", command["arguments"]["command-line"].as_str().unwrap())),
+            "human-monitor-command" => json!(format!(
+                "ran {}\r\n",
+                command["arguments"]["command-line"].as_str().unwrap()
+            )),
             "query-status" => json!({"status": "running", "running": true}),
             _ => json!({}),
         };
-        vec![json!({"return": {}, "id": "someone-else"}).to_string(), json!({"return": ret, "id": id}).to_string()]
+        vec![
+            json!({"return": {}, "id": "someone-else"}).to_string(),
+            json!({"return": ret, "id": id}).to_string(),
+        ]
     }
 
     #[test]
     fn negotiates_then_matches_answers_by_id_skipping_events() {
         let (client, server) = fake_qemu(echo_return);
         let mut qmp = Qmp::handshake(client).unwrap();
-        assert_eq!(qmp.execute("query-status", None).unwrap()["status"], "running");
+        assert_eq!(
+            qmp.execute("query-status", None).unwrap()["status"],
+            "running"
+        );
         assert_eq!(qmp.human_monitor("savevm a b").unwrap(), "ran savevm a b");
         drop(qmp);
         let seen = server.join().unwrap();
-        assert_eq!(seen[0], json!({"execute": "qmp_capabilities", "id": "vmrun-1"}));
+        assert_eq!(
+            seen[0],
+            json!({"execute": "qmp_capabilities", "id": "vmrun-1"})
+        );
         assert_eq!(seen[2]["arguments"], json!({"command-line": "savevm a b"}));
     }
 
@@ -168,7 +223,10 @@ mod tests {
         });
         let mut qmp = Qmp::handshake(client).unwrap();
         let err = qmp.execute("nope", None).unwrap_err();
-        assert_eq!(err.to_string(), "QEMU refused `nope`: The command nope has not been found (CommandNotFound)");
+        assert_eq!(
+            err.to_string(),
+            "QEMU refused `nope`: The command nope has not been found (CommandNotFound)"
+        );
     }
 
     #[test]
@@ -183,7 +241,16 @@ mod tests {
         let mut qmp = Qmp::handshake(client).unwrap();
         qmp.set_timeout(Duration::from_millis(100));
         let err = qmp.execute("query-status", None).unwrap_err();
-        assert!(matches!(err, Error::Stream { source: json_stream::Error::TimedOut, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Stream {
+                    source: json_stream::Error::TimedOut,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -201,7 +268,9 @@ mod tests {
             writer.write_all(b"{\"QMP\": {}}\n").unwrap();
             let mut lines = BufReader::new(server).lines();
             let command: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-            writer.write_all(format!("{}\n", json!({"return": {}, "id": command["id"]})).as_bytes()).unwrap();
+            writer
+                .write_all(format!("{}\n", json!({"return": {}, "id": command["id"]})).as_bytes())
+                .unwrap();
             writer.write_all(b"{\"event\": \"SHUTDOWN\"}\n").unwrap();
             // exits: both ends of its side close
         });

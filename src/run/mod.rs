@@ -51,7 +51,9 @@ pub enum Error {
     QemuExited { status: String, qemu_log: String },
     #[error("no free loopback port for the SSH forward after {attempts} attempts")]
     NoPort { attempts: usize },
-    #[error("the guest did not become reachable over SSH\nlast lines of the serial console:\n{console}")]
+    #[error(
+        "the guest did not become reachable over SSH\nlast lines of the serial console:\n{console}"
+    )]
     #[diagnostic(help("{hint}"))]
     NotReady {
         #[source]
@@ -81,7 +83,10 @@ impl Error {
             Error::Disk(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
-            Error::Qemu(_) | Error::QemuExited { .. } | Error::NoPort { .. } | Error::NotReady { .. } => VM_FAILED,
+            Error::Qemu(_)
+            | Error::QemuExited { .. }
+            | Error::NoPort { .. }
+            | Error::NotReady { .. } => VM_FAILED,
             Error::RunDir(_) | Error::Port(_) | Error::Console(_) => INTERNAL,
             Error::Resume(e) => e.exit_code(),
         }
@@ -112,7 +117,15 @@ pub struct RunPlan {
 
 /// Runs `plan` once in a new VM. Never returns before the VM is gone (or, with `keep` and a
 /// failure, before the user interrupts).
-pub fn run_once(plan: &RunPlan, id: &str, runs: &Path, qemu: &Path, out: &mut dyn Write, err: &mut dyn Write, sink: Sink) -> RunReport {
+pub fn run_once(
+    plan: &RunPlan,
+    id: &str,
+    runs: &Path,
+    qemu: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    sink: Sink,
+) -> RunReport {
     let mut report = RunReport::new(id);
     let outcome = match run_dir::RunDir::create(runs, id) {
         Ok(dir) => {
@@ -129,7 +142,10 @@ pub fn run_once(plan: &RunPlan, id: &str, runs: &Path, qemu: &Path, out: &mut dy
             drop(dir);
             outcome
         }
-        Err(e) => Outcome::Failed(format!("{:?}", miette::Report::new(e)), crate::exit_code::INTERNAL),
+        Err(e) => Outcome::Failed(
+            format!("{:?}", miette::Report::new(e)),
+            crate::exit_code::INTERNAL,
+        ),
     };
     report.outcome = Some(outcome);
     report
@@ -147,17 +163,27 @@ fn drive(
     sink: Sink,
 ) -> Result<Outcome, Error> {
     let host_key_path = plan.image.host_key();
-    let host_key = std::fs::read_to_string(&host_key_path)
-        .map_err(|source| ssh::Error::Io { action: "read", path: host_key_path, source })?;
+    let host_key = std::fs::read_to_string(&host_key_path).map_err(|source| ssh::Error::Io {
+        action: "read",
+        path: host_key_path,
+        source,
+    })?;
     let disk = dir.file("disk.qcow2");
-    let base = plan.warm.as_ref().map_or_else(|| plan.image.disk(), |w| w.disk.clone());
+    let base = plan
+        .warm
+        .as_ref()
+        .map_or_else(|| plan.image.disk(), |w| w.disk.clone());
     Overlay::create(&disk, &base)?;
 
     let started = Instant::now();
     sink(Event::PhaseStarted(format!("run {}: boot", dir.id())));
     let (process, port) = start_qemu(plan, dir, qemu, &disk)?;
     *vm = Some(process);
-    let target = Target { port, host_key: host_key.trim().to_owned(), client_key: plan.image.client_key() };
+    let target = Target {
+        port,
+        host_key: host_key.trim().to_owned(),
+        client_key: plan.image.client_key(),
+    };
     let files = ssh::ClientFiles::write(&dir.file("ssh"), &target)?;
     // A resumed guest answers at once: its clock and randomness are refreshed, and the
     // system ssh's master connection for rsync is made, while vmrun's own session is.
@@ -165,50 +191,75 @@ fn drive(
         Some(_) => {
             let agent = dir.file("qga.sock");
             let refresh = std::thread::spawn(move || warm::refresh_clone(&agent));
-            (Some(refresh), crate::tools::find("ssh").ok().and_then(|ssh| ssh::Master::start(&ssh, &files)))
+            (
+                Some(refresh),
+                crate::tools::find("ssh")
+                    .ok()
+                    .and_then(|ssh| ssh::Master::start(&ssh, &files)),
+            )
         }
         None => (None, None),
     };
     let deadline = started + plan.boot_timeout;
-    let session = ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
-        if matches!(source, ssh::Error::Cancelled { .. }) {
-            return Error::Ssh(source);
-        }
-        Error::NotReady {
-            source,
-            console: last_lines(&dir.file("serial.log"), TAIL_LINES),
-            hint: match plan.accel {
-                Accel::Kvm => "KVM was used: if guests hang here, try VMRUN_ACCEL=tcg",
-                Accel::Tcg => "under TCG a cold boot takes about a minute; a longer boot timeout may help",
-            },
-        }
-    });
+    let session =
+        ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
+            if matches!(source, ssh::Error::Cancelled { .. }) {
+                return Error::Ssh(source);
+            }
+            Error::NotReady {
+                source,
+                console: last_lines(&dir.file("serial.log"), TAIL_LINES),
+                hint: match plan.accel {
+                    Accel::Kvm => "KVM was used: if guests hang here, try VMRUN_ACCEL=tcg",
+                    Accel::Tcg => {
+                        "under TCG a cold boot takes about a minute; a longer boot timeout may help"
+                    }
+                },
+            }
+        });
     let session = match session {
         Err(Error::Ssh(ssh::Error::Cancelled { .. })) => {
-            return Ok(Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM)));
+            return Ok(Outcome::Stopped(
+                signals::received().unwrap_or(libc::SIGTERM),
+            ));
         }
         other => other?,
     };
     if let Some(refresh) = refresh {
-        refresh.join().expect("refreshing the clone does not panic").map_err(Error::Resume)?;
+        refresh
+            .join()
+            .expect("refreshing the clone does not panic")
+            .map_err(Error::Resume)?;
     }
     report.record(Phase::Boot, started.elapsed());
-    sink(Event::PhaseFinished { phase: format!("run {}: boot", dir.id()), elapsed: started.elapsed() });
+    sink(Event::PhaseFinished {
+        phase: format!("run {}: boot", dir.id()),
+        elapsed: started.elapsed(),
+    });
 
     if let Some(master) = master.as_mut() {
         master.wait_ready(&files, MASTER_WAIT);
     }
     let ssh_config = files.ssh_config.clone();
-    report.time(Phase::Sync, || sync::push(&ssh_config, &plan.project, GUEST_PROJECT_DIR, &plan.sync))?;
+    report.time(Phase::Sync, || {
+        sync::push(&ssh_config, &plan.project, GUEST_PROJECT_DIR, &plan.sync)
+    })?;
 
     let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
     let deadline = plan.timeout.map(|t| Instant::now() + t);
     let result = report.time(Phase::Command, || {
-        session.exec(&command_line, out, err, deadline, &|| signals::received().is_some())
+        session.exec(&command_line, out, err, deadline, &|| {
+            signals::received().is_some()
+        })
     })?;
     if !plan.artifacts.is_empty() {
         report.time(Phase::Artifacts, || {
-            sync::pull(&ssh_config, GUEST_PROJECT_DIR, &plan.artifacts, &plan.artifacts_dir)
+            sync::pull(
+                &ssh_config,
+                GUEST_PROJECT_DIR,
+                &plan.artifacts,
+                &plan.artifacts_dir,
+            )
         })?;
     }
     Ok(match result {
@@ -221,7 +272,12 @@ fn drive(
 
 /// Starts QEMU with a forward on a free loopback port, booting or resuming, and chooses
 /// another port when the chosen one was taken before QEMU could bind it.
-fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -> Result<(QemuProcess, u16), Error> {
+fn start_qemu(
+    plan: &RunPlan,
+    dir: &run_dir::RunDir,
+    qemu: &Path,
+    disk: &Path,
+) -> Result<(QemuProcess, u16), Error> {
     let qemu_log = dir.file("qemu.log");
     for _ in 0..crate::qemu::port::ATTEMPTS {
         let port = crate::qemu::port::free_loopback_port().map_err(Error::Port)?;
@@ -233,7 +289,10 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
             disk: disk.to_owned(),
             seed: None,
             console: console.fd(),
-            forwards: vec![Forward { host_port: port, guest_port: 22 }],
+            forwards: vec![Forward {
+                host_port: port,
+                guest_port: 22,
+            }],
         };
         let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
         let mut process = match &plan.warm {
@@ -248,7 +307,13 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
                     generation: &generation,
                     incoming: Some(state.as_raw_fd()),
                 };
-                QemuProcess::spawn_passing(qemu, &warm::machine::command_line(&machine, &instance), &qemu_log, console, state.as_fd())?
+                QemuProcess::spawn_passing(
+                    qemu,
+                    &warm::machine::command_line(&machine, &instance),
+                    &qemu_log,
+                    console,
+                    state.as_fd(),
+                )?
             }
         };
         dir.record_qemu_pid(process.pid())?;
@@ -257,7 +322,10 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
             // A forward that cannot bind makes QEMU exit at once; give it that moment.
             None => match process.wait_timeout(Duration::from_millis(300))? {
                 None => Ok(()),
-                Some(status) => Err(Error::QemuExited { status: status.to_string(), qemu_log: String::new() }),
+                Some(status) => Err(Error::QemuExited {
+                    status: status.to_string(),
+                    qemu_log: String::new(),
+                }),
             },
         };
         match started {
@@ -267,14 +335,19 @@ fn start_qemu(plan: &RunPlan, dir: &run_dir::RunDir, qemu: &Path, disk: &Path) -
                 let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
                 if !(exited && crate::qemu::port::is_forward_conflict(&log)) {
                     return Err(match e {
-                        Error::QemuExited { status, .. } => Error::QemuExited { status, qemu_log: log.trim().to_owned() },
+                        Error::QemuExited { status, .. } => Error::QemuExited {
+                            status,
+                            qemu_log: log.trim().to_owned(),
+                        },
                         other => other,
                     });
                 }
             }
         }
     }
-    Err(Error::NoPort { attempts: crate::qemu::port::ATTEMPTS })
+    Err(Error::NoPort {
+        attempts: crate::qemu::port::ATTEMPTS,
+    })
 }
 
 /// `--keep`: the failed run's VM stays up; vmrun waits for Ctrl-C, then tears it down.

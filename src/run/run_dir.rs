@@ -23,17 +23,28 @@ pub struct RunDir {
 impl RunDir {
     /// Creates `runs/<id>` (0700) and takes its lock.
     pub fn create(runs: &Path, id: &str) -> Result<RunDir, Error> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(runs).map_err(Error::at("create", runs))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(runs)
+            .map_err(Error::at("create", runs))?;
         // Made under a hidden name and locked before it gets its real one, so a reaper never
         // sees it unlocked.
         let staging = runs.join(format!(".{id}.new"));
-        fs::DirBuilder::new().mode(0o700).create(&staging).map_err(Error::at("create", &staging))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(Error::at("create", &staging))?;
         let lock_path = staging.join(LOCK);
         let lock = File::create(&lock_path).map_err(Error::at("create", &lock_path))?;
         lock.lock().map_err(Error::at("lock", &lock_path))?;
         let path = runs.join(id);
         fs::rename(&staging, &path).map_err(Error::at("create", &path))?;
-        Ok(RunDir { id: id.to_owned(), path, _lock: lock })
+        Ok(RunDir {
+            id: id.to_owned(),
+            path,
+            _lock: lock,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -62,18 +73,25 @@ impl Drop for RunDir {
 /// process whose command line names that run's directory: a recycled pid is left alone).
 /// Returns the ids reaped.
 pub fn reap_orphans(runs: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(runs) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(runs) else {
+        return Vec::new();
+    };
     let mut reaped = Vec::new();
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue; // being created
         }
         let dir = entry.path();
-        let Ok(lock) = File::open(dir.join(LOCK)) else { continue };
+        let Ok(lock) = File::open(dir.join(LOCK)) else {
+            continue;
+        };
         if lock.try_lock().is_err() {
             continue; // a live run holds it
         }
-        if let Some(pid) = fs::read_to_string(dir.join(QEMU_PID)).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+        if let Some(pid) = fs::read_to_string(dir.join(QEMU_PID))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
             kill_if_ours(pid, &dir);
         }
         if fs::remove_dir_all(&dir).is_ok() {
@@ -103,8 +121,14 @@ mod tests {
         let runs = tempfile::tempdir().unwrap();
         let run = RunDir::create(runs.path(), "aaaa").unwrap();
         let dir = runs.path().join("aaaa");
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        assert!(reap_orphans(runs.path()).is_empty(), "a live run was reaped");
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(
+            reap_orphans(runs.path()).is_empty(),
+            "a live run was reaped"
+        );
         assert!(dir.exists());
         drop(run);
         assert!(!runs.path().join("aaaa").exists());
@@ -117,7 +141,12 @@ mod tests {
         fs::create_dir(&orphan).unwrap();
         fs::write(orphan.join(LOCK), "").unwrap();
         // A stand-in for its QEMU: a process whose command line names the run directory.
-        let mut ours = Command::new("sh").arg("-c").arg("sleep 30; : ").arg(&orphan).spawn().unwrap();
+        let mut ours = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30; : ")
+            .arg(&orphan)
+            .spawn()
+            .unwrap();
         fs::write(orphan.join(QEMU_PID), format!("{}\n", ours.id())).unwrap();
         let stranger_dir = runs.path().join("cccc");
         fs::create_dir(&stranger_dir).unwrap();
@@ -128,8 +157,14 @@ mod tests {
         let mut reaped = reap_orphans(runs.path());
         reaped.sort();
         assert_eq!(reaped, ["bbbb", "cccc"]);
-        assert!(ours.wait().unwrap().code().is_none(), "the orphan's QEMU was killed");
-        assert!(stranger.try_wait().unwrap().is_none(), "a process not naming the run dir survived");
+        assert!(
+            ours.wait().unwrap().code().is_none(),
+            "the orphan's QEMU was killed"
+        );
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a process not naming the run dir survived"
+        );
         stranger.kill().unwrap();
         stranger.wait().unwrap();
     }

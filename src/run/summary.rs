@@ -13,7 +13,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Boot, Phase::Sync, Phase::Command, Phase::Artifacts, Phase::Teardown];
+    pub const ALL: [Phase; 5] = [
+        Phase::Boot,
+        Phase::Sync,
+        Phase::Command,
+        Phase::Artifacts,
+        Phase::Teardown,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -70,8 +76,13 @@ impl Outcome {
 
 /// The message of a rendered error report: its `×` line, else its first line.
 fn headline(report: &str) -> &str {
-    let marked = report.lines().find_map(|l| l.trim_start().strip_prefix('×'));
-    marked.or_else(|| report.lines().find(|l| !l.trim().is_empty())).unwrap_or_default().trim()
+    let marked = report
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix('×'));
+    marked
+        .or_else(|| report.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
@@ -103,7 +114,11 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn new(id: &str) -> RunReport {
-        RunReport { id: id.to_owned(), phases: Vec::new(), outcome: None }
+        RunReport {
+            id: id.to_owned(),
+            phases: Vec::new(),
+            outcome: None,
+        }
     }
 
     pub fn record(&mut self, phase: Phase, took: Duration) {
@@ -118,11 +133,16 @@ impl RunReport {
     }
 
     pub fn took(&self, phase: Phase) -> Option<Duration> {
-        self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
     }
 
     pub fn outcome(&self) -> &Outcome {
-        self.outcome.as_ref().expect("a finished run has an outcome")
+        self.outcome
+            .as_ref()
+            .expect("a finished run has an outcome")
     }
 }
 
@@ -161,7 +181,10 @@ mod tests {
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
-        assert_eq!(headline("  × the guest did not answer\n  ╰─▶ timed out"), "the guest did not answer");
+        assert_eq!(
+            headline("  × the guest did not answer\n  ╰─▶ timed out"),
+            "the guest did not answer"
+        );
         assert_eq!(headline("plain message\nmore"), "plain message");
     }
 
@@ -176,7 +199,11 @@ mod tests {
         let table = summary_table(&[a, b]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("run") && lines[0].ends_with("result"));
-        assert!(lines[1].contains("41.50s") && lines[1].contains("0.25s") && lines[1].ends_with("passed"));
+        assert!(
+            lines[1].contains("41.50s")
+                && lines[1].contains("0.25s")
+                && lines[1].ends_with("passed")
+        );
         assert!(lines[2].ends_with("failed (exit 3)"));
         assert_eq!(lines[3], "1 passed, 1 failed");
     }

@@ -42,14 +42,26 @@ impl ClientFiles {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| Error::Io { action: "create", path: dir.to_owned(), source })?;
+            .map_err(|source| Error::Io {
+                action: "create",
+                path: dir.to_owned(),
+                source,
+            })?;
         let files = ClientFiles {
             ssh_config: dir.join(Self::SSH_CONFIG),
             known_hosts: dir.join(Self::KNOWN_HOSTS),
             control_path: dir.join(Self::CONTROL),
         };
-        write_private(&files.known_hosts, &(known_hosts_line(target.port, &target.host_key) + "\n"))?;
-        let config = render_ssh_config(target.port, &target.client_key, &files.known_hosts, &files.control_path)?;
+        write_private(
+            &files.known_hosts,
+            &(known_hosts_line(target.port, &target.host_key) + "\n"),
+        )?;
+        let config = render_ssh_config(
+            target.port,
+            &target.client_key,
+            &files.known_hosts,
+            &files.control_path,
+        )?;
         write_private(&files.ssh_config, &config)?;
         Ok(files)
     }
@@ -60,7 +72,12 @@ impl ClientFiles {
 /// Keepalives end a connection to a guest that stopped answering instead of hanging.
 /// Key exchange is curve25519: the default hybrid post-quantum exchange costs an emulated
 /// guest about a second more per connection, and these connections never leave the host.
-fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path, control: &Path) -> Result<String, Error> {
+fn render_ssh_config(
+    port: u16,
+    client_key: &Path,
+    known_hosts: &Path,
+    control: &Path,
+) -> Result<String, Error> {
     Ok(format!(
         "# Written by vmrun for one VM.\n\
          Host *\n\
@@ -89,7 +106,9 @@ fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path, control: 
 /// A path as one ssh_config argument: double-quoted, with `"` and `\` escaped for ssh's
 /// argument splitter and `%` doubled, since ssh expands `%` tokens in these paths.
 fn config_path(path: &Path) -> Result<String, Error> {
-    let unusable = || Error::UnusablePath { path: path.to_owned() };
+    let unusable = || Error::UnusablePath {
+        path: path.to_owned(),
+    };
     let text = path.to_str().ok_or_else(unusable)?;
     if !path.is_absolute() || text.contains(['\n', '\r', '\0']) {
         return Err(unusable());
@@ -110,8 +129,18 @@ fn config_path(path: &Path) -> Result<String, Error> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io { action: "write", path: path.to_owned(), source };
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+    let io = |source| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)
 }
 
@@ -133,9 +162,13 @@ mod tests {
 
     #[test]
     fn ssh_config_rendering() {
-        let text =
-            render_ssh_config(2222, Path::new("/keys/client"), Path::new("/run/a/known_hosts"), Path::new("/run/a/control"))
-                .unwrap();
+        let text = render_ssh_config(
+            2222,
+            Path::new("/keys/client"),
+            Path::new("/run/a/known_hosts"),
+            Path::new("/run/a/control"),
+        )
+        .unwrap();
         assert_eq!(
             text,
             "# Written by vmrun for one VM.\nHost *\n  HostName 127.0.0.1\n  Port 2222\n  User vmrun\n  \
@@ -145,9 +178,18 @@ mod tests {
              KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n  ControlMaster no\n  \
              ControlPath \"/run/a/control\"\n"
         );
-        assert_eq!(config_path(Path::new(r#"/a "b" %c\d"#)).unwrap(), r#""/a \"b\" %%c\\d""#);
-        assert!(matches!(config_path(Path::new("relative")), Err(Error::UnusablePath { .. })));
-        assert!(matches!(config_path(Path::new("/new\nline")), Err(Error::UnusablePath { .. })));
+        assert_eq!(
+            config_path(Path::new(r#"/a "b" %c\d"#)).unwrap(),
+            r#""/a \"b\" %%c\\d""#
+        );
+        assert!(matches!(
+            config_path(Path::new("relative")),
+            Err(Error::UnusablePath { .. })
+        ));
+        assert!(matches!(
+            config_path(Path::new("/new\nline")),
+            Err(Error::UnusablePath { .. })
+        ));
     }
 
     /// ssh itself reads the files back (`ssh -G` prints the resolved configuration without
@@ -156,25 +198,62 @@ mod tests {
     fn system_ssh_reads_the_paths_back() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join(r#"run "1" it's %h\x"#);
-        let target = Target { port: 40022, host_key: KEY.into(), client_key: dir.join("client key") };
+        let target = Target {
+            port: 40022,
+            host_key: KEY.into(),
+            client_key: dir.join("client key"),
+        };
         let files = ClientFiles::write(&dir, &target).unwrap();
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         for file in [&files.ssh_config, &files.known_hosts] {
-            assert_eq!(fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
-        assert_eq!(fs::read_to_string(&files.known_hosts).unwrap(), known_hosts_line(40022, KEY) + "\n");
+        assert_eq!(
+            fs::read_to_string(&files.known_hosts).unwrap(),
+            known_hosts_line(40022, KEY) + "\n"
+        );
 
-        let out = Command::new("ssh").arg("-G").arg("-F").arg(&files.ssh_config).arg(GUEST_HOST).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(&files.ssh_config)
+            .arg(GUEST_HOST)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let resolved = String::from_utf8(out.stdout).unwrap();
-        let has = |line: String| assert!(resolved.lines().any(|l| l == line), "no `{line}` in:\n{resolved}");
+        let has = |line: String| {
+            assert!(
+                resolved.lines().any(|l| l == line),
+                "no `{line}` in:\n{resolved}"
+            )
+        };
         has("hostname 127.0.0.1".into());
         has("port 40022".into());
         has("user vmrun".into());
         has("stricthostkeychecking true".into());
         has("batchmode yes".into());
-        has(format!("userknownhostsfile {}", files.known_hosts.display()));
+        has(format!(
+            "userknownhostsfile {}",
+            files.known_hosts.display()
+        ));
         // ssh -G prints identity files before expanding their `%` tokens.
-        has(format!("identityfile {}", dir.join("client key").display().to_string().replace('%', "%%")));
+        has(format!(
+            "identityfile {}",
+            dir.join("client key")
+                .display()
+                .to_string()
+                .replace('%', "%%")
+        ));
     }
 }

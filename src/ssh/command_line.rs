@@ -30,8 +30,18 @@ pub fn sh_quote(s: &str) -> String {
 /// `-` from being read as an option; env still takes a first argv element containing `=` for
 /// a variable, so such a program must be named by a path without `=`.
 pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &Command) -> String {
-    let mut words = vec!["cd".to_owned(), sh_quote(dir), "&&".to_owned(), "exec".to_owned(), "env".to_owned(), "--".to_owned()];
-    words.extend(env.iter().map(|(name, value)| sh_quote(&format!("{name}={value}"))));
+    let mut words = vec![
+        "cd".to_owned(),
+        sh_quote(dir),
+        "&&".to_owned(),
+        "exec".to_owned(),
+        "env".to_owned(),
+        "--".to_owned(),
+    ];
+    words.extend(
+        env.iter()
+            .map(|(name, value)| sh_quote(&format!("{name}={value}"))),
+    );
     match command {
         Command::Shell(line) => words.extend(["sh".to_owned(), "-c".to_owned(), sh_quote(line)]),
         Command::Argv(argv) => words.extend(argv.iter().map(|arg| sh_quote(arg))),
@@ -46,7 +56,9 @@ pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &
 /// running. (SSH's own `signal` request cannot do this here: libssh2, through ssh2, refuses
 /// any request on a channel once `exec` has been sent.)
 pub(super) fn killed_on_close(command_line: &str) -> String {
-    format!("exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & exec 3<&-; {command_line}")
+    format!(
+        "exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & exec 3<&-; {command_line}"
+    )
 }
 
 #[cfg(test)]
@@ -56,12 +68,21 @@ mod tests {
     use std::process::Output;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Runs `line` with the host's sh, as sshd would run it with the guest user's shell.
     fn run_locally(line: &str) -> Output {
-        std::process::Command::new("sh").arg("-c").arg(line).env_clear().env("PATH", "/usr/bin:/bin").output().unwrap()
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap()
     }
 
     #[test]
@@ -76,11 +97,19 @@ mod tests {
     fn shell_and_argv_forms() {
         let vars = env(&[("B", "two words"), ("A", "1")]);
         assert_eq!(
-            remote_command_line("/home/vmrun/project", &vars, &Command::Shell("pytest -q && echo 'ok'".into())),
+            remote_command_line(
+                "/home/vmrun/project",
+                &vars,
+                &Command::Shell("pytest -q && echo 'ok'".into())
+            ),
             r"cd '/home/vmrun/project' && exec env -- 'A=1' 'B=two words' sh -c 'pytest -q && echo '\''ok'\'''"
         );
         assert_eq!(
-            remote_command_line("p", &BTreeMap::new(), &Command::Argv(vec!["cargo".into(), "test".into()])),
+            remote_command_line(
+                "p",
+                &BTreeMap::new(),
+                &Command::Argv(vec!["cargo".into(), "test".into()])
+            ),
             "cd 'p' && exec env -- 'cargo' 'test'"
         );
     }
@@ -89,9 +118,16 @@ mod tests {
     fn runs_in_the_directory_with_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().to_str().unwrap();
-        let line = remote_command_line(dir, &env(&[("GREETING", "it's $HOME")]), &Command::Shell("pwd; echo \"$GREETING\"".into()));
+        let line = remote_command_line(
+            dir,
+            &env(&[("GREETING", "it's $HOME")]),
+            &Command::Shell("pwd; echo \"$GREETING\"".into()),
+        );
         let out = run_locally(&line);
-        let expected = format!("{}\nit's $HOME\n", std::fs::canonicalize(dir).unwrap().display());
+        let expected = format!(
+            "{}\nit's $HOME\n",
+            std::fs::canonicalize(dir).unwrap().display()
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     }
 
@@ -99,19 +135,38 @@ mod tests {
     fn a_program_named_like_an_option_runs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("-x"), "#!/bin/sh\necho dash-program\n").unwrap();
-        std::fs::set_permissions(dir.path().join("-x"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("-x"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let path = format!("{}:/usr/bin:/bin", dir.path().display());
-        let line = remote_command_line(dir.path().to_str().unwrap(), &env(&[("PATH", &path)]), &Command::Argv(vec!["-x".into()]));
-        assert_eq!(String::from_utf8_lossy(&run_locally(&line).stdout), "dash-program\n");
+        let line = remote_command_line(
+            dir.path().to_str().unwrap(),
+            &env(&[("PATH", &path)]),
+            &Command::Argv(vec!["-x".into()]),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&run_locally(&line).stdout),
+            "dash-program\n"
+        );
     }
 
     #[test]
     fn exit_status_and_signal_death_reach_the_caller() {
         use std::os::unix::process::ExitStatusExt;
-        let out = run_locally(&remote_command_line("/", &BTreeMap::new(), &Command::Shell("exit 7".into())));
+        let out = run_locally(&remote_command_line(
+            "/",
+            &BTreeMap::new(),
+            &Command::Shell("exit 7".into()),
+        ));
         assert_eq!(out.status.code(), Some(7));
         // The outer sh execs, so its own process dies of the signal: what sshd reports.
-        let out = run_locally(&remote_command_line("/", &BTreeMap::new(), &Command::Shell("kill -KILL $$".into())));
+        let out = run_locally(&remote_command_line(
+            "/",
+            &BTreeMap::new(),
+            &Command::Shell("kill -KILL $$".into()),
+        ));
         assert_eq!(out.status.signal(), Some(libc::SIGKILL));
     }
 
@@ -124,7 +179,11 @@ mod tests {
         use std::os::unix::process::{CommandExt, ExitStatusExt};
         use std::process::Stdio;
         // A process group of its own, as sshd gives each command: the watchdog kills it.
-        let line = killed_on_close(&remote_command_line("/", &BTreeMap::new(), &Command::Shell("sleep 300 & echo $!; cat; echo stdin-ended; wait".into())));
+        let line = killed_on_close(&remote_command_line(
+            "/",
+            &BTreeMap::new(),
+            &Command::Shell("sleep 300 & echo $!; cat; echo stdin-ended; wait".into()),
+        ));
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -146,8 +205,12 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // The background sleep went with it (gone, or a zombie nobody has reaped yet).
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleep_pid.trim())).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z "), "the command's background sleep outlived it: {stat}");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", sleep_pid.trim())).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "the command's background sleep outlived it: {stat}"
+        );
     }
 
     proptest! {

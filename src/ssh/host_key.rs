@@ -20,7 +20,9 @@ impl HostKey {
         let (Some(kind), Some(data)) = (fields.next(), fields.next()) else {
             return Err("expected `TYPE BASE64 [COMMENT]`".into());
         };
-        let blob = STANDARD.decode(data).map_err(|e| format!("the key is not base64: {e}"))?;
+        let blob = STANDARD
+            .decode(data)
+            .map_err(|e| format!("the key is not base64: {e}"))?;
         let key = HostKey::from_blob(blob);
         match key.key_type() {
             Some(inner) if inner == kind => Ok(key),
@@ -41,7 +43,10 @@ impl HostKey {
 
     /// `SHA256:<base64 without padding>`, as `ssh-keygen -l` and ssh's own messages print it.
     pub fn fingerprint(&self) -> String {
-        format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(&self.blob)))
+        format!(
+            "SHA256:{}",
+            STANDARD_NO_PAD.encode(Sha256::digest(&self.blob))
+        )
     }
 }
 
@@ -66,9 +71,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for kind in ["ed25519", "ecdsa", "rsa"] {
             let line = generate(dir.path(), kind);
-            let out = Command::new("ssh-keygen").arg("-lf").arg(dir.path().join(format!("key-{kind}.pub"))).output().unwrap();
-            let expected = String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned();
-            assert_eq!(HostKey::parse_line(&line).unwrap().fingerprint(), expected, "{kind}");
+            let out = Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(dir.path().join(format!("key-{kind}.pub")))
+                .output()
+                .unwrap();
+            let expected = String::from_utf8(out.stdout)
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_owned();
+            assert_eq!(
+                HostKey::parse_line(&line).unwrap().fingerprint(),
+                expected,
+                "{kind}"
+            );
         }
     }
 
@@ -81,22 +99,41 @@ mod tests {
         let data = line.split_whitespace().nth(1).unwrap();
         assert_eq!(key, HostKey::from_blob(STANDARD.decode(data).unwrap()));
         // Without the comment, with other spacing: the same key.
-        assert_eq!(HostKey::parse_line(&format!("  ssh-ed25519\t{data}\n")).unwrap(), key);
-        let other = HostKey::parse_line(&generate(tempfile::tempdir().unwrap().path(), "ed25519")).unwrap();
+        assert_eq!(
+            HostKey::parse_line(&format!("  ssh-ed25519\t{data}\n")).unwrap(),
+            key
+        );
+        let other =
+            HostKey::parse_line(&generate(tempfile::tempdir().unwrap().path(), "ed25519")).unwrap();
         assert_ne!(key, other);
     }
 
     #[test]
     fn bad_lines_say_why() {
         let dir = tempfile::tempdir().unwrap();
-        let data = generate(dir.path(), "ed25519").split_whitespace().nth(1).unwrap().to_owned();
+        let data = generate(dir.path(), "ed25519")
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned();
         assert!(HostKey::parse_line("").unwrap_err().contains("expected"));
-        assert!(HostKey::parse_line("ssh-ed25519").unwrap_err().contains("expected"));
-        assert!(HostKey::parse_line("ssh-ed25519 not*base64").unwrap_err().contains("base64"));
+        assert!(
+            HostKey::parse_line("ssh-ed25519")
+                .unwrap_err()
+                .contains("expected")
+        );
+        assert!(
+            HostKey::parse_line("ssh-ed25519 not*base64")
+                .unwrap_err()
+                .contains("base64")
+        );
         assert_eq!(
             HostKey::parse_line(&format!("ssh-rsa {data}")).unwrap_err(),
             "the line says `ssh-rsa` but the key is `ssh-ed25519`"
         );
-        assert_eq!(HostKey::parse_line("ssh-ed25519 AAAA").unwrap_err(), "the key blob is truncated");
+        assert_eq!(
+            HostKey::parse_line("ssh-ed25519 AAAA").unwrap_err(),
+            "the key blob is truncated"
+        );
     }
 }

@@ -56,11 +56,17 @@ pub enum Error {
         "another machine answered on that port, or the image's disk no longer matches its stored key; \
          vmrun never connects to an unexpected host key"
     ))]
-    HostKeyMismatch { port: u16, expected: String, found: String },
+    HostKeyMismatch {
+        port: u16,
+        expected: String,
+        found: String,
+    },
     #[error("the pinned host key is unusable: {reason}")]
     PinnedKey { reason: String },
     #[error("the guest refused vmrun's key {} for user `{USER}`", key.display())]
-    #[diagnostic(help("the image's client key does not match the guest's authorized key: bake the image again"))]
+    #[diagnostic(help(
+        "the image's client key does not match the guest's authorized key: bake the image again"
+    ))]
     Auth {
         key: PathBuf,
         #[source]
@@ -68,7 +74,11 @@ pub enum Error {
     },
     #[error("timed out after {:.0}s waiting for SSH on 127.0.0.1:{port}", waited.as_secs_f64())]
     #[diagnostic(help("the last attempt failed with: {last}"))]
-    NotReady { port: u16, waited: Duration, last: String },
+    NotReady {
+        port: u16,
+        waited: Duration,
+        last: String,
+    },
     #[error("cancelled while waiting for SSH on 127.0.0.1:{port}")]
     Cancelled { port: u16 },
     /// The connection broke or the server refused a request after login.
@@ -116,6 +126,12 @@ impl Error {
     /// Whether a later attempt may succeed: the guest is still booting (nothing listens yet,
     /// or sshd is starting). A wrong host key or a refused login is final.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Connect { .. } | Error::Closed { .. } | Error::Silent { .. } | Error::Handshake { .. })
+        matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Closed { .. }
+                | Error::Silent { .. }
+                | Error::Handshake { .. }
+        )
     }
 }

@@ -52,12 +52,22 @@ pub enum Outcome {
 /// sent, then log in as [`USER`] with the client key.
 pub fn connect(target: &Target) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
-    attempt(target, &pinned, Instant::now() + 2 * HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT, &|| false)
+    attempt(
+        target,
+        &pinned,
+        Instant::now() + 2 * HANDSHAKE_TIMEOUT,
+        HANDSHAKE_TIMEOUT,
+        &|| false,
+    )
 }
 
 /// Polls [`connect`] (at most every 100 ms) until it succeeds, retrying while the guest is
 /// still booting. A wrong host key or a refused login ends the wait at once.
-pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> bool) -> Result<Session, Error> {
+pub fn wait_ready(
+    target: &Target,
+    deadline: Instant,
+    should_stop: &dyn Fn() -> bool,
+) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
     let started = Instant::now();
     let mut last = None;
@@ -69,7 +79,11 @@ pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> 
         let attempt_started = Instant::now();
         if attempt_started >= deadline {
             let last = last.unwrap_or_else(|| "no attempt was made".to_owned());
-            return Err(Error::NotReady { port: target.port, waited: started.elapsed(), last });
+            return Err(Error::NotReady {
+                port: target.port,
+                waited: started.elapsed(),
+                last,
+            });
         }
         match attempt(target, &pinned, deadline, banner_wait, should_stop) {
             Ok(session) => return Ok(session),
@@ -79,7 +93,11 @@ pub fn wait_ready(target: &Target, deadline: Instant, should_stop: &dyn Fn() -> 
                 }
                 last = Some(crate::error_line::one_line(&e));
                 let now = Instant::now();
-                std::thread::sleep((attempt_started + POLL).min(deadline).saturating_duration_since(now));
+                std::thread::sleep(
+                    (attempt_started + POLL)
+                        .min(deadline)
+                        .saturating_duration_since(now),
+                );
             }
             Err(e) => return Err(e),
         }
@@ -108,31 +126,59 @@ fn attempt(
     session.set_timeout(millis(budget(deadline, HANDSHAKE_TIMEOUT)));
     // The cheapest exchange for an emulated guest's CPU (as in the ssh_config vmrun writes).
     session
-        .method_pref(ssh2::MethodType::Kex, "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256")
+        .method_pref(
+            ssh2::MethodType::Kex,
+            "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
+        )
         .map_err(|source| Error::Handshake { port, source })?;
-    session.handshake().map_err(|source| Error::Handshake { port, source })?;
+    session
+        .handshake()
+        .map_err(|source| Error::Handshake { port, source })?;
 
     let found = match session.host_key() {
         Some((blob, _)) => HostKey::from_blob(blob.to_vec()),
-        None => return Err(Error::HostKeyMismatch { port, expected: pinned.fingerprint(), found: "none".into() }),
+        None => {
+            return Err(Error::HostKeyMismatch {
+                port,
+                expected: pinned.fingerprint(),
+                found: "none".into(),
+            });
+        }
     };
     if &found != pinned {
-        return Err(Error::HostKeyMismatch { port, expected: pinned.fingerprint(), found: found.fingerprint() });
+        return Err(Error::HostKeyMismatch {
+            port,
+            expected: pinned.fingerprint(),
+            found: found.fingerprint(),
+        });
     }
     session
         .userauth_pubkey_file(USER, None, &target.client_key, None)
-        .map_err(|source| Error::Auth { key: target.client_key.clone(), source })?;
+        .map_err(|source| Error::Auth {
+            key: target.client_key.clone(),
+            source,
+        })?;
     session.set_timeout(millis(REQUEST_TIMEOUT));
-    Ok(Session { inner: session, port })
+    Ok(Session {
+        inner: session,
+        port,
+    })
 }
 
 /// Waits until the peer has sent something (sshd's version line) or has closed. A stop
 /// request ends the wait early, as if nothing had come.
-fn wait_for_banner(stream: &TcpStream, port: u16, wait: Duration, should_stop: &dyn Fn() -> bool) -> Result<(), Error> {
+fn wait_for_banner(
+    stream: &TcpStream,
+    port: u16,
+    wait: Duration,
+    should_stop: &dyn Fn() -> bool,
+) -> Result<(), Error> {
     let until = Instant::now() + wait;
     loop {
         let slice = until.saturating_duration_since(Instant::now()).min(POLL);
-        if wait_fd(stream.as_raw_fd(), libc::POLLIN, slice).map_err(|source| Error::Connect { port, source })? {
+        if wait_fd(stream.as_raw_fd(), libc::POLLIN, slice)
+            .map_err(|source| Error::Connect { port, source })?
+        {
             break;
         }
         if Instant::now() >= until || should_stop() {
@@ -163,8 +209,13 @@ impl Session {
         deadline: Option<Instant>,
         should_stop: &dyn Fn() -> bool,
     ) -> Result<Outcome, Error> {
-        let mut channel = self.inner.channel_session().map_err(self.failed("open a channel"))?;
-        channel.exec(&killed_on_close(command_line)).map_err(self.failed("start the command"))?;
+        let mut channel = self
+            .inner
+            .channel_session()
+            .map_err(self.failed("open a channel"))?;
+        channel
+            .exec(&killed_on_close(command_line))
+            .map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
         let outcome = self.follow(&mut channel, stdout, stderr, deadline, should_stop);
         self.inner.set_blocking(true);
@@ -208,22 +259,36 @@ impl Session {
             }
             if !progressed {
                 let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
-                self.wait_socket(wait).map_err(|e| self.lost("wait for the guest", e))?;
+                self.wait_socket(wait)
+                    .map_err(|e| self.lost("wait for the guest", e))?;
             }
         }
-        let signal = channel.exit_signal().map_err(self.failed("read the exit signal"))?;
+        let signal = channel
+            .exit_signal()
+            .map_err(self.failed("read the exit signal"))?;
         Ok(match signal.exit_signal {
             Some(name) => Outcome::Signalled(name),
-            None => Outcome::Exited(channel.exit_status().map_err(self.failed("read the exit status"))?),
+            None => Outcome::Exited(
+                channel
+                    .exit_status()
+                    .map_err(self.failed("read the exit status"))?,
+            ),
         })
     }
 
     /// Reads what is there on one stream and writes it on; whether anything came.
-    fn pass_on(&self, from: &mut dyn Read, to: &mut dyn Write, buffer: &mut [u8]) -> Result<bool, Error> {
+    fn pass_on(
+        &self,
+        from: &mut dyn Read,
+        to: &mut dyn Write,
+        buffer: &mut [u8],
+    ) -> Result<bool, Error> {
         match from.read(buffer) {
             Ok(0) => Ok(false),
             Ok(n) => {
-                to.write_all(&buffer[..n]).and_then(|()| to.flush()).map_err(Error::Output)?;
+                to.write_all(&buffer[..n])
+                    .and_then(|()| to.flush())
+                    .map_err(Error::Output)?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -254,19 +319,31 @@ impl Session {
     }
 
     fn lost(&self, action: &'static str, source: io::Error) -> Error {
-        Error::Session { port: self.port, action, source }
+        Error::Session {
+            port: self.port,
+            action,
+            source,
+        }
     }
 }
 
 /// poll(2) on one descriptor; true when it is ready. An interrupted wait counts as not ready.
 fn wait_fd(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd { fd, events, revents: 0 };
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
     let timeout = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd, and the count says one.
     match unsafe { libc::poll(&mut pollfd, 1, timeout) } {
         -1 => {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) }
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
         }
         0 => Ok(false),
         _ => Ok(true),
@@ -279,7 +356,10 @@ fn would_block(e: &ssh2::Error) -> bool {
 
 /// What is left of `cap` before `deadline`, at least 1 ms (libssh2 reads 0 as "no timeout").
 fn budget(deadline: Instant, cap: Duration) -> Duration {
-    deadline.saturating_duration_since(Instant::now()).min(cap).max(Duration::from_millis(1))
+    deadline
+        .saturating_duration_since(Instant::now())
+        .min(cap)
+        .max(Duration::from_millis(1))
 }
 
 fn millis(d: Duration) -> u32 {
@@ -293,10 +373,15 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
 
     fn target(port: u16) -> Target {
-        Target { port, host_key: KEY.into(), client_key: "/nonexistent".into() }
+        Target {
+            port,
+            host_key: KEY.into(),
+            client_key: "/nonexistent".into(),
+        }
     }
 
     /// A port that behaves like QEMU's forward before the guest listens: it accepts and the
@@ -319,14 +404,29 @@ mod tests {
     fn a_closed_connection_is_retried_every_poll_until_the_deadline() {
         let (port, count) = closing_port();
         let started = Instant::now();
-        let err = wait_ready(&target(port), started + Duration::from_secs(1), &|| false).err().unwrap();
+        let err = wait_ready(&target(port), started + Duration::from_secs(1), &|| false)
+            .err()
+            .unwrap();
         let took = started.elapsed();
-        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(2), "{took:?}");
-        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        let Error::NotReady { last, .. } = &err else {
+            panic!("{err:?}")
+        };
         assert!(last.contains("closed the connection"), "{last}");
-        assert!(count.load(Ordering::SeqCst) >= 6, "only {} attempts in a second", count.load(Ordering::SeqCst));
+        assert!(
+            count.load(Ordering::SeqCst) >= 6,
+            "only {} attempts in a second",
+            count.load(Ordering::SeqCst)
+        );
         assert_eq!(err.exit_code(), crate::exit_code::VM_FAILED);
-        assert!(err.to_string().starts_with("timed out after 1s waiting for SSH on 127.0.0.1:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("timed out after 1s waiting for SSH on 127.0.0.1:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -356,14 +456,29 @@ mod tests {
         });
         let waited = || client_waited.load(Ordering::SeqCst);
         let _ = wait_ready(&target(port), Instant::now() + BANNER_WAIT * 2, &waited);
-        assert!(client_waited.load(Ordering::SeqCst), "the slow server was given up");
+        assert!(
+            client_waited.load(Ordering::SeqCst),
+            "the slow server was given up"
+        );
     }
 
     #[test]
     fn a_refused_connection_is_retried() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let err = wait_ready(&target(port), Instant::now() + Duration::from_millis(300), &|| false).err().unwrap();
-        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = wait_ready(
+            &target(port),
+            Instant::now() + Duration::from_millis(300),
+            &|| false,
+        )
+        .err()
+        .unwrap();
+        let Error::NotReady { last, .. } = &err else {
+            panic!("{err:?}")
+        };
         assert!(last.contains("cannot connect"), "{last}");
     }
 
@@ -379,9 +494,15 @@ mod tests {
         });
         let started = Instant::now();
         let stop = || started.elapsed() > Duration::from_millis(500);
-        let err = wait_ready(&target(port), started + Duration::from_secs(60), &stop).err().unwrap();
+        let err = wait_ready(&target(port), started + Duration::from_secs(60), &stop)
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
-        assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -393,14 +514,31 @@ mod tests {
                 let _ = (&stream.unwrap()).write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
             }
         });
-        let err = wait_ready(&target(port), Instant::now() + Duration::from_millis(500), &|| false).err().unwrap();
-        let Error::NotReady { last, .. } = &err else { panic!("{err:?}") };
+        let err = wait_ready(
+            &target(port),
+            Instant::now() + Duration::from_millis(500),
+            &|| false,
+        )
+        .err()
+        .unwrap();
+        let Error::NotReady { last, .. } = &err else {
+            panic!("{err:?}")
+        };
         assert!(last.contains("handshake"), "{last}");
     }
 
     #[test]
     fn an_unusable_pinned_key_fails_before_connecting() {
-        let err = wait_ready(&Target { host_key: "garbage".into(), ..target(1) }, Instant::now(), &|| false).err().unwrap();
+        let err = wait_ready(
+            &Target {
+                host_key: "garbage".into(),
+                ..target(1)
+            },
+            Instant::now(),
+            &|| false,
+        )
+        .err()
+        .unwrap();
         assert!(matches!(err, Error::PinnedKey { .. }), "{err:?}");
         assert_eq!(err.exit_code(), crate::exit_code::INTERNAL);
     }

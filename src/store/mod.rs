@@ -10,8 +10,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::path_error::PathError;
 use crate::name::{self, InvalidName};
+use crate::path_error::PathError;
 use crate::paths::Home;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -40,7 +40,6 @@ impl Error {
             Error::Damaged { .. } | Error::Io(_) => INTERNAL,
         }
     }
-
 }
 
 /// One store entry: a provisioned disk layer and what connecting to it needs.
@@ -72,9 +71,14 @@ impl BakedImage {
     fn load(dir: &Path) -> Result<BakedImage, Error> {
         let path = dir.join(Self::MANIFEST);
         let text = fs::read_to_string(&path).map_err(PathError::at("read", &path))?;
-        let manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::Damaged { dir: dir.to_owned(), reason: format!("{}: {e}", Self::MANIFEST) })?;
-        Ok(BakedImage { dir: dir.to_owned(), manifest })
+        let manifest = serde_json::from_str(&text).map_err(|e| Error::Damaged {
+            dir: dir.to_owned(),
+            reason: format!("{}: {e}", Self::MANIFEST),
+        })?;
+        Ok(BakedImage {
+            dir: dir.to_owned(),
+            manifest,
+        })
     }
 
     /// Bytes the entry takes on disk (its own layer, not the shared source).
@@ -104,7 +108,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(home: &Home) -> Store {
-        Store { entries: home.store(), names: home.images(), vms: home.vms() }
+        Store {
+            entries: home.store(),
+            names: home.images(),
+            vms: home.vms(),
+        }
     }
 
     /// The entry stored under `key`, if a bake made it.
@@ -121,13 +129,19 @@ impl Store {
     /// nothing behind.
     pub fn staging(&self) -> Result<tempfile::TempDir, Error> {
         crate::path_error::create_private_dir(&self.entries)?;
-        let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(&self.entries);
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(&self.entries);
         Ok(staging.map_err(PathError::at("create a directory in", &self.entries))?)
     }
 
     /// Writes the manifest into `staging` and moves it to `store/<key>`. If a concurrent
     /// bake of the same inputs got there first, its entry is kept and this one dropped.
-    pub fn commit(&self, staging: tempfile::TempDir, manifest: &Manifest) -> Result<BakedImage, Error> {
+    pub fn commit(
+        &self,
+        staging: tempfile::TempDir,
+        manifest: &Manifest,
+    ) -> Result<BakedImage, Error> {
         let manifest_path = staging.path().join(BakedImage::MANIFEST);
         let json = serde_json::to_string_pretty(manifest).expect("manifest serializes");
         fs::write(&manifest_path, json + "\n").map_err(PathError::at("write", &manifest_path))?;
@@ -136,7 +150,11 @@ impl Store {
         if let Err(e) = fs::rename(&staged, &dir) {
             let _ = fs::remove_dir_all(&staged);
             if !dir.join(BakedImage::MANIFEST).exists() {
-                return Err(Error::Io(PathError { action: "store", path: dir, source: e }));
+                return Err(Error::Io(PathError {
+                    action: "store",
+                    path: dir,
+                    source: e,
+                }));
             }
         }
         BakedImage::load(&dir)
@@ -158,12 +176,18 @@ impl Store {
         name::check("image", name)?;
         let link = self.names.join(name);
         match fs::read_link(&link) {
-            Ok(_) => BakedImage::load(&fs::canonicalize(&link).map_err(PathError::at("resolve", &link))?),
+            Ok(_) => {
+                BakedImage::load(&fs::canonicalize(&link).map_err(PathError::at("resolve", &link))?)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
                 name: name.to_owned(),
                 known: self.list()?.into_iter().map(|n| n.name).collect(),
             }),
-            Err(e) => Err(Error::Io(PathError { action: "read", path: link, source: e })),
+            Err(e) => Err(Error::Io(PathError {
+                action: "read",
+                path: link,
+                source: e,
+            })),
         }
     }
 
@@ -172,7 +196,13 @@ impl Store {
         let entries = match fs::read_dir(&self.names) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::Io(PathError { action: "read", path: self.names.clone(), source: e })),
+            Err(e) => {
+                return Err(Error::Io(PathError {
+                    action: "read",
+                    path: self.names.clone(),
+                    source: e,
+                }));
+            }
         };
         let mut images = Vec::new();
         for entry in entries {
@@ -181,8 +211,12 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            let dir = fs::canonicalize(entry.path()).map_err(PathError::at("resolve", &entry.path()))?;
-            images.push(NamedImage { name, image: BakedImage::load(&dir)? });
+            let dir =
+                fs::canonicalize(entry.path()).map_err(PathError::at("resolve", &entry.path()))?;
+            images.push(NamedImage {
+                name,
+                image: BakedImage::load(&dir)?,
+            });
         }
         images.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(images)
@@ -194,7 +228,10 @@ impl Store {
         let image = self.get(name)?;
         let vms = self.vms_using(name)?;
         if !vms.is_empty() {
-            return Err(Error::InUse { name: name.to_owned(), vms });
+            return Err(Error::InUse {
+                name: name.to_owned(),
+                vms,
+            });
         }
         let link = self.names.join(name);
         fs::remove_file(&link).map_err(PathError::at("remove", &link))?;
@@ -206,13 +243,20 @@ impl Store {
 
     /// Persistent VMs whose record (`vms/<vm>/vm.json`) names the image.
     fn vms_using(&self, image: &str) -> Result<Vec<String>, Error> {
-        let Ok(entries) = fs::read_dir(&self.vms) else { return Ok(Vec::new()) };
+        let Ok(entries) = fs::read_dir(&self.vms) else {
+            return Ok(Vec::new());
+        };
         let mut users = Vec::new();
         for entry in entries.flatten() {
             let record = entry.path().join("vm.json");
-            let Ok(text) = fs::read_to_string(&record) else { continue };
-            let value: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Damaged { dir: entry.path(), reason: format!("vm.json: {e}") })?;
+            let Ok(text) = fs::read_to_string(&record) else {
+                continue;
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Damaged {
+                    dir: entry.path(),
+                    reason: format!("vm.json: {e}"),
+                })?;
             if value.get("image").and_then(|v| v.as_str()) == Some(image) {
                 users.push(entry.file_name().to_string_lossy().into_owned());
             }
@@ -221,7 +265,6 @@ impl Store {
         Ok(users)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -255,7 +298,11 @@ mod tests {
         let new = stored(&store, "k2");
         store.set_name("base", "k2").unwrap();
         assert_eq!(store.get("base").unwrap(), new);
-        assert_eq!(fs::read_to_string(old.disk()).unwrap(), "k1", "old entry still there for running users");
+        assert_eq!(
+            fs::read_to_string(old.disk()).unwrap(),
+            "k1",
+            "old entry still there for running users"
+        );
         assert_eq!(store.entry("k1").unwrap().unwrap(), old);
         assert!(store.entry("k3").unwrap().is_none());
         let names: Vec<String> = store.list().unwrap().into_iter().map(|n| n.name).collect();
@@ -271,7 +318,12 @@ mod tests {
         stored(&store, "k1");
         store.set_name("x", "k1").unwrap();
         for dir in [h.store(), h.images()] {
-            assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+            assert_eq!(
+                fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+                0o700,
+                "{}",
+                dir.display()
+            );
         }
     }
 
@@ -282,7 +334,10 @@ mod tests {
         stored(&store, "k1");
         store.set_name("base", "k1").unwrap();
         let err = store.get("nope").unwrap_err();
-        assert!(matches!(&err, Error::NotFound { known, .. } if known == &["base"]), "{err:?}");
+        assert!(
+            matches!(&err, Error::NotFound { known, .. } if known == &["base"]),
+            "{err:?}"
+        );
         assert!(matches!(store.get("../x"), Err(Error::InvalidName(_))));
     }
 
@@ -299,7 +354,10 @@ mod tests {
         fs::create_dir_all(h.vms().join("db")).unwrap();
         fs::write(h.vms().join("db/vm.json"), r#"{"image": "b"}"#).unwrap();
         let err = store.remove("b").unwrap_err();
-        assert!(matches!(&err, Error::InUse { vms, .. } if vms == &["db"]), "{err:?}");
+        assert!(
+            matches!(&err, Error::InUse { vms, .. } if vms == &["db"]),
+            "{err:?}"
+        );
         fs::remove_dir_all(h.vms().join("db")).unwrap();
         store.remove("b").unwrap();
         assert!(!entry.dir.exists());

@@ -35,7 +35,11 @@ pub fn push_rules(sync: &SyncConfig) -> Vec<String> {
 pub fn pull_rules(globs: &[String]) -> Vec<String> {
     let mut rules = vec!["--include=*/".to_owned()];
     for glob in globs {
-        let anchored = if glob.starts_with('/') { glob.clone() } else { format!("/{glob}") };
+        let anchored = if glob.starts_with('/') {
+            glob.clone()
+        } else {
+            format!("/{glob}")
+        };
         for pattern in zero_directory_forms(&anchored) {
             let contents = format!("{}/**", pattern.trim_end_matches('/'));
             rules.push(format!("--include={pattern}"));
@@ -71,10 +75,19 @@ mod tests {
 
     #[test]
     fn push_rules_in_order() {
-        let sync = SyncConfig { include: strings(&["dist/"]), exclude: strings(&["target/", "*.log"]) };
+        let sync = SyncConfig {
+            include: strings(&["dist/"]),
+            exclude: strings(&["target/", "*.log"]),
+        };
         assert_eq!(
             push_rules(&sync),
-            strings(&["--exclude=.git", "--include=dist/", "--exclude=target/", "--exclude=*.log", "--filter=:- .gitignore"])
+            strings(&[
+                "--exclude=.git",
+                "--include=dist/",
+                "--exclude=target/",
+                "--exclude=*.log",
+                "--filter=:- .gitignore"
+            ])
         );
     }
 
@@ -95,7 +108,10 @@ mod tests {
 
     #[test]
     fn double_star_slash_also_matches_no_directory() {
-        assert_eq!(zero_directory_forms("/**/*.xml"), strings(&["/**/*.xml", "/*.xml"]));
+        assert_eq!(
+            zero_directory_forms("/**/*.xml"),
+            strings(&["/**/*.xml", "/*.xml"])
+        );
         assert_eq!(
             zero_directory_forms("/a/**/b/**/c"),
             strings(&["/a/**/b/**/c", "/a/b/**/c", "/a/**/b/c", "/a/b/c"])

@@ -33,7 +33,11 @@ pub enum Error {
     #[diagnostic(help("in vmrun.yaml: `bake: {{packages: [rsync]}}`, then bake the image again"))]
     NoRsyncInGuest,
     #[error("rsync could not {action} ({status})\n{stderr}")]
-    Rsync { action: &'static str, status: String, stderr: String },
+    Rsync {
+        action: &'static str,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot run {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -62,14 +66,24 @@ impl Error {
 /// to the guest user's home), deleting what else is there. rsync creates `remote_dir` if it
 /// is missing, but not its parent, which must exist. Which files go is decided by
 /// [`push_rules`].
-pub fn push(ssh_config: &Path, project: &Path, remote_dir: &str, sync: &SyncConfig) -> Result<(), Error> {
+pub fn push(
+    ssh_config: &Path,
+    project: &Path,
+    remote_dir: &str,
+    sync: &SyncConfig,
+) -> Result<(), Error> {
     Rsync::find(ssh_config)?.push(project, remote_dir, sync)
 }
 
 /// Copies what `globs` match in the guest's `remote_dir` (see [`pull_rules`]) into
 /// `local_dir` (created if missing), keeping their paths relative to `remote_dir`. Returns
 /// those relative paths, files and links only, sorted.
-pub fn pull(ssh_config: &Path, remote_dir: &str, globs: &[String], local_dir: &Path) -> Result<Vec<PathBuf>, Error> {
+pub fn pull(
+    ssh_config: &Path,
+    remote_dir: &str,
+    globs: &[String],
+    local_dir: &Path,
+) -> Result<Vec<PathBuf>, Error> {
     Rsync::find(ssh_config)?.pull(remote_dir, globs, local_dir)
 }
 
@@ -82,23 +96,38 @@ struct Rsync {
 
 impl Rsync {
     fn find(ssh_config: &Path) -> Result<Rsync, Error> {
-        Ok(Rsync { rsync: tools::find("rsync")?, ssh: tools::find("ssh")?, ssh_config: ssh_config.to_owned() })
+        Ok(Rsync {
+            rsync: tools::find("rsync")?,
+            ssh: tools::find("ssh")?,
+            ssh_config: ssh_config.to_owned(),
+        })
     }
 
     fn push(&self, project: &Path, remote_dir: &str, sync: &SyncConfig) -> Result<(), Error> {
         let mut command = self.command();
         command.arg("--delete").args(push_rules(sync));
         command.arg(local(project)).arg(remote(remote_dir));
-        self.run(command, "copy the project into the guest").map(drop)
+        self.run(command, "copy the project into the guest")
+            .map(drop)
     }
 
-    fn pull(&self, remote_dir: &str, globs: &[String], local_dir: &Path) -> Result<Vec<PathBuf>, Error> {
-        std::fs::create_dir_all(local_dir).map_err(|source| Error::CreateDir { path: local_dir.to_owned(), source })?;
+    fn pull(
+        &self,
+        remote_dir: &str,
+        globs: &[String],
+        local_dir: &Path,
+    ) -> Result<Vec<PathBuf>, Error> {
+        std::fs::create_dir_all(local_dir).map_err(|source| Error::CreateDir {
+            path: local_dir.to_owned(),
+            source,
+        })?;
         let mut command = self.command();
         // -ii lists every item, also those already up to date locally; -8 leaves non-ASCII
         // names as they are, so only control characters come escaped.
         command.args(["-ii", "-8", "--prune-empty-dirs"]);
-        command.arg(OsStr::from_bytes(&[b"--out-format=", ITEM_PREFIX, b"%i %n"].concat()));
+        command.arg(OsStr::from_bytes(
+            &[b"--out-format=", ITEM_PREFIX, b"%i %n"].concat(),
+        ));
         command.args(pull_rules(globs));
         command.arg(remote(remote_dir)).arg(local(local_dir));
         let stdout = self.run(command, "copy the artifacts out of the guest")?;
@@ -120,19 +149,30 @@ impl Rsync {
 
     /// Runs rsync to the end; its stdout on success.
     fn run(&self, mut command: Command, action: &'static str) -> Result<Vec<u8>, Error> {
-        let output = command.output().map_err(|source| Error::Spawn { program: self.rsync.clone(), source })?;
-        let stderr = String::from_utf8_lossy(&output.stderr).trim_end().to_owned();
+        let output = command.output().map_err(|source| Error::Spawn {
+            program: self.rsync.clone(),
+            source,
+        })?;
+        let stderr = String::from_utf8_lossy(&output.stderr)
+            .trim_end()
+            .to_owned();
         match output.status.code() {
             Some(0 | RSYNC_VANISHED) => Ok(output.stdout),
             code if no_remote_rsync(code, &stderr) => Err(Error::NoRsyncInGuest),
-            _ => Err(Error::Rsync { action, status: output.status.to_string(), stderr }),
+            _ => Err(Error::Rsync {
+                action,
+                status: output.status.to_string(),
+                stderr,
+            }),
         }
     }
 }
 
 /// Whether rsync failed because the guest's shell found no rsync to run.
 fn no_remote_rsync(code: Option<i32>, stderr: &str) -> bool {
-    code == Some(COMMAND_NOT_FOUND) || stderr.contains("rsync: command not found") || stderr.contains("remote command not found")
+    code == Some(COMMAND_NOT_FOUND)
+        || stderr.contains("rsync: command not found")
+        || stderr.contains("remote command not found")
 }
 
 /// `HOST:DIR/`: the trailing slash makes rsync copy into the directory, not below it.
@@ -192,10 +232,16 @@ fn unescape(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len());
     let mut i = 0;
     while i < name.len() {
-        let escape = name.get(i..i + 5).filter(|e| e.starts_with(b"\\#") && e[2..].iter().all(|d| (b'0'..=b'7').contains(d)));
+        let escape = name
+            .get(i..i + 5)
+            .filter(|e| e.starts_with(b"\\#") && e[2..].iter().all(|d| (b'0'..=b'7').contains(d)));
         match escape {
             Some(e) => {
-                out.push(e[2..].iter().fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')));
+                out.push(
+                    e[2..]
+                        .iter()
+                        .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
+                );
                 i += 5;
             }
             None => {

@@ -42,8 +42,17 @@ impl FakeGuest {
         .unwrap();
         fs::set_permissions(&ssh, fs::Permissions::from_mode(0o755)).unwrap();
         let ssh_config = root.path().join("run 'one'/ssh_config");
-        let rsync = Rsync { rsync: tools::find("rsync").unwrap(), ssh, ssh_config };
-        FakeGuest { _root: root, home, rsync, seen_config }
+        let rsync = Rsync {
+            rsync: tools::find("rsync").unwrap(),
+            ssh,
+            ssh_config,
+        };
+        FakeGuest {
+            _root: root,
+            home,
+            rsync,
+            seen_config,
+        }
     }
 }
 
@@ -55,7 +64,13 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                out.insert(path.strip_prefix(base).unwrap().to_str().unwrap().to_owned());
+                out.insert(
+                    path.strip_prefix(base)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
         }
     }
@@ -108,7 +123,10 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
     // Left in the guest by an earlier push: removed.
     write(&guest.home.join("work dir"), &["stale.txt"]);
 
-    let sync = SyncConfig { include: strings(&["keep.log", "dist/"]), exclude: strings(&["target/", "*.tmp"]) };
+    let sync = SyncConfig {
+        include: strings(&["keep.log", "dist/"]),
+        exclude: strings(&["target/", "*.tmp"]),
+    };
     guest.rsync.push(project.path(), "work dir", &sync).unwrap();
 
     assert_eq!(
@@ -124,9 +142,15 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
             "sub/ok.txt",
         ])
     );
-    assert_eq!(fs::read_to_string(guest.home.join("work dir/it's quoted.txt")).unwrap(), "content of it's quoted.txt");
+    assert_eq!(
+        fs::read_to_string(guest.home.join("work dir/it's quoted.txt")).unwrap(),
+        "content of it's quoted.txt"
+    );
     // rsync split `-e` back into the ssh_config path, quote and space included.
-    assert_eq!(fs::read_to_string(&guest.seen_config).unwrap(), guest.rsync.ssh_config.to_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(&guest.seen_config).unwrap(),
+        guest.rsync.ssh_config.to_str().unwrap()
+    );
 }
 
 #[test]
@@ -134,10 +158,25 @@ fn push_creates_the_directory_but_not_its_parent() {
     let guest = FakeGuest::new(true);
     let project = tempfile::tempdir().unwrap();
     write(project.path(), &["a"]);
-    guest.rsync.push(project.path(), "project", &SyncConfig::default()).unwrap();
+    guest
+        .rsync
+        .push(project.path(), "project", &SyncConfig::default())
+        .unwrap();
     assert_eq!(files_under(&guest.home.join("project")), set(&["a"]));
-    let err = guest.rsync.push(project.path(), "deep/er/project", &SyncConfig::default()).unwrap_err();
-    assert!(matches!(err, Error::Rsync { action: "copy the project into the guest", .. }), "{err:?}");
+    let err = guest
+        .rsync
+        .push(project.path(), "deep/er/project", &SyncConfig::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rsync {
+                action: "copy the project into the guest",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("deep/er/project"), "{err}");
 }
 
@@ -172,14 +211,33 @@ fn pull_copies_what_the_globs_match_and_lists_it() {
         "line\nbreak.xml",
         "logs/run 1.log",
     ];
-    assert_eq!(pulled, expected.iter().map(PathBuf::from).collect::<Vec<_>>());
+    assert_eq!(
+        pulled,
+        expected.iter().map(PathBuf::from).collect::<Vec<_>>()
+    );
     assert_eq!(files_under(&out), set(&expected));
-    assert_eq!(fs::read_to_string(out.join("a/b/junit.xml")).unwrap(), "content of a/b/junit.xml");
+    assert_eq!(
+        fs::read_to_string(out.join("a/b/junit.xml")).unwrap(),
+        "content of a/b/junit.xml"
+    );
 
     // Again: nothing changes, and everything is still listed as there.
-    assert_eq!(guest.rsync.pull("project", &globs, &out).unwrap().len(), expected.len());
+    assert_eq!(
+        guest.rsync.pull("project", &globs, &out).unwrap().len(),
+        expected.len()
+    );
     // Nothing matches: nothing comes, and that is not an error.
-    assert_eq!(guest.rsync.pull("project", &strings(&["*.none"]), &local.path().join("empty")).unwrap(), Vec::<PathBuf>::new());
+    assert_eq!(
+        guest
+            .rsync
+            .pull(
+                "project",
+                &strings(&["*.none"]),
+                &local.path().join("empty")
+            )
+            .unwrap(),
+        Vec::<PathBuf>::new()
+    );
 }
 
 #[test]
@@ -187,11 +245,20 @@ fn a_guest_without_rsync_is_named() {
     let guest = FakeGuest::new(false);
     let project = tempfile::tempdir().unwrap();
     write(project.path(), &["a"]);
-    let err = guest.rsync.push(project.path(), "project", &SyncConfig::default()).unwrap_err();
+    let err = guest
+        .rsync
+        .push(project.path(), "project", &SyncConfig::default())
+        .unwrap_err();
     assert!(matches!(err, Error::NoRsyncInGuest), "{err:?}");
-    assert_eq!(err.to_string(), "the guest has no rsync: add it to bake.packages");
+    assert_eq!(
+        err.to_string(),
+        "the guest has no rsync: add it to bake.packages"
+    );
     assert_eq!(err.exit_code(), crate::exit_code::MISSING_TOOL);
-    let err = guest.rsync.pull("project", &strings(&["*"]), &project.path().join("out")).unwrap_err();
+    let err = guest
+        .rsync
+        .pull("project", &strings(&["*"]), &project.path().join("out"))
+        .unwrap_err();
     assert!(matches!(err, Error::NoRsyncInGuest), "{err:?}");
 }
 
@@ -199,8 +266,13 @@ fn a_guest_without_rsync_is_named() {
 fn other_failures_show_rsyncs_message() {
     let guest = FakeGuest::new(true);
     let local = tempfile::tempdir().unwrap();
-    let err = guest.rsync.pull("no-such-dir", &strings(&["*"]), local.path()).unwrap_err();
-    let Error::Rsync { action, stderr, .. } = &err else { panic!("{err:?}") };
+    let err = guest
+        .rsync
+        .pull("no-such-dir", &strings(&["*"]), local.path())
+        .unwrap_err();
+    let Error::Rsync { action, stderr, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(*action, "copy the artifacts out of the guest");
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     assert_eq!(err.exit_code(), crate::exit_code::INTERNAL);
@@ -215,7 +287,10 @@ fn local_directories_cannot_pass_for_hosts() {
 
 #[test]
 fn escapes() {
-    assert_eq!(rsync_quote(OsStr::new("/a b/it's")), OsStr::new(r#"'/a b/it'"'"'s'"#));
+    assert_eq!(
+        rsync_quote(OsStr::new("/a b/it's")),
+        OsStr::new(r#"'/a b/it'"'"'s'"#)
+    );
     assert_eq!(unescape(br"a\#012b\#c\#1x"), b"a\nb\\#c\\#1x");
     assert_eq!(
         pulled_files(b"created directory x\nvmrun-item cd+++++++++ a/\nvmrun-item >f+++++++++ a/b c\nvmrun-item .L          l\n"),

@@ -27,19 +27,31 @@ pub enum Error {
     #[diagnostic(help("use a shorter VM name, or a shorter VMRUN_HOME / XDG_RUNTIME_DIR"))]
     SocketPathTooLong { path: PathBuf },
 
-    #[error("cannot find the user's systemd unit directory: neither XDG_CONFIG_HOME nor HOME is set")]
+    #[error(
+        "cannot find the user's systemd unit directory: neither XDG_CONFIG_HOME nor HOME is set"
+    )]
     NoUnitDir,
 
     #[error("the systemd user manager does not load {unit} from {}", dir.display())]
-    #[diagnostic(help("the manager reads units from its own XDG_CONFIG_HOME (or ~/.config); run vmrun with the same one"))]
-    UnitNotLoaded { unit: String, dir: PathBuf, load_state: String },
+    #[diagnostic(help(
+        "the manager reads units from its own XDG_CONFIG_HOME (or ~/.config); run vmrun with the same one"
+    ))]
+    UnitNotLoaded {
+        unit: String,
+        dir: PathBuf,
+        load_state: String,
+    },
 
     #[error("forward {forward} clashes with {existing}, which the VM already has")]
     ForwardClash { forward: String, existing: String },
 
     #[error("VM `{name}` has no forward {forward}")]
     #[diagnostic(help("{}", if existing.is_empty() { "it has no forwards besides SSH".to_owned() } else { format!("its forwards: {}", existing.join(", ")) }))]
-    NoSuchForward { name: String, forward: String, existing: Vec<String> },
+    NoSuchForward {
+        name: String,
+        forward: String,
+        existing: Vec<String>,
+    },
 
     #[error("the SSH forward {forward} is how vmrun reaches the VM; it cannot be removed")]
     SshForward { forward: String },
@@ -54,7 +66,11 @@ pub enum Error {
 
     #[error("VM `{name}` has no snapshot `{tag}`")]
     #[diagnostic(help("{}", if existing.is_empty() { "it has no snapshots".to_owned() } else { format!("its snapshots: {}", existing.join(", ")) }))]
-    NoSuchSnapshot { name: String, tag: String, existing: Vec<String> },
+    NoSuchSnapshot {
+        name: String,
+        tag: String,
+        existing: Vec<String>,
+    },
 
     #[error("`{command}` failed: {qemu_says}")]
     Snapshot { command: String, qemu_says: String },
@@ -65,7 +81,12 @@ pub enum Error {
         true => format!("QEMU's log: {}; its unit: systemctl --user status vmrun-{name}.service", log.display()),
         false => "the failed create was undone: nothing of the VM is left".to_owned(),
     }))]
-    StartFailed { name: String, reason: String, log: PathBuf, kept: bool },
+    StartFailed {
+        name: String,
+        reason: String,
+        log: PathBuf,
+        kept: bool,
+    },
 
     #[error(transparent)]
     #[diagnostic(transparent)]

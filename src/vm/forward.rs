@@ -39,12 +39,23 @@ pub const SYNTAX: &str = "[tcp|udp:][ADDR:]HOST:GUEST";
 impl Forward {
     /// The SSH forward every VM gets: vmrun's way in.
     pub fn ssh(host: u16) -> Forward {
-        Forward { protocol: Protocol::Tcp, address: Ipv4Addr::LOCALHOST, host, guest: 22 }
+        Forward {
+            protocol: Protocol::Tcp,
+            address: Ipv4Addr::LOCALHOST,
+            host,
+            guest: 22,
+        }
     }
 
     /// QEMU's hostfwd rule, as `-netdev user,hostfwd=RULE` and `hostfwd_add net0 RULE` take it.
     pub fn rule(&self) -> String {
-        format!("{}:{}:{}-:{}", self.protocol.as_str(), self.address, self.host, self.guest)
+        format!(
+            "{}:{}:{}-:{}",
+            self.protocol.as_str(),
+            self.address,
+            self.host,
+            self.guest
+        )
     }
 
     /// What `hostfwd_remove net0 ...` takes to remove this forward.
@@ -56,14 +67,23 @@ impl Forward {
     pub fn clashes_with(&self, other: &Forward) -> bool {
         self.protocol == other.protocol
             && self.host == other.host
-            && (self.address == other.address || self.address.is_unspecified() || other.address.is_unspecified())
+            && (self.address == other.address
+                || self.address.is_unspecified()
+                || other.address.is_unspecified())
     }
 }
 
 impl fmt::Display for Forward {
     /// The canonical spec: `tcp:127.0.0.1:8080:80` (parses back to the same forward).
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}:{}:{}", self.protocol.as_str(), self.address, self.host, self.guest)
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.protocol.as_str(),
+            self.address,
+            self.host,
+            self.guest
+        )
     }
 }
 
@@ -81,20 +101,33 @@ impl FromStr for Forward {
             [host, guest] => (Ipv4Addr::LOCALHOST, *host, *guest),
             [address, host, guest] => {
                 let address = address.parse().map_err(|_| {
-                    format!("invalid forward `{spec}`: `{address}` is not an IPv4 address (or tcp/udp)")
+                    format!(
+                        "invalid forward `{spec}`: `{address}` is not an IPv4 address (or tcp/udp)"
+                    )
                 })?;
                 (address, *host, *guest)
             }
-            _ => return Err(format!("invalid forward `{spec}`: expected {SYNTAX}, e.g. 8080:80 or udp:5353:53")),
+            _ => {
+                return Err(format!(
+                    "invalid forward `{spec}`: expected {SYNTAX}, e.g. 8080:80 or udp:5353:53"
+                ));
+            }
         };
-        Ok(Forward { protocol, address, host: port(spec, host)?, guest: port(spec, guest)? })
+        Ok(Forward {
+            protocol,
+            address,
+            host: port(spec, host)?,
+            guest: port(spec, guest)?,
+        })
     }
 }
 
 fn port(spec: &str, text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 && !text.starts_with('+') => Ok(port),
-        _ => Err(format!("invalid forward `{spec}`: `{text}` is not a port (1-65535)")),
+        _ => Err(format!(
+            "invalid forward `{spec}`: `{text}` is not a port (1-65535)"
+        )),
     }
 }
 
@@ -109,14 +142,38 @@ mod tests {
     #[test]
     fn every_form() {
         let local = Ipv4Addr::LOCALHOST;
-        assert_eq!(parse("8080:80"), Forward { protocol: Protocol::Tcp, address: local, host: 8080, guest: 80 });
-        assert_eq!(parse("udp:5353:53"), Forward { protocol: Protocol::Udp, address: local, host: 5353, guest: 53 });
+        assert_eq!(
+            parse("8080:80"),
+            Forward {
+                protocol: Protocol::Tcp,
+                address: local,
+                host: 8080,
+                guest: 80
+            }
+        );
+        assert_eq!(
+            parse("udp:5353:53"),
+            Forward {
+                protocol: Protocol::Udp,
+                address: local,
+                host: 5353,
+                guest: 53
+            }
+        );
         assert_eq!(parse("tcp:2222:22").protocol, Protocol::Tcp);
         let any = parse("0.0.0.0:8080:80");
-        assert_eq!((any.protocol, any.address), (Protocol::Tcp, Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            (any.protocol, any.address),
+            (Protocol::Tcp, Ipv4Addr::UNSPECIFIED)
+        );
         assert_eq!(
             parse("udp:192.168.1.2:1:65535"),
-            Forward { protocol: Protocol::Udp, address: Ipv4Addr::new(192, 168, 1, 2), host: 1, guest: 65535 }
+            Forward {
+                protocol: Protocol::Udp,
+                address: Ipv4Addr::new(192, 168, 1, 2),
+                host: 1,
+                guest: 65535
+            }
         );
     }
 

@@ -65,7 +65,9 @@ impl VmLayout {
 
     /// The first socket path too long for a unix socket address, if any.
     pub fn overlong_socket(&self) -> Option<PathBuf> {
-        [self.qmp_socket(), self.agent_socket()].into_iter().find(|p| p.as_os_str().as_bytes().len() > MAX_SOCKET_PATH)
+        [self.qmp_socket(), self.agent_socket()]
+            .into_iter()
+            .find(|p| p.as_os_str().as_bytes().len() > MAX_SOCKET_PATH)
     }
 }
 
@@ -83,7 +85,10 @@ mod tests {
         let l = VmLayout::new(&home, Path::new("/h/.config/systemd/user"), "db");
         assert_eq!(l.record(), Path::new("/v/state/vms/db/vm.json"));
         assert_eq!(l.qmp_socket(), Path::new("/v/run/vms/db/qmp.sock"));
-        assert_eq!(l.unit_file, Path::new("/h/.config/systemd/user/vmrun-db.service"));
+        assert_eq!(
+            l.unit_file,
+            Path::new("/h/.config/systemd/user/vmrun-db.service")
+        );
         assert_eq!(l.unit(), "vmrun-db.service");
         assert_eq!(l.overlong_socket(), None);
         let deep = Home::under(&Path::new("/v").join("d".repeat(90)));

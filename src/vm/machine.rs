@@ -48,7 +48,10 @@ mod tests {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
         };
-        let line: Vec<String> = qemu_argv(&record, &layout).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line: Vec<String> = qemu_argv(&record, &layout)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             line.join(" "),
             "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none -machine q35 -name db \

@@ -32,10 +32,10 @@ pub use layout::{VmLayout, unit_name};
 pub use power::{PowerDown, power_down};
 pub use record::VmRecord;
 
-use crate::path_error::PathError;
 use crate::config::MemorySize;
 use crate::events::{self, Sink};
 use crate::name;
+use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::qemu::args::Accel;
 use crate::qemu::port::free_loopback_port;
@@ -181,9 +181,17 @@ struct VmLock {
 impl Vms {
     /// Finds the user's unit directory and checks that the user manager answers.
     pub fn open(home: Home) -> Result<Vms, Error> {
-        let unit_dir = systemd::user_unit_dir(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
-            .ok_or(Error::NoUnitDir)?;
-        Ok(Vms { home, unit_dir, systemctl: Systemctl::connect()? })
+        let unit_dir = systemd::user_unit_dir(|name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .ok_or(Error::NoUnitDir)?;
+        Ok(Vms {
+            home,
+            unit_dir,
+            systemctl: Systemctl::connect()?,
+        })
     }
 
     pub fn layout(&self, name: &str) -> VmLayout {
@@ -197,23 +205,32 @@ impl Vms {
         let image = Store::new(&self.home).get(&req.image)?;
         let layout = self.layout(&req.name);
         if layout.state.exists() {
-            return Err(Error::Exists { name: req.name.clone() });
+            return Err(Error::Exists {
+                name: req.name.clone(),
+            });
         }
         if layout.unit_file.exists() {
-            return Err(Error::UnitTaken { path: layout.unit_file.clone() });
+            return Err(Error::UnitTaken {
+                path: layout.unit_file.clone(),
+            });
         }
         if let Some(path) = layout.overlong_socket() {
             return Err(Error::SocketPathTooLong { path });
         }
         for (i, forward) in req.forwards.iter().enumerate() {
             if let Some(earlier) = req.forwards[..i].iter().find(|f| f.clashes_with(forward)) {
-                return Err(Error::ForwardClash { forward: forward.to_string(), existing: earlier.to_string() });
+                return Err(Error::ForwardClash {
+                    forward: forward.to_string(),
+                    existing: earlier.to_string(),
+                });
             }
         }
         crate::path_error::create_private_dir(&self.home.vms())?;
         match fs::DirBuilder::new().mode(0o700).create(&layout.state) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists { name: req.name.clone() });
+                return Err(Error::Exists {
+                    name: req.name.clone(),
+                });
             }
             other => other.map_err(PathError::at("create", &layout.state))?,
         }
@@ -223,12 +240,18 @@ impl Vms {
             image: req.image.clone(),
             image_key: image.manifest.key.clone(),
             cpus: req.cpus.unwrap_or(image.manifest.cpus),
-            memory_mib: req.memory.map(|m| m.mib()).unwrap_or(image.manifest.memory_mib),
+            memory_mib: req
+                .memory
+                .map(|m| m.mib())
+                .unwrap_or(image.manifest.memory_mib),
             accel: req.accel.into(),
             ssh_port: 0,
             forwards: req.forwards.clone(),
             qemu: req.qemu.clone(),
-            created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
         let mut unit_written = false;
         let made = self.make(&layout, record, &image, &mut unit_written, sink);
@@ -236,7 +259,14 @@ impl Vms {
             self.remove_remains(&layout, unit_written);
         }
         made.map_err(|e| match e {
-            Error::StartFailed { name, reason, log, .. } => Error::StartFailed { name, reason, log, kept: false },
+            Error::StartFailed {
+                name, reason, log, ..
+            } => Error::StartFailed {
+                name,
+                reason,
+                log,
+                kept: false,
+            },
             other => other,
         })
     }
@@ -252,18 +282,31 @@ impl Vms {
         record.ssh_port = free_port(&record.forwards)?;
         // First, so that from now on `images rm` sees the VM's image as in use.
         record.save(&layout.record())?;
-        events::phase(sink, "create the VM's disk", || crate::disk::Overlay::create(&layout.disk(), &image.disk()))?;
-        let host_key = fs::read_to_string(image.host_key()).map_err(PathError::at("read", &image.host_key()))?;
-        let target = crate::ssh::Target { port: record.ssh_port, host_key, client_key: image.client_key() };
+        events::phase(sink, "create the VM's disk", || {
+            crate::disk::Overlay::create(&layout.disk(), &image.disk())
+        })?;
+        let host_key = fs::read_to_string(image.host_key())
+            .map_err(PathError::at("read", &image.host_key()))?;
+        let target = crate::ssh::Target {
+            port: record.ssh_port,
+            host_key,
+            client_key: image.client_key(),
+        };
         ClientFiles::write(&layout.ssh_dir(), &target)?;
         self.write_unit(layout, &record, true)?;
         *unit_written = true;
         self.systemctl.daemon_reload()?;
         let state = self.systemctl.show(&layout.unit())?;
         if state.load_state != "loaded" {
-            return Err(Error::UnitNotLoaded { unit: layout.unit(), dir: self.unit_dir.clone(), load_state: state.load_state });
+            return Err(Error::UnitNotLoaded {
+                unit: layout.unit(),
+                dir: self.unit_dir.clone(),
+                load_state: state.load_state,
+            });
         }
-        events::phase(sink, &format!("start VM {}", record.name), || self.start_unit(layout, false))?;
+        events::phase(sink, &format!("start VM {}", record.name), || {
+            self.start_unit(layout, false)
+        })?;
         Ok(record)
     }
 
@@ -286,7 +329,9 @@ impl Vms {
         if state.is_running() {
             return Ok(false);
         }
-        events::phase(sink, &format!("start VM {name}"), || self.start_unit(&layout, state.active_state == "failed"))?;
+        events::phase(sink, &format!("start VM {name}"), || {
+            self.start_unit(&layout, state.active_state == "failed")
+        })?;
         Ok(true)
     }
 
@@ -297,15 +342,25 @@ impl Vms {
         let unit = layout.unit();
         let state = self.systemctl.show(&unit)?;
         if !state.is_running() {
-            return Ok(Stopped::AlreadyStopped { state: VmState::of(&state) });
+            return Ok(Stopped::AlreadyStopped {
+                state: VmState::of(&state),
+            });
         }
-        events::phase(sink, &format!("shut down VM {name}"), || self.systemctl.stop(&unit))?;
+        events::phase(sink, &format!("shut down VM {name}"), || {
+            self.systemctl.stop(&unit)
+        })?;
         let after = self.systemctl.show(&unit)?;
         if after.active_state == "failed" {
             // The VM is stopped; the stop's result is reported here, not left as a failed unit.
             self.systemctl.reset_failed(&unit)?;
         }
-        Ok(if after.result == "success" { Stopped::Clean } else { Stopped::Killed { result: after.result } })
+        Ok(if after.result == "success" {
+            Stopped::Clean
+        } else {
+            Stopped::Killed {
+                result: after.result,
+            }
+        })
     }
 
     /// Stops (cleanly, as [`Vms::stop`]) and starts the VM, or starts it if it was stopped.
@@ -314,10 +369,14 @@ impl Vms {
         let unit = layout.unit();
         let state = self.systemctl.show(&unit)?;
         if !state.is_running() {
-            return events::phase(sink, &format!("start VM {name}"), || self.start_unit(&layout, state.active_state == "failed"));
+            return events::phase(sink, &format!("start VM {name}"), || {
+                self.start_unit(&layout, state.active_state == "failed")
+            });
         }
         events::phase(sink, &format!("restart VM {name}"), || {
-            self.systemctl.restart(&unit).map_err(|e| self.start_failed(&layout, e.to_string()))?;
+            self.systemctl
+                .restart(&unit)
+                .map_err(|e| self.start_failed(&layout, e.to_string()))?;
             self.wait_for_monitor(&layout)
         })
     }
@@ -330,7 +389,9 @@ impl Vms {
         let state = self.systemctl.show(&unit)?;
         let was_running = state.is_running();
         if was_running {
-            events::phase(sink, &format!("shut down VM {name}"), || self.systemctl.stop(&unit))?;
+            events::phase(sink, &format!("shut down VM {name}"), || {
+                self.systemctl.stop(&unit)
+            })?;
         }
         if self.systemctl.show(&unit)?.active_state == "failed" {
             self.systemctl.reset_failed(&unit)?;
@@ -339,7 +400,9 @@ impl Vms {
             self.systemctl.disable(&unit)?;
         }
         match fs::remove_file(&layout.unit_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PathError::at("remove", &layout.unit_file)(e).into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PathError::at("remove", &layout.unit_file)(e).into());
+            }
             _ => {}
         }
         self.systemctl.daemon_reload()?;
@@ -390,7 +453,10 @@ impl Vms {
         let (layout, _record) = self.existing(name)?;
         self.require_running(&layout)?;
         let mut ssh = Command::new(tools::find("ssh")?);
-        ssh.args(ssh::args(&layout.ssh_dir().join(ClientFiles::SSH_CONFIG), command));
+        ssh.args(ssh::args(
+            &layout.ssh_dir().join(ClientFiles::SSH_CONFIG),
+            command,
+        ));
         Ok(ssh)
     }
 
@@ -398,14 +464,25 @@ impl Vms {
     /// restart keeps it. `Ok(true)` when it was applied to the running VM.
     pub fn add_forward(&self, name: &str, forward: Forward) -> Result<bool, Error> {
         let (layout, mut record, _lock) = self.locked(name)?;
-        if let Some(existing) = record.all_forwards().into_iter().find(|f| f.clashes_with(&forward)) {
-            return Err(Error::ForwardClash { forward: forward.to_string(), existing: existing.to_string() });
+        if let Some(existing) = record
+            .all_forwards()
+            .into_iter()
+            .find(|f| f.clashes_with(&forward))
+        {
+            return Err(Error::ForwardClash {
+                forward: forward.to_string(),
+                existing: existing.to_string(),
+            });
         }
         let running = self.systemctl.show(&layout.unit())?.is_running();
         if running {
-            let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_add net0 {}", forward.rule()))?;
+            let said = Qmp::connect(&layout.qmp_socket())?
+                .human_monitor(&format!("hostfwd_add net0 {}", forward.rule()))?;
             if !said.is_empty() {
-                return Err(Error::ForwardRefused { forward: forward.to_string(), qemu_says: said });
+                return Err(Error::ForwardRefused {
+                    forward: forward.to_string(),
+                    qemu_says: said,
+                });
             }
         }
         record.forwards.push(forward);
@@ -417,7 +494,9 @@ impl Vms {
     pub fn remove_forward(&self, name: &str, forward: Forward) -> Result<bool, Error> {
         let (layout, mut record, _lock) = self.locked(name)?;
         if forward == Forward::ssh(record.ssh_port) {
-            return Err(Error::SshForward { forward: forward.to_string() });
+            return Err(Error::SshForward {
+                forward: forward.to_string(),
+            });
         }
         let Some(index) = record.forwards.iter().position(|f| *f == forward) else {
             return Err(Error::NoSuchForward {
@@ -428,10 +507,14 @@ impl Vms {
         };
         let running = self.systemctl.show(&layout.unit())?.is_running();
         if running {
-            let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!("hostfwd_remove net0 {}", forward.removal_rule()))?;
+            let said = Qmp::connect(&layout.qmp_socket())?
+                .human_monitor(&format!("hostfwd_remove net0 {}", forward.removal_rule()))?;
             // "not found": QEMU no longer has it; the record is what is left to fix.
             if !said.ends_with("removed") && !said.ends_with("not found") {
-                return Err(Error::ForwardRefused { forward: forward.to_string(), qemu_says: said });
+                return Err(Error::ForwardRefused {
+                    forward: forward.to_string(),
+                    qemu_says: said,
+                });
             }
         }
         record.forwards.remove(index);
@@ -446,7 +529,9 @@ impl Vms {
         let (layout, _record, _lock) = self.locked(name)?;
         self.require_running(&layout)?;
         let mut qmp = self.snapshot_monitor(&layout)?;
-        events::phase(sink, &format!("save snapshot {tag}"), || hmp_checked(&mut qmp, &format!("savevm {tag}")))
+        events::phase(sink, &format!("save snapshot {tag}"), || {
+            hmp_checked(&mut qmp, &format!("savevm {tag}"))
+        })
     }
 
     /// Returns the running VM to snapshot `tag`.
@@ -477,7 +562,10 @@ impl Vms {
             return Err(no_such_snapshot(name, tag, &existing));
         }
         if self.systemctl.show(&layout.unit())?.is_running() {
-            hmp_checked(&mut self.snapshot_monitor(&layout)?, &format!("delvm {tag}"))
+            hmp_checked(
+                &mut self.snapshot_monitor(&layout)?,
+                &format!("delvm {tag}"),
+            )
         } else {
             let mut qemu_img = Command::new(tools::find("qemu-img")?);
             qemu_img.args(["snapshot", "-d", tag]).arg(layout.disk());
@@ -497,7 +585,9 @@ impl Vms {
         }
         // Stopped: the disk says. -U: a VM started meanwhile holds its lock; reading is safe.
         let mut qemu_img = Command::new(tools::find("qemu-img")?);
-        qemu_img.args(["info", "-U", "--output=json"]).arg(layout.disk());
+        qemu_img
+            .args(["info", "-U", "--output=json"])
+            .arg(layout.disk());
         let out = crate::external::run(&mut qemu_img)?;
         let info: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         Ok(parse_snapshots(info.get("snapshots")))
@@ -524,7 +614,11 @@ impl Vms {
         let layout = self.layout(name);
         match VmRecord::load(&layout.record()) {
             Ok(record) => Ok((layout, record)),
-            Err(record::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(name)),
+            Err(record::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err(self.not_found(name))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -534,7 +628,11 @@ impl Vms {
     fn locked(&self, name: &str) -> Result<(VmLayout, VmRecord, VmLock), Error> {
         let (layout, _) = self.existing(name)?;
         let lock = match lock(&layout) {
-            Err(Error::Io(PathError { source, .. })) if source.kind() == std::io::ErrorKind::NotFound => return Err(self.not_found(name)),
+            Err(Error::Io(PathError { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(self.not_found(name));
+            }
             other => other?,
         };
         let (layout, record) = self.existing(name)?;
@@ -542,7 +640,10 @@ impl Vms {
     }
 
     fn not_found(&self, name: &str) -> Error {
-        Error::NotFound { name: name.to_owned(), known: self.names().unwrap_or_default() }
+        Error::NotFound {
+            name: name.to_owned(),
+            known: self.names().unwrap_or_default(),
+        }
     }
 
     fn names(&self) -> Result<Vec<String>, Error> {
@@ -565,7 +666,9 @@ impl Vms {
     fn require_running(&self, layout: &VmLayout) -> Result<(), Error> {
         match self.systemctl.show(&layout.unit())?.is_running() {
             true => Ok(()),
-            false => Err(Error::NotRunning { name: layout.name.clone() }),
+            false => Err(Error::NotRunning {
+                name: layout.name.clone(),
+            }),
         }
     }
 
@@ -582,7 +685,9 @@ impl Vms {
         if was_failed {
             self.systemctl.reset_failed(&unit)?;
         }
-        self.systemctl.start(&unit).map_err(|e| self.start_failed(layout, e.to_string()))?;
+        self.systemctl
+            .start(&unit)
+            .map_err(|e| self.start_failed(layout, e.to_string()))?;
         self.wait_for_monitor(layout)
     }
 
@@ -599,7 +704,13 @@ impl Vms {
                 return Err(self.start_failed(layout, format!("QEMU exited ({})", state.result)));
             }
             if Instant::now() >= deadline {
-                return Err(self.start_failed(layout, format!("QEMU's monitor did not answer within {}s", START_TIMEOUT.as_secs())));
+                return Err(self.start_failed(
+                    layout,
+                    format!(
+                        "QEMU's monitor did not answer within {}s",
+                        START_TIMEOUT.as_secs()
+                    ),
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -619,11 +730,16 @@ impl Vms {
     /// a rename.
     fn write_unit(&self, layout: &VmLayout, record: &VmRecord, create: bool) -> Result<(), Error> {
         let mkdir = tools::find("mkdir")?;
-        let vmrun = std::env::current_exe().map_err(PathError::at("find", Path::new("vmrun's own executable")))?;
+        let vmrun = std::env::current_exe()
+            .map_err(PathError::at("find", Path::new("vmrun's own executable")))?;
         let spec = UnitSpec {
             vm: record.name.clone(),
             prepare: vec![mkdir.into(), "-p".into(), layout.runtime.clone().into()],
-            run: console::exec_start(&vmrun, &layout.serial_log(), machine::qemu_argv(record, layout)),
+            run: console::exec_start(
+                &vmrun,
+                &layout.serial_log(),
+                machine::qemu_argv(record, layout),
+            ),
             stop: vec![
                 vmrun.into(),
                 "vm".into(),
@@ -641,11 +757,19 @@ impl Vms {
         let path = &layout.unit_file;
         if create {
             use std::io::Write;
-            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::UnitTaken { path: path.clone() }),
+            let mut file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::UnitTaken { path: path.clone() });
+                }
                 other => other.map_err(PathError::at("create", path))?,
             };
-            Ok(file.write_all(text.as_bytes()).map_err(PathError::at("write", path))?)
+            Ok(file
+                .write_all(text.as_bytes())
+                .map_err(PathError::at("write", path))?)
         } else {
             let temp = path.with_extension("service.tmp");
             fs::write(&temp, text).map_err(PathError::at("write", &temp))?;
@@ -669,7 +793,10 @@ fn guest_addresses(agent_socket: &Path) -> Result<Vec<String>, Error> {
         .filter(|i| i.name != "lo")
         .flat_map(|i| i.addresses)
         .map(|a| a.address)
-        .filter(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
+        .filter(|a| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
         .collect())
 }
 
@@ -678,14 +805,23 @@ fn hmp_checked(qmp: &mut Qmp, command: &str) -> Result<(), Error> {
     let said = qmp.human_monitor(command)?;
     match said.is_empty() {
         true => Ok(()),
-        false => Err(Error::Snapshot { command: command.to_owned(), qemu_says: said }),
+        false => Err(Error::Snapshot {
+            command: command.to_owned(),
+            qemu_says: said,
+        }),
     }
 }
 
 fn snapshots_of_running(qmp: &mut Qmp) -> Result<Vec<Snapshot>, Error> {
     let blocks = qmp.execute("query-block", None)?;
-    let disk = blocks.as_array().into_iter().flatten().find_map(|b| b.pointer("/inserted/image"));
-    Ok(parse_snapshots(disk.and_then(|image| image.get("snapshots"))))
+    let disk = blocks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|b| b.pointer("/inserted/image"));
+    Ok(parse_snapshots(
+        disk.and_then(|image| image.get("snapshots")),
+    ))
 }
 
 /// QEMU's SnapshotInfo list (QMP `query-block` and `qemu-img info` use the same fields).
@@ -695,7 +831,11 @@ fn parse_snapshots(list: Option<&Value>) -> Vec<Snapshot> {
         .into_iter()
         .flatten()
         .map(|s| Snapshot {
-            tag: s.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            tag: s
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             vm_state_size: number(s, "vm-state-size"),
             date: number(s, "date-sec"),
             vm_clock_seconds: number(s, "vm-clock-sec"),
@@ -712,7 +852,11 @@ fn no_such_snapshot(name: &str, tag: &str, existing: &[Snapshot]) -> Error {
 }
 
 fn memory_text(mib: u64) -> String {
-    if mib.is_multiple_of(1024) { format!("{}GiB", mib / 1024) } else { format!("{mib}MiB") }
+    if mib.is_multiple_of(1024) {
+        format!("{}GiB", mib / 1024)
+    } else {
+        format!("{mib}MiB")
+    }
 }
 
 /// A free port on 127.0.0.1 for the SSH forward, not one of the user's forwards. It is free
@@ -728,15 +872,22 @@ fn free_port(forwards: &[Forward]) -> Result<u16, Error> {
 
 fn lock(layout: &VmLayout) -> Result<VmLock, Error> {
     let path = layout.lock();
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(PathError::at("open", &path))?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(PathError::at("open", &path))?;
     file.lock().map_err(PathError::at("lock", &path))?;
     Ok(VmLock { _file: file })
 }
 
-
 fn remove_dir_if_present(dir: &Path) -> Result<(), Error> {
     match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PathError::at("remove", dir)(e).into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(PathError::at("remove", dir)(e).into())
+        }
         _ => Ok(()),
     }
 }
@@ -748,7 +899,9 @@ fn current_user() -> String {
     unsafe {
         let entry = libc::getpwuid(libc::getuid());
         if !entry.is_null() && !(*entry).pw_name.is_null() {
-            return std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned();
+            return std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned();
         }
     }
     std::env::var("USER").unwrap_or_default()
@@ -761,10 +914,20 @@ mod tests {
 
     #[test]
     fn states_from_systemd() {
-        let unit = |load: &str, active: &str| UnitState { load_state: load.into(), active_state: active.into(), ..Default::default() };
+        let unit = |load: &str, active: &str| UnitState {
+            load_state: load.into(),
+            active_state: active.into(),
+            ..Default::default()
+        };
         assert_eq!(VmState::of(&unit("loaded", "active")), VmState::Running);
-        assert_eq!(VmState::of(&unit("loaded", "activating")), VmState::Starting);
-        assert_eq!(VmState::of(&unit("loaded", "deactivating")), VmState::Stopping);
+        assert_eq!(
+            VmState::of(&unit("loaded", "activating")),
+            VmState::Starting
+        );
+        assert_eq!(
+            VmState::of(&unit("loaded", "deactivating")),
+            VmState::Stopping
+        );
         assert_eq!(VmState::of(&unit("loaded", "inactive")), VmState::Stopped);
         assert_eq!(VmState::of(&unit("loaded", "failed")), VmState::Failed);
         assert_eq!(VmState::of(&unit("not-found", "inactive")), VmState::NoUnit);
@@ -776,7 +939,12 @@ mod tests {
         let info = json!([{"id": "1", "name": "before", "vm-state-size": 300000, "date-sec": 1700000000, "date-nsec": 5, "vm-clock-sec": 42, "vm-clock-nsec": 1}]);
         assert_eq!(
             parse_snapshots(Some(&info)),
-            [Snapshot { tag: "before".into(), vm_state_size: 300000, date: 1700000000, vm_clock_seconds: 42 }]
+            [Snapshot {
+                tag: "before".into(),
+                vm_state_size: 300000,
+                date: 1700000000,
+                vm_clock_seconds: 42
+            }]
         );
         assert!(parse_snapshots(None).is_empty());
     }
@@ -785,7 +953,9 @@ mod tests {
     fn free_ports_avoid_the_users_forwards() {
         let port = free_port(&[]).unwrap();
         assert!(port > 0);
-        let taken: Vec<Forward> = (1..=5).map(|i| format!("{}:80", port.wrapping_add(i)).parse().unwrap()).collect();
+        let taken: Vec<Forward> = (1..=5)
+            .map(|i| format!("{}:80", port.wrapping_add(i)).parse().unwrap())
+            .collect();
         assert!(!taken.iter().any(|f| f.host == free_port(&taken).unwrap()));
     }
 

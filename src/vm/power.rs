@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Error;
-use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::json_stream;
+use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
 
 /// How long the guest agent may take to take the request.
@@ -28,8 +28,14 @@ pub enum PowerDown {
     NotRunning,
 }
 
-pub fn power_down(qmp_socket: &Path, agent_socket: &Path, timeout: Duration) -> Result<PowerDown, Error> {
-    let Ok(mut qmp) = Qmp::connect(qmp_socket) else { return Ok(PowerDown::NotRunning) };
+pub fn power_down(
+    qmp_socket: &Path,
+    agent_socket: &Path,
+    timeout: Duration,
+) -> Result<PowerDown, Error> {
+    let Ok(mut qmp) = Qmp::connect(qmp_socket) else {
+        return Ok(PowerDown::NotRunning);
+    };
     qmp.execute("system_powerdown", None)?;
     let deadline = Instant::now() + timeout;
     loop {
@@ -37,7 +43,10 @@ pub fn power_down(qmp_socket: &Path, agent_socket: &Path, timeout: Duration) -> 
         let wait = ASK_AGAIN.min(deadline.saturating_duration_since(Instant::now()));
         match qmp.wait_closed(wait) {
             Ok(()) => return Ok(PowerDown::Exited),
-            Err(qmp::Error::Stream { source: json_stream::Error::TimedOut, .. }) if Instant::now() < deadline => continue,
+            Err(qmp::Error::Stream {
+                source: json_stream::Error::TimedOut,
+                ..
+            }) if Instant::now() < deadline => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -46,11 +55,15 @@ pub fn power_down(qmp_socket: &Path, agent_socket: &Path, timeout: Duration) -> 
 /// Best effort: an agent that does not answer (not started yet, or already shutting down)
 /// leaves the job to ACPI and the timeout.
 fn ask_agent(socket: &Path) {
-    let Ok(mut agent) = GuestAgent::connect(socket, AGENT_TIMEOUT) else { return };
+    let Ok(mut agent) = GuestAgent::connect(socket, AGENT_TIMEOUT) else {
+        return;
+    };
     // On success guest-shutdown sends no answer: the guest is going down.
     // qemu-ga runs `shutdown -P +0`, which without logind fails at once; poweroff does not
     // need logind.
-    if let Err(qga::Error::Refused { .. }) = agent.execute("guest-shutdown", Some(json!({"mode": "powerdown"}))) {
+    if let Err(qga::Error::Refused { .. }) =
+        agent.execute("guest-shutdown", Some(json!({"mode": "powerdown"})))
+    {
         let _ = agent.execute("guest-exec", Some(json!({"path": "/sbin/poweroff"})));
     }
 }

@@ -72,23 +72,40 @@ pub enum Error {
 
 impl VmRecord {
     pub fn load(path: &Path) -> Result<VmRecord, Error> {
-        let text = fs::read_to_string(path).map_err(|source| Error::Io { action: "read", path: path.to_owned(), source })?;
-        serde_json::from_str(&text).map_err(|e| Error::Damaged { path: path.to_owned(), reason: e.to_string() })
+        let text = fs::read_to_string(path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Damaged {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes the record whole or not at all (a temporary file renamed over it).
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let io = |action| move |source| Error::Io { action, path: path.to_owned(), source };
+        let io = |action| {
+            move |source| Error::Io {
+                action,
+                path: path.to_owned(),
+                source,
+            }
+        };
         let json = serde_json::to_string_pretty(self).expect("a record serializes") + "\n";
         let temp = path.with_extension("json.tmp");
         let mut file = fs::File::create(&temp).map_err(io("create"))?;
-        file.write_all(json.as_bytes()).and_then(|()| file.sync_all()).map_err(io("write"))?;
+        file.write_all(json.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io("write"))?;
         fs::rename(&temp, path).map_err(io("replace"))
     }
 
     /// Every forward QEMU sets up, SSH's first.
     pub fn all_forwards(&self) -> Vec<Forward> {
-        std::iter::once(Forward::ssh(self.ssh_port)).chain(self.forwards.iter().copied()).collect()
+        std::iter::once(Forward::ssh(self.ssh_port))
+            .chain(self.forwards.iter().copied())
+            .collect()
     }
 }
 
@@ -117,10 +134,14 @@ mod tests {
         let path = dir.path().join("vm.json");
         record().save(&path).unwrap();
         assert_eq!(VmRecord::load(&path).unwrap(), record());
-        let value: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(value["image"], "base");
         assert_eq!(value["accel"], "tcg");
-        assert_eq!(value["forwards"][0], serde_json::json!({"protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80}));
+        assert_eq!(
+            value["forwards"][0],
+            serde_json::json!({"protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80})
+        );
         assert!(!dir.path().join("vm.json.tmp").exists());
     }
 

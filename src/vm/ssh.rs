@@ -24,8 +24,13 @@ mod tests {
     #[test]
     fn config_and_quoted_words() {
         let command = ["uname".to_owned(), "-a".to_owned(), "it's $HOME".to_owned()];
-        let text: Vec<String> =
-            args(Path::new("/s/db/ssh/ssh_config"), &command).iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(text.join(" "), "-F /s/db/ssh/ssh_config -- guest 'uname' '-a' 'it'\\''s $HOME'");
+        let text: Vec<String> = args(Path::new("/s/db/ssh/ssh_config"), &command)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            text.join(" "),
+            "-F /s/db/ssh/ssh_config -- guest 'uname' '-a' 'it'\\''s $HOME'"
+        );
     }
 }

@@ -41,13 +41,18 @@ pub struct UnitState {
 impl UnitState {
     /// Whether QEMU is up (or on its way up or down).
     pub fn is_running(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "deactivating" | "reloading")
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "deactivating" | "reloading"
+        )
     }
 
     fn parse(text: &str) -> UnitState {
         let mut state = UnitState::default();
         for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let field = match key {
                 "LoadState" => &mut state.load_state,
                 "ActiveState" => &mut state.active_state,
@@ -68,15 +73,24 @@ pub struct Systemctl {
 impl Systemctl {
     /// Finds `systemctl` and checks that a user manager answers.
     pub fn connect() -> Result<Systemctl, Error> {
-        let systemctl = Systemctl { program: tools::find("systemctl")? };
+        let systemctl = Systemctl {
+            program: tools::find("systemctl")?,
+        };
         let out = systemctl.output(&["is-system-running"])?;
         let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         // Answers other than these (offline, unknown) come with a failure to connect.
-        if matches!(state.as_str(), "running" | "degraded" | "starting" | "initializing" | "maintenance" | "stopping") {
+        if matches!(
+            state.as_str(),
+            "running" | "degraded" | "starting" | "initializing" | "maintenance" | "stopping"
+        ) {
             return Ok(systemctl);
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let detail = if stderr.is_empty() { format!("it says `{state}`") } else { stderr };
+        let detail = if stderr.is_empty() {
+            format!("it says `{state}`")
+        } else {
+            stderr
+        };
         Err(Error::NoManager { detail })
     }
 
@@ -112,7 +126,11 @@ impl Systemctl {
     }
 
     pub fn show(&self, unit: &str) -> Result<UnitState, Error> {
-        let args = ["show", unit, "--property=LoadState,ActiveState,Result,UnitFileState"];
+        let args = [
+            "show",
+            unit,
+            "--property=LoadState,ActiveState,Result,UnitFileState",
+        ];
         let out = self.checked(&args)?;
         Ok(UnitState::parse(&String::from_utf8_lossy(&out.stdout)))
     }
@@ -130,7 +148,10 @@ impl Systemctl {
         if stderr.contains("Failed to connect to bus") {
             return Err(Error::NoManager { detail: stderr });
         }
-        Err(Error::Failed { args: args.join(" "), stderr })
+        Err(Error::Failed {
+            args: args.join(" "),
+            stderr,
+        })
     }
 
     fn output(&self, args: &[&str]) -> Result<Output, Error> {
@@ -145,7 +166,9 @@ impl Systemctl {
 /// Where the user's own units live: `$XDG_CONFIG_HOME/systemd/user`, else
 /// `~/.config/systemd/user` (the manager reads both; units there survive reboots).
 pub fn user_unit_dir(var: impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
-    let config = var("XDG_CONFIG_HOME").filter(|p| p.is_absolute()).or_else(|| var("HOME").map(|h| h.join(".config")))?;
+    let config = var("XDG_CONFIG_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|h| h.join(".config")))?;
     Some(config.join("systemd/user"))
 }
 
@@ -155,7 +178,10 @@ pub fn lingering(user: &str, linger_dir: &Path) -> Option<bool> {
     if linger_dir.join(user).exists() {
         return Some(true);
     }
-    linger_dir.parent().is_some_and(Path::exists).then_some(false)
+    linger_dir
+        .parent()
+        .is_some_and(Path::exists)
+        .then_some(false)
 }
 
 #[cfg(test)]
@@ -164,7 +190,9 @@ mod tests {
 
     #[test]
     fn show_output() {
-        let state = UnitState::parse("LoadState=loaded\nActiveState=failed\nResult=timeout\nUnitFileState=enabled\nX=y=z\n");
+        let state = UnitState::parse(
+            "LoadState=loaded\nActiveState=failed\nResult=timeout\nUnitFileState=enabled\nX=y=z\n",
+        );
         assert_eq!(
             state,
             UnitState {
@@ -180,10 +208,26 @@ mod tests {
 
     #[test]
     fn unit_dir_from_xdg_or_home() {
-        let vars = |pairs: &'static [(&str, &str)]| move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| PathBuf::from(v));
-        assert_eq!(user_unit_dir(vars(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/c")])), Some("/c/systemd/user".into()));
-        assert_eq!(user_unit_dir(vars(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "rel")])), Some("/h/.config/systemd/user".into()));
-        assert_eq!(user_unit_dir(vars(&[("HOME", "/h")])), Some("/h/.config/systemd/user".into()));
+        let vars = |pairs: &'static [(&str, &str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| PathBuf::from(v))
+            }
+        };
+        assert_eq!(
+            user_unit_dir(vars(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "/c")])),
+            Some("/c/systemd/user".into())
+        );
+        assert_eq!(
+            user_unit_dir(vars(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "rel")])),
+            Some("/h/.config/systemd/user".into())
+        );
+        assert_eq!(
+            user_unit_dir(vars(&[("HOME", "/h")])),
+            Some("/h/.config/systemd/user".into())
+        );
         assert_eq!(user_unit_dir(vars(&[])), None);
     }
 
@@ -191,11 +235,18 @@ mod tests {
     fn lingering_flag_files() {
         let dir = tempfile::tempdir().unwrap();
         let linger = dir.path().join("linger");
-        assert_eq!(lingering("ann", &linger), Some(false), "logind's state exists but no linger dir: off");
+        assert_eq!(
+            lingering("ann", &linger),
+            Some(false),
+            "logind's state exists but no linger dir: off"
+        );
         std::fs::create_dir(&linger).unwrap();
         assert_eq!(lingering("ann", &linger), Some(false));
         std::fs::write(linger.join("ann"), "").unwrap();
         assert_eq!(lingering("ann", &linger), Some(true));
-        assert_eq!(lingering("ann", Path::new("/nonexistent/systemd/linger")), None);
+        assert_eq!(
+            lingering("ann", Path::new("/nonexistent/systemd/linger")),
+            None
+        );
     }
 }

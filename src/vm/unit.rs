@@ -11,7 +11,9 @@ const TEMPLATE: &str = include_str!("../../templates/vmrun-vm.service");
 /// A value that systemd's unit syntax cannot carry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[error("{what} `{}` cannot be written into a systemd unit: {reason}", value.display())]
-#[diagnostic(help("move it (or VMRUN_HOME) to a path without quotes, backslashes or control characters"))]
+#[diagnostic(help(
+    "move it (or VMRUN_HOME) to a path without quotes, backslashes or control characters"
+))]
 pub struct Unquotable {
     pub what: &'static str,
     pub value: PathBuf,
@@ -47,7 +49,10 @@ pub fn render(spec: &UnitSpec) -> Result<String, Unquotable> {
     ];
     let mut text = TEMPLATE.to_owned();
     for (placeholder, value) in fields {
-        debug_assert!(text.contains(placeholder), "{placeholder} is in the template");
+        debug_assert!(
+            text.contains(placeholder),
+            "{placeholder} is in the template"
+        );
         text = text.replace(placeholder, &value);
     }
     Ok(text)
@@ -74,23 +79,39 @@ pub fn exec_line(prefix: &str, argv: &[OsString]) -> Result<String, Unquotable> 
 /// The program of an `Exec*=` line. systemd refuses quotes, backslashes and control
 /// characters in it (even escaped) and does not expand `$` there; `%` is a specifier.
 fn executable(prefix: &str, program: &Path) -> Result<String, Unquotable> {
-    let unquotable = |reason| Unquotable { what: "the program", value: program.to_owned(), reason };
+    let unquotable = |reason| Unquotable {
+        what: "the program",
+        value: program.to_owned(),
+        reason,
+    };
     let text = program.to_str().ok_or(unquotable("it is not UTF-8"))?;
     if !program.is_absolute() {
         return Err(unquotable("it is not an absolute path"));
     }
-    if text.chars().any(|c| matches!(c, '"' | '\'' | '\\') || c.is_control()) {
-        return Err(unquotable("systemd does not run programs whose path has quotes, backslashes or control characters"));
+    if text
+        .chars()
+        .any(|c| matches!(c, '"' | '\'' | '\\') || c.is_control())
+    {
+        return Err(unquotable(
+            "systemd does not run programs whose path has quotes, backslashes or control characters",
+        ));
     }
     let word = format!("{prefix}{}", text.replace('%', "%%"));
-    Ok(if word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word })
+    Ok(if word.contains(char::is_whitespace) {
+        format!("\"{word}\"")
+    } else {
+        word
+    })
 }
 
 /// One argument after the program: as is when plain, else double-quoted with C escapes
 /// (control characters as `\xNN`). `%` (specifiers) and `$` (environment variables) are
 /// doubled either way.
 pub fn argument(text: &str) -> String {
-    let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./,:=+@%$".contains(&b));
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./,:=+@%$".contains(&b));
     let mut out = String::with_capacity(text.len() + 2);
     if !plain {
         out.push('"');
@@ -101,7 +122,10 @@ pub fn argument(text: &str) -> String {
             '$' => out.push_str("$$"),
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            c if c.is_control() => c.encode_utf8(&mut [0; 4]).bytes().for_each(|b| out.push_str(&format!("\\x{b:02x}"))),
+            c if c.is_control() => c
+                .encode_utf8(&mut [0; 4])
+                .bytes()
+                .for_each(|b| out.push_str(&format!("\\x{b:02x}"))),
             c => out.push(c),
         }
     }
@@ -114,7 +138,11 @@ pub fn argument(text: &str) -> String {
 /// A path as a setting's whole value (`StandardOutput=append:PATH`): taken literally, except
 /// `%` specifiers; a line break would end the setting.
 fn path_value(what: &'static str, path: &Path) -> Result<String, Unquotable> {
-    let unquotable = |reason| Unquotable { what, value: path.to_owned(), reason };
+    let unquotable = |reason| Unquotable {
+        what,
+        value: path.to_owned(),
+        reason,
+    };
     let text = path.to_str().ok_or(unquotable("it is not UTF-8"))?;
     if text.chars().any(char::is_control) {
         return Err(unquotable("it has control characters"));
@@ -137,8 +165,18 @@ mod tests {
         UnitSpec {
             vm: "db".into(),
             prepare: os(&["/usr/bin/mkdir", "-p", &format!("{dir}/run/vms/db")]),
-            run: os(&["/usr/bin/qemu-system-x86_64", "-drive", &format!("file={dir}/state/vms/db/disk.qcow2,if=virtio")]),
-            stop: os(&["/usr/local/bin/vmrun", "vm", "powerdown", "--qmp", &format!("{dir}/run/vms/db/qmp.sock")]),
+            run: os(&[
+                "/usr/bin/qemu-system-x86_64",
+                "-drive",
+                &format!("file={dir}/state/vms/db/disk.qcow2,if=virtio"),
+            ]),
+            stop: os(&[
+                "/usr/local/bin/vmrun",
+                "vm",
+                "powerdown",
+                "--qmp",
+                &format!("{dir}/run/vms/db/qmp.sock"),
+            ]),
             qemu_log: format!("{dir}/state/vms/db/qemu.log").into(),
             stop_timeout: Duration::from_secs(60),
         }
@@ -148,13 +186,26 @@ mod tests {
     fn plain_paths_stay_readable() {
         let unit = render(&spec("/home/ann/.local/state/vmrun")).unwrap();
         assert!(unit.contains("\nDescription=vmrun VM db\n"), "{unit}");
-        assert!(unit.contains("\nExecStartPre=/usr/bin/mkdir -p /home/ann/.local/state/vmrun/run/vms/db\n"), "{unit}");
+        assert!(
+            unit.contains(
+                "\nExecStartPre=/usr/bin/mkdir -p /home/ann/.local/state/vmrun/run/vms/db\n"
+            ),
+            "{unit}"
+        );
         assert!(
             unit.contains("\nExecStart=/usr/bin/qemu-system-x86_64 -drive file=/home/ann/.local/state/vmrun/state/vms/db/disk.qcow2,if=virtio\n"),
             "{unit}"
         );
-        assert!(unit.contains("\nExecStop=-/usr/local/bin/vmrun vm powerdown --qmp /home/ann/"), "{unit}");
-        assert!(unit.contains("\nStandardOutput=append:/home/ann/.local/state/vmrun/state/vms/db/qemu.log\n"), "{unit}");
+        assert!(
+            unit.contains("\nExecStop=-/usr/local/bin/vmrun vm powerdown --qmp /home/ann/"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains(
+                "\nStandardOutput=append:/home/ann/.local/state/vmrun/state/vms/db/qemu.log\n"
+            ),
+            "{unit}"
+        );
         assert!(unit.contains("\nTimeoutStopSec=60\n"), "{unit}");
         assert!(unit.contains("\nWantedBy=default.target\n"), "{unit}");
         assert!(!unit.contains("{{"), "every placeholder filled: {unit}");
@@ -164,37 +215,69 @@ mod tests {
     fn odd_paths_are_quoted_the_way_systemd_unquotes() {
         let unit = render(&spec("/home/a b/it's \"x\" 100%/$HOME\\")).unwrap();
         assert!(
-            unit.contains(r#"ExecStartPre=/usr/bin/mkdir -p "/home/a b/it's \"x\" 100%%/$$HOME\\/run/vms/db""#),
+            unit.contains(
+                r#"ExecStartPre=/usr/bin/mkdir -p "/home/a b/it's \"x\" 100%%/$$HOME\\/run/vms/db""#
+            ),
             "{unit}"
         );
-        assert!(unit.contains(r#"StandardOutput=append:/home/a b/it's "x" 100%%/$HOME\/state/vms/db/qemu.log"#), "{unit}");
+        assert!(
+            unit.contains(
+                r#"StandardOutput=append:/home/a b/it's "x" 100%%/$HOME\/state/vms/db/qemu.log"#
+            ),
+            "{unit}"
+        );
     }
 
     #[test]
     fn arguments() {
         assert_eq!(argument("-m"), "-m");
-        assert_eq!(argument("file=/a/b.qcow2,if=virtio"), "file=/a/b.qcow2,if=virtio");
+        assert_eq!(
+            argument("file=/a/b.qcow2,if=virtio"),
+            "file=/a/b.qcow2,if=virtio"
+        );
         assert_eq!(argument("50%"), "50%%");
         assert_eq!(argument("$HOME"), "$$HOME");
         assert_eq!(argument(""), r#""""#);
         assert_eq!(argument(";"), r#"";""#);
         assert_eq!(argument("a b"), r#""a b""#);
         assert_eq!(argument("it's"), r#""it's""#);
-        assert_eq!(argument("tab\there\nnl\u{85}"), r#""tab\x09here\x0anl\xc2\x85""#);
+        assert_eq!(
+            argument("tab\there\nnl\u{85}"),
+            r#""tab\x09here\x0anl\xc2\x85""#
+        );
         assert_eq!(argument("café"), "\"café\"");
     }
 
     #[test]
     fn programs() {
-        assert_eq!(exec_line("-", &os(&["/opt/my apps/vmrun", "x"])).unwrap(), r#""-/opt/my apps/vmrun" x"#);
-        assert_eq!(exec_line("", &os(&["/opt/100%/q"])).unwrap(), "/opt/100%%/q");
-        assert_eq!(exec_line("", &os(&["/opt/$x/q"])).unwrap(), "/opt/$x/q", "$ is literal in the program");
-        for bad in ["/opt/it's/q", "/opt/\"/q", "/opt/a\\b/q", "/opt/a\nb/q", "relative/q"] {
+        assert_eq!(
+            exec_line("-", &os(&["/opt/my apps/vmrun", "x"])).unwrap(),
+            r#""-/opt/my apps/vmrun" x"#
+        );
+        assert_eq!(
+            exec_line("", &os(&["/opt/100%/q"])).unwrap(),
+            "/opt/100%%/q"
+        );
+        assert_eq!(
+            exec_line("", &os(&["/opt/$x/q"])).unwrap(),
+            "/opt/$x/q",
+            "$ is literal in the program"
+        );
+        for bad in [
+            "/opt/it's/q",
+            "/opt/\"/q",
+            "/opt/a\\b/q",
+            "/opt/a\nb/q",
+            "relative/q",
+        ] {
             assert!(exec_line("", &os(&[bad])).is_err(), "{bad:?}");
         }
         use std::os::unix::ffi::OsStringExt;
         let not_text = vec!["/bin/q".into(), OsString::from_vec(b"a\xffb".to_vec())];
-        assert_eq!(exec_line("", &not_text).unwrap_err().reason, "it is not UTF-8 (systemd cannot report a unit that runs it)");
+        assert_eq!(
+            exec_line("", &not_text).unwrap_err().reason,
+            "it is not UTF-8 (systemd cannot report a unit that runs it)"
+        );
     }
 
     #[test]

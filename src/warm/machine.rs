@@ -40,9 +40,14 @@ pub enum Mismatch {
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            Mismatch::Format { saved } => write!(f, "it was saved by an older vmrun (format {saved}, now {FORMAT})"),
+            Mismatch::Format { saved } => write!(
+                f,
+                "it was saved by an older vmrun (format {saved}, now {FORMAT})"
+            ),
             Mismatch::Qemu { saved, now } => write!(f, "it was saved by {saved}; this is {now}"),
-            Mismatch::Accel { saved, now } => write!(f, "it was saved under {saved}; this run uses {now}"),
+            Mismatch::Accel { saved, now } => {
+                write!(f, "it was saved under {saved}; this run uses {now}")
+            }
             Mismatch::Size { saved, now } => write!(
                 f,
                 "it was saved with {} cpus and {} MiB; this run asks for {} cpus and {} MiB",
@@ -54,18 +59,33 @@ impl std::fmt::Display for Mismatch {
 
 impl WarmMachine {
     /// Whether a run with these settings can resume the state.
-    pub fn check(&self, qemu_version: &str, accel: Accel, cpus: u32, memory_mib: u64) -> Result<(), Mismatch> {
+    pub fn check(
+        &self,
+        qemu_version: &str,
+        accel: Accel,
+        cpus: u32,
+        memory_mib: u64,
+    ) -> Result<(), Mismatch> {
         if self.format != FORMAT {
             return Err(Mismatch::Format { saved: self.format });
         }
         if self.qemu_version != qemu_version {
-            return Err(Mismatch::Qemu { saved: self.qemu_version.clone(), now: qemu_version.to_owned() });
+            return Err(Mismatch::Qemu {
+                saved: self.qemu_version.clone(),
+                now: qemu_version.to_owned(),
+            });
         }
         if self.accel != accel_name(accel) {
-            return Err(Mismatch::Accel { saved: self.accel.clone(), now: accel_name(accel).to_owned() });
+            return Err(Mismatch::Accel {
+                saved: self.accel.clone(),
+                now: accel_name(accel).to_owned(),
+            });
         }
         if (self.cpus, self.memory_mib) != (cpus, memory_mib) {
-            return Err(Mismatch::Size { saved: (self.cpus, self.memory_mib), now: (cpus, memory_mib) });
+            return Err(Mismatch::Size {
+                saved: (self.cpus, self.memory_mib),
+                now: (cpus, memory_mib),
+            });
         }
         Ok(())
     }
@@ -100,7 +120,10 @@ pub fn command_line(machine: &Machine, instance: &Instance) -> Vec<OsString> {
     let mut line = args::command_line(machine);
     line.extend(args::qmp_args(instance.qmp));
     line.extend(args::guest_agent_args(instance.guest_agent));
-    line.extend(["-device".into(), format!("vmgenid,guid={}", instance.generation).into()]);
+    line.extend([
+        "-device".into(),
+        format!("vmgenid,guid={}", instance.generation).into(),
+    ]);
     if let Some(fd) = instance.incoming {
         line.extend(["-incoming".into(), format!("fd:{fd}").into()]);
     }
@@ -113,7 +136,14 @@ pub fn new_generation() -> String {
     hex[12] = '4';
     hex[16] = ['8', '9', 'a', 'b'][hex[16].to_digit(16).unwrap_or(0) as usize % 4];
     let s: String = hex.into_iter().collect();
-    format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
 }
 
 #[cfg(test)]
@@ -136,15 +166,37 @@ mod tests {
     #[test]
     fn resumes_only_the_same_machine_on_the_same_qemu() {
         let w = saved();
-        assert_eq!(w.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024), Ok(()));
-        let err = w.check("QEMU emulator version 8.0.0", Accel::Tcg, 2, 1024).unwrap_err();
-        assert!(err.to_string().contains("saved by QEMU emulator version 7.2.22"), "{err}");
-        let err = w.check("QEMU emulator version 7.2.22", Accel::Kvm, 2, 1024).unwrap_err();
+        assert_eq!(
+            w.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024),
+            Ok(())
+        );
+        let err = w
+            .check("QEMU emulator version 8.0.0", Accel::Tcg, 2, 1024)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("saved by QEMU emulator version 7.2.22"),
+            "{err}"
+        );
+        let err = w
+            .check("QEMU emulator version 7.2.22", Accel::Kvm, 2, 1024)
+            .unwrap_err();
         assert_eq!(err.to_string(), "it was saved under tcg; this run uses kvm");
-        let err = w.check("QEMU emulator version 7.2.22", Accel::Tcg, 4, 1024).unwrap_err();
-        assert_eq!(err.to_string(), "it was saved with 2 cpus and 1024 MiB; this run asks for 4 cpus and 1024 MiB");
-        let old = WarmMachine { format: FORMAT - 1, ..saved() };
-        assert!(matches!(old.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024), Err(Mismatch::Format { .. })));
+        let err = w
+            .check("QEMU emulator version 7.2.22", Accel::Tcg, 4, 1024)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it was saved with 2 cpus and 1024 MiB; this run asks for 4 cpus and 1024 MiB"
+        );
+        let old = WarmMachine {
+            format: FORMAT - 1,
+            ..saved()
+        };
+        assert!(matches!(
+            old.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024),
+            Err(Mismatch::Format { .. })
+        ));
     }
 
     #[test]
@@ -156,19 +208,40 @@ mod tests {
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
             console: 3,
-            forwards: vec![Forward { host_port: 2222, guest_port: 22 }],
+            forwards: vec![Forward {
+                host_port: 2222,
+                guest_port: 22,
+            }],
         };
         let save = command_line(
             &machine("/a"),
-            &Instance { qmp: Path::new("/a/qmp"), guest_agent: Path::new("/a/qga"), generation: "g1", incoming: None },
+            &Instance {
+                qmp: Path::new("/a/qmp"),
+                guest_agent: Path::new("/a/qga"),
+                generation: "g1",
+                incoming: None,
+            },
         );
         let resume = command_line(
             &machine("/b"),
-            &Instance { qmp: Path::new("/b/qmp"), guest_agent: Path::new("/b/qga"), generation: "g2", incoming: Some(7) },
+            &Instance {
+                qmp: Path::new("/b/qmp"),
+                guest_agent: Path::new("/b/qga"),
+                generation: "g2",
+                incoming: Some(7),
+            },
         );
         assert_eq!(resume.len(), save.len() + 2);
         let shape = |line: &[OsString]| -> Vec<String> {
-            line.iter().map(|a| a.to_string_lossy().replace("/a/", "/X/").replace("/b/", "/X/").replace("g1", "G").replace("g2", "G")).collect()
+            line.iter()
+                .map(|a| {
+                    a.to_string_lossy()
+                        .replace("/a/", "/X/")
+                        .replace("/b/", "/X/")
+                        .replace("g1", "G")
+                        .replace("g2", "G")
+                })
+                .collect()
         };
         assert_eq!(shape(&save), shape(&resume[..save.len()]));
         assert_eq!(resume[save.len() + 1], "fd:7");

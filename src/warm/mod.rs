@@ -18,9 +18,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
-use crate::path_error::PathError;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
+use crate::path_error::PathError;
 use crate::qemu::args::{Accel, Forward, Machine};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
@@ -57,7 +57,11 @@ pub enum Error {
     #[error("migration {status}: {detail}")]
     Migration { status: String, detail: String },
     #[error("QEMU exited ({status}) while {doing}\n{qemu_log}")]
-    Exited { status: String, doing: &'static str, qemu_log: String },
+    Exited {
+        status: String,
+        doing: &'static str,
+        qemu_log: String,
+    },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] PathError),
@@ -76,7 +80,6 @@ impl Error {
         }
     }
 }
-
 
 /// A store entry's saved machine.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,16 +100,28 @@ impl WarmState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(PathError::at("read", &path)(e).into()),
         };
-        let machine = serde_json::from_str(&text).map_err(|e| PathError::at("read", &path)(std::io::Error::other(e)))?;
-        Ok(Some(WarmState { disk: dir.join(DISK), state: dir.join(STATE), machine }))
+        let machine = serde_json::from_str(&text)
+            .map_err(|e| PathError::at("read", &path)(std::io::Error::other(e)))?;
+        Ok(Some(WarmState {
+            disk: dir.join(DISK),
+            state: dir.join(STATE),
+            machine,
+        }))
     }
 }
 
 /// The first line of `qemu --version`, which a saved state must match.
 pub fn qemu_version(qemu: &Path) -> Result<String, Error> {
-    let out = Command::new(qemu).arg("--version").output().map_err(PathError::at("run", qemu))?;
+    let out = Command::new(qemu)
+        .arg("--version")
+        .output()
+        .map_err(PathError::at("run", qemu))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().next().filter(|l| l.contains("version")).map(str::to_owned).ok_or(Error::Version(text))
+    text.lines()
+        .next()
+        .filter(|l| l.contains("version"))
+        .map(str::to_owned)
+        .ok_or(Error::Version(text))
 }
 
 /// How to reach the provisioned guest and what machine to save.
@@ -129,8 +144,12 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let disk = dir.join(DISK);
     Overlay::create(&disk, &c.entry.join(DISK))?;
     // Sockets need short paths (108 bytes); the entry's may be long.
-    let scratch = tempfile::Builder::new().prefix("vmrun-warm-").tempdir().map_err(PathError::at("create", Path::new("/tmp")))?;
-    let port = crate::qemu::port::free_loopback_port().map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("vmrun-warm-")
+        .tempdir()
+        .map_err(PathError::at("create", Path::new("/tmp")))?;
+    let port = crate::qemu::port::free_loopback_port()
+        .map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
     let serial_log = scratch.path().join("serial.log");
     let console = Console::to_log(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
@@ -140,21 +159,41 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         disk,
         seed: None,
         console: console.fd(),
-        forwards: vec![Forward { host_port: port, guest_port: 22 }],
+        forwards: vec![Forward {
+            host_port: port,
+            guest_port: 22,
+        }],
     };
     let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
     let generation = machine::new_generation();
-    let instance = Instance { qmp: &qmp_path, guest_agent: &agent_path, generation: &generation, incoming: None };
+    let instance = Instance {
+        qmp: &qmp_path,
+        guest_agent: &agent_path,
+        generation: &generation,
+        incoming: None,
+    };
     let line = machine::command_line(&machine, &instance);
     let qemu_log = scratch.path().join("qemu.log");
     let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log, console)?;
 
     sink(Event::Detail("booting the baked image".into()));
-    let target = Target { port, host_key: c.host_key.clone(), client_key: c.client_key.clone() };
+    let target = Target {
+        port,
+        host_key: c.host_key.clone(),
+        client_key: c.client_key.clone(),
+    };
     let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &|| false)?;
-    sink(Event::Detail("settling (systemctl is-system-running --wait), dropping caches".into()));
+    sink(Event::Detail(
+        "settling (systemctl is-system-running --wait), dropping caches".into(),
+    ));
     let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
-    session.exec(settle, &mut std::io::sink(), &mut std::io::sink(), Some(Instant::now() + c.boot_timeout), &|| false)?;
+    session.exec(
+        settle,
+        &mut std::io::sink(),
+        &mut std::io::sink(),
+        Some(Instant::now() + c.boot_timeout),
+        &|| false,
+    )?;
     drop(session);
     // Runs set the clock through the agent: it must be up in the saved machine.
     GuestAgent::connect(&agent_path, AGENT_TIMEOUT)?;
@@ -163,7 +202,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let state = dir.join(STATE);
     let mut qmp = Qmp::connect(&qmp_path)?;
     qmp.execute("stop", None)?;
-    let uri = format!("exec:cat > {}", crate::ssh::sh_quote(&state.to_string_lossy()));
+    let uri = format!(
+        "exec:cat > {}",
+        crate::ssh::sh_quote(&state.to_string_lossy())
+    );
     qmp.execute("migrate", Some(json!({ "uri": uri })))?;
     wait_for_migration(&mut qmp, &mut vm, &qemu_log)?;
     qmp.execute("quit", None)?;
@@ -175,11 +217,20 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         accel: machine::accel_name(c.accel).to_owned(),
         cpus: c.cpus,
         memory_mib: c.memory_mib,
-        args: line.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-        state_bytes: fs::metadata(&state).map_err(PathError::at("read", &state))?.len(),
+        args: line
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        state_bytes: fs::metadata(&state)
+            .map_err(PathError::at("read", &state))?
+            .len(),
     };
     let path = dir.join(MACHINE);
-    fs::write(&path, serde_json::to_string_pretty(&saved).expect("serializes") + "\n").map_err(PathError::at("write", &path))?;
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(&saved).expect("serializes") + "\n",
+    )
+    .map_err(PathError::at("write", &path))?;
     Ok(saved)
 }
 
@@ -187,11 +238,19 @@ fn wait_for_migration(qmp: &mut Qmp, vm: &mut QemuProcess, qemu_log: &Path) -> R
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     loop {
         let info = qmp.execute("query-migrate", None)?;
-        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_owned();
+        let status = info
+            .get("status")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
         match status.as_str() {
             "completed" => return Ok(()),
             "failed" | "cancelled" => {
-                let detail = info.get("error-desc").and_then(|d| d.as_str()).unwrap_or("no detail").to_owned();
+                let detail = info
+                    .get("error-desc")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("no detail")
+                    .to_owned();
                 return Err(Error::Migration { status, detail });
             }
             _ => {}
@@ -200,15 +259,25 @@ fn wait_for_migration(qmp: &mut Qmp, vm: &mut QemuProcess, qemu_log: &Path) -> R
             return Err(exited(exit, "saving the state", qemu_log));
         }
         if Instant::now() >= deadline {
-            return Err(Error::Migration { status, detail: format!("not done after {}s", MIGRATION_TIMEOUT.as_secs()) });
+            return Err(Error::Migration {
+                status,
+                detail: format!("not done after {}s", MIGRATION_TIMEOUT.as_secs()),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn exited(status: std::process::ExitStatus, doing: &'static str, qemu_log: &Path) -> Error {
-    let qemu_log = fs::read_to_string(qemu_log).unwrap_or_default().trim().to_owned();
-    Error::Exited { status: status.to_string(), doing, qemu_log }
+    let qemu_log = fs::read_to_string(qemu_log)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Error::Exited {
+        status: status.to_string(),
+        doing,
+        qemu_log,
+    }
 }
 
 /// After QEMU was started with `-incoming`: waits until the saved state is loaded and lets
@@ -243,7 +312,10 @@ pub fn resume(vm: &mut QemuProcess, qmp_path: &Path, qemu_log: &Path) -> Result<
             return Err(exited(exit, "loading the state", qemu_log));
         }
         if Instant::now() >= deadline {
-            return Err(Error::Migration { status: status.to_string(), detail: "the guest did not start after loading".into() });
+            return Err(Error::Migration {
+                status: status.to_string(),
+                detail: "the guest did not start after loading".into(),
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -264,13 +336,18 @@ pub fn refresh_clone(agent_path: &Path) -> Result<(), Error> {
 /// next second (up to a second, measured here); it is used only where the agent refuses to
 /// run programs.
 fn set_clock(agent: &mut GuestAgent) -> Result<(), Error> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let epoch = format!("@{}.{:09}", now.as_secs(), now.subsec_nanos());
     match agent.run("/bin/date", &["--utc", "--set", &epoch]) {
         Ok(0) => Ok(()),
         Ok(code) => Err(Error::Clock { code }),
         Err(qga::Error::Refused { .. }) => {
-            agent.execute("guest-set-time", Some(json!({ "time": now.as_nanos() as u64 })))?;
+            agent.execute(
+                "guest-set-time",
+                Some(json!({ "time": now.as_nanos() as u64 })),
+            )?;
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -279,9 +356,15 @@ fn set_clock(agent: &mut GuestAgent) -> Result<(), Error> {
 
 /// Writes fresh host randomness into the guest's /dev/urandom (mixed into its pool).
 fn feed_entropy(agent: &mut GuestAgent) -> Result<(), Error> {
-    let handle = agent.execute("guest-file-open", Some(json!({ "path": "/dev/urandom", "mode": "w" })))?;
+    let handle = agent.execute(
+        "guest-file-open",
+        Some(json!({ "path": "/dev/urandom", "mode": "w" })),
+    )?;
     let bytes = crate::random::bytes(64);
-    agent.execute("guest-file-write", Some(json!({ "handle": handle, "buf-b64": STANDARD.encode(bytes) })))?;
+    agent.execute(
+        "guest-file-write",
+        Some(json!({ "handle": handle, "buf-b64": STANDARD.encode(bytes) })),
+    )?;
     agent.execute("guest-file-close", Some(json!({ "handle": handle })))?;
     Ok(())
 }
@@ -293,16 +376,25 @@ mod tests {
 
     fn agent(replies: Vec<String>) -> (GuestAgent, std::thread::JoinHandle<Vec<u8>>) {
         let (client, server) = fake_agent(replies);
-        (GuestAgent::sync(client, Duration::from_secs(5)).unwrap(), server)
+        (
+            GuestAgent::sync(client, Duration::from_secs(5)).unwrap(),
+            server,
+        )
     }
 
     fn seconds_since_epoch() -> f64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
     }
 
     #[test]
     fn the_clock_is_set_with_date_run_by_the_agent() {
-        let (mut ga, server) = agent(returning(&[json!({"pid": 5}), json!({"exited": true, "exitcode": 0})]));
+        let (mut ga, server) = agent(returning(&[
+            json!({"pid": 5}),
+            json!({"exited": true, "exitcode": 0}),
+        ]));
         set_clock(&mut ga).unwrap();
         drop(ga);
         let sent = commands(&server.join().unwrap());
@@ -310,7 +402,13 @@ mod tests {
         assert_eq!(sent[0]["arguments"]["path"], "/bin/date");
         let args = sent[0]["arguments"]["arg"].as_array().unwrap();
         assert_eq!(args[..2], [json!("--utc"), json!("--set")]);
-        let set: f64 = args[2].as_str().unwrap().strip_prefix('@').unwrap().parse().unwrap();
+        let set: f64 = args[2]
+            .as_str()
+            .unwrap()
+            .strip_prefix('@')
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((seconds_since_epoch() - set).abs() < 5.0, "set to {set}");
     }
 
@@ -330,9 +428,15 @@ mod tests {
 
     #[test]
     fn a_failing_date_is_an_error() {
-        let (mut ga, _server) = agent(returning(&[json!({"pid": 5}), json!({"exited": true, "exitcode": 1})]));
+        let (mut ga, _server) = agent(returning(&[
+            json!({"pid": 5}),
+            json!({"exited": true, "exitcode": 1}),
+        ]));
         let err = set_clock(&mut ga).unwrap_err();
         assert!(matches!(err, Error::Clock { code: 1 }), "{err:?}");
-        assert_eq!(err.to_string(), "setting the guest's clock: `date --set` exited with 1");
+        assert_eq!(
+            err.to_string(),
+            "setting the guest's clock: `date --set` exited with 1"
+        );
     }
 }

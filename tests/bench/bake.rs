@@ -20,7 +20,11 @@ fn bake(home: &Path) -> Duration {
         .current_dir(home)
         .output()
         .expect("vmrun runs");
-    assert!(out.status.success(), "bake failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     started.elapsed()
 }
 
@@ -30,10 +34,15 @@ fn median(mut times: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::var("BAKE_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("BAKE_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home");
     let debian = Home::under(&shared).sources().join("debian");
-    DebianImage::bookworm().ensure_cached(&debian, &|e| eprintln!("{e:?}")).expect("Debian source");
+    DebianImage::bookworm()
+        .ensure_cached(&debian, &|e| eprintln!("{e:?}"))
+        .expect("Debian source");
 
     let mut cold = Vec::new();
     let mut hits = Vec::new();

@@ -34,17 +34,28 @@ fn tree_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
         * page_kib;
     // Children are listed under the thread that started them.
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
     let children = tasks
         .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()).collect::<Vec<_>>());
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        });
     own + children.map(tree_rss_kib).sum::<u64>()
 }
 
 /// Runs `cmd` to completion, measuring wall time and the peak RSS of it and its children.
 fn measure(mut cmd: Command) -> Sample {
     let started = Instant::now();
-    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("starts");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
     let pid = child.id() as libc::pid_t;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -73,8 +84,16 @@ fn measure(mut cmd: Command) -> Sample {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak_tree_kib = sampler.join().unwrap();
     let stderr = output.join().unwrap();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "failed: {stderr}");
-    Sample { took, max_rss_kib: usage.ru_maxrss, peak_tree_kib, stderr }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "failed: {stderr}"
+    );
+    Sample {
+        took,
+        max_rss_kib: usage.ru_maxrss,
+        peak_tree_kib,
+        stderr,
+    }
 }
 
 fn median(samples: &[Sample]) -> &Sample {
@@ -90,7 +109,10 @@ fn vmrun(home: &Path, project: &Path, args: &[&str]) -> Command {
 }
 
 fn main() {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let home = std::env::var_os("VMRUN_TEST_HOME")
         .map(Into::into)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home"));
@@ -100,19 +122,42 @@ fn main() {
     };
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("README"), "a small project\n").unwrap();
-    let bake = vmrun(&home, project.path(), &["bake", "--image", "debian:bookworm", "--name", "bench"]).output().unwrap();
-    assert!(bake.status.success(), "bake: {}", String::from_utf8_lossy(&bake.stderr));
+    let bake = vmrun(
+        &home,
+        project.path(),
+        &["bake", "--image", "debian:bookworm", "--name", "bench"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        bake.status.success(),
+        "bake: {}",
+        String::from_utf8_lossy(&bake.stderr)
+    );
     let entry = std::fs::canonicalize(Home::under(&home).images().join("bench")).unwrap();
-    let state_bytes = std::fs::metadata(entry.join("warm/state")).map(|m| m.len()).unwrap_or(0);
+    let state_bytes = std::fs::metadata(entry.join("warm/state"))
+        .map(|m| m.len())
+        .unwrap_or(0);
 
     let mut warm = Vec::new();
     let mut cold = Vec::new();
     let mut shell = Vec::new();
     for i in 0..runs {
-        warm.push(measure(vmrun(&home, project.path(), &["test", "--image", "bench", "--", "true"])));
-        cold.push(measure(vmrun(&home, project.path(), &["test", "--image", "bench", "--cold", "--", "true"])));
+        warm.push(measure(vmrun(
+            &home,
+            project.path(),
+            &["test", "--image", "bench", "--", "true"],
+        )));
+        cold.push(measure(vmrun(
+            &home,
+            project.path(),
+            &["test", "--image", "bench", "--cold", "--", "true"],
+        )));
         let mut flow = Command::new("bash");
-        flow.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/shell_flow.sh")).arg(&entry).arg(project.path()).arg(accel);
+        flow.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/shell_flow.sh"))
+            .arg(&entry)
+            .arg(project.path())
+            .arg(accel);
         shell.push(measure(flow));
         eprintln!(
             "round {}: warm {:.2}s, cold {:.2}s, shell flow {:.2}s",
@@ -123,9 +168,19 @@ fn main() {
         );
     }
     let (w, c, s) = (median(&warm), median(&cold), median(&shell));
-    println!("\n`true` in a fresh VM, end to end ({runs} runs each, accel {accel}); warm state {} MiB", state_bytes >> 20);
-    println!("{:<34} {:>10} {:>10} {:>22} {:>22}", "", "median", "min", "peak RSS, QEMU (MiB)", "peak RSS, all (MiB)");
-    for (name, samples, m) in [("vmrun test (warm)", &warm, w), ("vmrun test --cold", &cold, c), ("shell flow", &shell, s)] {
+    println!(
+        "\n`true` in a fresh VM, end to end ({runs} runs each, accel {accel}); warm state {} MiB",
+        state_bytes >> 20
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>22} {:>22}",
+        "", "median", "min", "peak RSS, QEMU (MiB)", "peak RSS, all (MiB)"
+    );
+    for (name, samples, m) in [
+        ("vmrun test (warm)", &warm, w),
+        ("vmrun test --cold", &cold, c),
+        ("shell flow", &shell, s),
+    ] {
         let min = samples.iter().map(|s| s.took).min().unwrap();
         println!(
             "{:<34} {:>9.2}s {:>9.2}s {:>22} {:>22}",
@@ -136,10 +191,17 @@ fn main() {
             m.peak_tree_kib / 1024
         );
     }
-    println!("shell flow / warm: {:.1}x", s.took.as_secs_f64() / w.took.as_secs_f64());
+    println!(
+        "shell flow / warm: {:.1}x",
+        s.took.as_secs_f64() / w.took.as_secs_f64()
+    );
     for (name, m) in [("warm", w), ("cold", c)] {
         println!("\nphases of the median {name} run:");
-        for line in m.stderr.lines().filter(|l| !l.starts_with('[') && !l.starts_with("note:")) {
+        for line in m
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with('[') && !l.starts_with("note:"))
+        {
             println!("  {line}");
         }
     }

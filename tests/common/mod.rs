@@ -24,12 +24,22 @@ pub fn test_home() -> PathBuf {
 pub fn guest_image() -> &'static Path {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let cache = vmrun::paths::Home::under(&test_home()).sources().join("debian");
+        let cache = vmrun::paths::Home::under(&test_home())
+            .sources()
+            .join("debian");
         let started = Instant::now();
-        let sink = move |event: Event| eprintln!("[guest image +{:>5.1}s] {event:?}", started.elapsed().as_secs_f64());
+        let sink = move |event: Event| {
+            eprintln!(
+                "[guest image +{:>5.1}s] {event:?}",
+                started.elapsed().as_secs_f64()
+            )
+        };
         match DebianImage::bookworm().ensure_cached(&cache, &sink) {
             Ok(path) => path,
-            Err(err) => panic!("building the test guest image failed: {:?}", miette::Report::new(err)),
+            Err(err) => panic!(
+                "building the test guest image failed: {:?}",
+                miette::Report::new(err)
+            ),
         }
     })
 }
@@ -43,13 +53,17 @@ pub fn accel() -> Accel {
 }
 
 pub fn qemu_system() -> PathBuf {
-    which::which("qemu-system-x86_64").expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86")
+    which::which("qemu-system-x86_64")
+        .expect("qemu-system-x86_64 is needed: apt-get install qemu-system-x86")
 }
 
 /// A token no earlier run could have printed.
 pub fn unique_token() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", nanos, std::process::id())
 }
 
@@ -58,7 +72,11 @@ pub fn sha256_file(path: &Path) -> String {
     let mut file = std::fs::File::open(path).unwrap();
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).unwrap();
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The path of the vmrun binary under test.
@@ -77,7 +95,11 @@ pub fn baked_image() -> &'static str {
             .env("VMRUN_HOME", test_home())
             .output()
             .unwrap();
-        assert!(out.status.success(), "baking the test image failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "baking the test image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         "test-base"
     })
 }

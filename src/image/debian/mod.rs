@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::path_error::PathError;
 use crate::events::{Sink, phase};
 use crate::external::ExternalError;
 use crate::image::mbr::MbrError;
+use crate::path_error::PathError;
 use crate::tools::MissingTool;
 
 /// Bumped whenever the builder's output changes for the same inputs.
@@ -41,7 +41,9 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     MissingTool(#[from] MissingTool),
-    #[error("building a Debian image needs root: mmdebstrap and mkfs.ext4 -d must keep file owners")]
+    #[error(
+        "building a Debian image needs root: mmdebstrap and mkfs.ext4 -d must keep file owners"
+    )]
     #[diagnostic(help("run as root, or bake from a local or downloaded image instead"))]
     NotRoot,
     #[error("{step} failed")]
@@ -58,8 +60,7 @@ pub enum Error {
     Mbr(#[from] MbrError),
 }
 
-impl Error {
-}
+impl Error {}
 
 /// What to build: a Debian suite with vmrun's package set on a disk of a given size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +77,23 @@ impl DebianImage {
     /// Debian bookworm on a 4 GiB disk, from the mirror in `VMRUN_DEBIAN_MIRROR` if set (hosts
     /// whose apt sources are not Debian's, e.g. Ubuntu CI runners), else the host's apt sources.
     pub fn bookworm() -> DebianImage {
-        let mirror = std::env::var("VMRUN_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
-        DebianImage { suite: "bookworm".to_owned(), disk_size: 4 << 30, mirror }
+        let mirror = std::env::var("VMRUN_DEBIAN_MIRROR")
+            .ok()
+            .filter(|m| !m.is_empty());
+        DebianImage {
+            suite: "bookworm".to_owned(),
+            disk_size: 4 << 30,
+            mirror,
+        }
     }
 
     /// Hash of everything that decides the image's contents, for the cache.
     pub fn cache_key(&self) -> String {
         let mut h = Sha256::new();
-        h.update(format!("vmrun-debian-builder-{BUILDER_REVISION}\0{}\0{}\0", self.suite, self.disk_size));
+        h.update(format!(
+            "vmrun-debian-builder-{BUILDER_REVISION}\0{}\0{}\0",
+            self.suite, self.disk_size
+        ));
         for package in PACKAGES {
             h.update(package);
             h.update("\0");
@@ -130,15 +140,29 @@ impl DebianImage {
         let mmdebstrap = crate::tools::find("mmdebstrap")?;
         let rootfs = work.join("rootfs");
         let raw = work.join("disk.raw");
-        phase(sink, &format!("bootstrap Debian {} (mmdebstrap)", self.suite), || {
-            rootfs::bootstrap(&mmdebstrap, &self.suite, self.mirror.as_deref(), PACKAGES, &rootfs)
+        phase(
+            sink,
+            &format!("bootstrap Debian {} (mmdebstrap)", self.suite),
+            || {
+                rootfs::bootstrap(
+                    &mmdebstrap,
+                    &self.suite,
+                    self.mirror.as_deref(),
+                    PACKAGES,
+                    &rootfs,
+                )
+            },
+        )?;
+        phase(sink, "configure boot, fstab and cloud-init", || {
+            rootfs::configure(&rootfs, &tools.grub_dir)
         })?;
-        phase(sink, "configure boot, fstab and cloud-init", || rootfs::configure(&rootfs, &tools.grub_dir))?;
         phase(sink, "make the whole-disk image (ext4 root, GRUB)", || {
             disk::assemble(&tools, &rootfs, &raw, self.disk_size)
         })?;
         fs::remove_dir_all(&rootfs).map_err(PathError::at("remove", &rootfs))?;
-        phase(sink, "convert to qcow2", || disk::to_qcow2(&tools, &raw, out))?;
+        phase(sink, "convert to qcow2", || {
+            disk::to_qcow2(&tools, &raw, out)
+        })?;
         Ok(fs::remove_file(&raw).map_err(PathError::at("remove", &raw))?)
     }
 }
@@ -158,8 +182,29 @@ mod tests {
         let key = base.cache_key();
         assert_eq!(key.len(), 64);
         assert_eq!(key, DebianImage::bookworm().cache_key());
-        assert_ne!(key, DebianImage { suite: "trixie".into(), ..base.clone() }.cache_key());
-        assert_ne!(key, DebianImage { disk_size: 8 << 30, ..base.clone() }.cache_key());
-        assert_eq!(key, DebianImage { mirror: Some("http://mirror.example/debian".into()), ..base }.cache_key());
+        assert_ne!(
+            key,
+            DebianImage {
+                suite: "trixie".into(),
+                ..base.clone()
+            }
+            .cache_key()
+        );
+        assert_ne!(
+            key,
+            DebianImage {
+                disk_size: 8 << 30,
+                ..base.clone()
+            }
+            .cache_key()
+        );
+        assert_eq!(
+            key,
+            DebianImage {
+                mirror: Some("http://mirror.example/debian".into()),
+                ..base
+            }
+            .cache_key()
+        );
     }
 }

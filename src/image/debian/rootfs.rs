@@ -5,14 +5,20 @@ use std::path::Path;
 use std::process::Command;
 
 use super::Error;
-use crate::path_error::PathError;
 use crate::external;
+use crate::path_error::PathError;
 
 /// Files written into the root file system, by path relative to its root.
 pub(super) const TEMPLATES: &[(&str, &str)] = &[
-    ("boot/grub/grub.cfg", include_str!("../../../templates/debian/grub.cfg")),
+    (
+        "boot/grub/grub.cfg",
+        include_str!("../../../templates/debian/grub.cfg"),
+    ),
     ("etc/fstab", include_str!("../../../templates/debian/fstab")),
-    ("etc/cloud/cloud.cfg.d/90_vmrun.cfg", include_str!("../../../templates/debian/cloud.cfg")),
+    (
+        "etc/cloud/cloud.cfg.d/90_vmrun.cfg",
+        include_str!("../../../templates/debian/cloud.cfg"),
+    ),
 ];
 
 pub(super) fn bootstrap(
@@ -23,10 +29,19 @@ pub(super) fn bootstrap(
     rootfs: &Path,
 ) -> Result<(), Error> {
     let mut command = Command::new(mmdebstrap);
-    command.arg("--variant=minbase").arg(format!("--include={}", packages.join(","))).arg(suite).arg(rootfs);
+    command
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", packages.join(",")))
+        .arg(suite)
+        .arg(rootfs);
     // Without a mirror argument mmdebstrap uses the host's apt sources.
     command.args(mirror);
-    external::run(&mut command).map(drop).map_err(|source| Error::Step { step: "mmdebstrap", source })
+    external::run(&mut command)
+        .map(drop)
+        .map_err(|source| Error::Step {
+            step: "mmdebstrap",
+            source,
+        })
 }
 
 /// Writes the templates, GRUB's modules (from the host's `grub_dir`) and an empty machine-id,

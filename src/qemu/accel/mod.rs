@@ -52,7 +52,9 @@ pub enum Error {
     #[error("{VAR} is `{value}`, which is not one of auto, kvm, tcg")]
     #[diagnostic(
         code(vmrun::accel::bad_value),
-        help("unset {VAR} or set it to `auto` (KVM where it runs guests, else TCG), `kvm` or `tcg`")
+        help(
+            "unset {VAR} or set it to `auto` (KVM where it runs guests, else TCG), `kvm` or `tcg`"
+        )
     )]
     BadValue { value: String },
 
@@ -115,18 +117,29 @@ impl AccelChoice {
             return Ok(AccelChoice::Auto);
         };
         let text = value.to_string_lossy();
-        [("auto", AccelChoice::Auto), ("kvm", AccelChoice::Kvm), ("tcg", AccelChoice::Tcg)]
-            .into_iter()
-            .find(|(name, _)| text.eq_ignore_ascii_case(name))
-            .map(|(_, choice)| choice)
-            .ok_or_else(|| Error::BadValue { value: text.into_owned() })
+        [
+            ("auto", AccelChoice::Auto),
+            ("kvm", AccelChoice::Kvm),
+            ("tcg", AccelChoice::Tcg),
+        ]
+        .into_iter()
+        .find(|(name, _)| text.eq_ignore_ascii_case(name))
+        .map(|(_, choice)| choice)
+        .ok_or_else(|| Error::BadValue {
+            value: text.into_owned(),
+        })
     }
 }
 
 /// The accelerator for this host: see the module's documentation. `qemu` is the QEMU binary
 /// the VMs will run (the probe uses it, and the verdict is kept per binary); `facts_dir`
 /// holds the verdict (`Home::host_facts()`).
-pub fn resolve(choice: AccelChoice, qemu: &Path, facts_dir: &Path, sink: Sink) -> Result<Accel, Error> {
+pub fn resolve(
+    choice: AccelChoice,
+    qemu: &Path,
+    facts_dir: &Path,
+    sink: Sink,
+) -> Result<Accel, Error> {
     resolve_with(choice, Path::new(KVM_DEVICE), qemu, facts_dir, sink)
 }
 
@@ -153,13 +166,17 @@ pub fn resolve_with(
 
 fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
     if let Err(reason) = open_kvm(kvm_device) {
-        sink(Event::Notice(format!("KVM not available ({reason}); using TCG")));
+        sink(Event::Notice(format!(
+            "KVM not available ({reason}); using TCG"
+        )));
         return Accel::Tcg;
     }
     let key = match VerdictKey::current(kvm_device, qemu, &probe::fingerprint()) {
         Ok(key) => key,
         Err(e) => {
-            sink(Event::Notice(format!("cannot check whether KVM runs guests here ({e}); using TCG")));
+            sink(Event::Notice(format!(
+                "cannot check whether KVM runs guests here ({e}); using TCG"
+            )));
             return Accel::Tcg;
         }
     };
@@ -167,16 +184,24 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
         if known.usable {
             return Accel::Kvm;
         }
-        sink(Event::Notice(format!("KVM does not run guests here (remembered: {}); using TCG", known.reason)));
+        sink(Event::Notice(format!(
+            "KVM does not run guests here (remembered: {}); using TCG",
+            known.reason
+        )));
         return Accel::Tcg;
     }
 
-    let report = events::phase(sink, "check that KVM runs guests", || probe::run(qemu, Accel::Kvm, probe::TIMEOUT));
+    let report = events::phase(sink, "check that KVM runs guests", || {
+        probe::run(qemu, Accel::Kvm, probe::TIMEOUT)
+    });
     let report = match report {
         Ok(report) => report,
         Err(e) => {
             // Not a verdict on KVM: nothing is remembered, the next run tries again.
-            sink(Event::Notice(format!("cannot check whether KVM runs guests here ({}); using TCG", crate::error_line::one_line(&e))));
+            sink(Event::Notice(format!(
+                "cannot check whether KVM runs guests here ({}); using TCG",
+                crate::error_line::one_line(&e)
+            )));
             return Accel::Tcg;
         }
     };
@@ -189,16 +214,28 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
         usable: report.passed(),
         reason,
         probe_ms: report.elapsed.as_millis() as u64,
-        checked_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        checked_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
     if let Err(e) = verdict.store(facts_dir) {
-        sink(Event::Detail(format!("cannot remember the KVM verdict in {}: {e}", facts_dir.display())));
+        sink(Event::Detail(format!(
+            "cannot remember the KVM verdict in {}: {e}",
+            facts_dir.display()
+        )));
     }
     if verdict.usable {
-        sink(Event::Detail(format!("KVM runs guests here (probe: {} ms)", verdict.probe_ms)));
+        sink(Event::Detail(format!(
+            "KVM runs guests here (probe: {} ms)",
+            verdict.probe_ms
+        )));
         Accel::Kvm
     } else {
-        sink(Event::Notice(format!("KVM does not run guests here ({}); using TCG", verdict.reason)));
+        sink(Event::Notice(format!(
+            "KVM does not run guests here ({}); using TCG",
+            verdict.reason
+        )));
         Accel::Tcg
     }
 }
@@ -206,11 +243,18 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
 /// Opens `device` read-write and asks for KVM's API version, as QEMU will.
 pub fn open_kvm(device: &Path) -> Result<(), Unavailable> {
     let path = device.to_owned();
-    let file = OpenOptions::new().read(true).write(true).open(device).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Unavailable::Missing { path: path.clone() },
-        io::ErrorKind::PermissionDenied => Unavailable::Permission { path: path.clone() },
-        _ => Unavailable::Open { path: path.clone(), source },
-    })?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Unavailable::Missing { path: path.clone() },
+            io::ErrorKind::PermissionDenied => Unavailable::Permission { path: path.clone() },
+            _ => Unavailable::Open {
+                path: path.clone(),
+                source,
+            },
+        })?;
     /// _IO(KVMIO, 0x00)
     const KVM_GET_API_VERSION: u64 = 0xae00;
     // SAFETY: the fd is open for the call; this ioctl takes no argument and writes nothing.
@@ -229,32 +273,62 @@ mod tests {
     #[test]
     fn parse_values() {
         assert_eq!(AccelChoice::parse(None).unwrap(), AccelChoice::Auto);
-        assert_eq!(AccelChoice::parse(Some(OsStr::new(""))).unwrap(), AccelChoice::Auto);
-        assert_eq!(AccelChoice::parse(Some(OsStr::new("auto"))).unwrap(), AccelChoice::Auto);
-        assert_eq!(AccelChoice::parse(Some(OsStr::new("kvm"))).unwrap(), AccelChoice::Kvm);
-        assert_eq!(AccelChoice::parse(Some(OsStr::new("TCG"))).unwrap(), AccelChoice::Tcg);
+        assert_eq!(
+            AccelChoice::parse(Some(OsStr::new(""))).unwrap(),
+            AccelChoice::Auto
+        );
+        assert_eq!(
+            AccelChoice::parse(Some(OsStr::new("auto"))).unwrap(),
+            AccelChoice::Auto
+        );
+        assert_eq!(
+            AccelChoice::parse(Some(OsStr::new("kvm"))).unwrap(),
+            AccelChoice::Kvm
+        );
+        assert_eq!(
+            AccelChoice::parse(Some(OsStr::new("TCG"))).unwrap(),
+            AccelChoice::Tcg
+        );
     }
 
     #[test]
     fn bad_value_names_the_variable_and_the_value() {
         let err = AccelChoice::parse(Some(OsStr::new("hvf"))).unwrap_err();
-        assert_eq!(err.to_string(), "VMRUN_ACCEL is `hvf`, which is not one of auto, kvm, tcg");
+        assert_eq!(
+            err.to_string(),
+            "VMRUN_ACCEL is `hvf`, which is not one of auto, kvm, tcg"
+        );
         assert_eq!(err.exit_code(), exit_code::BAD_INPUT);
         let err = AccelChoice::parse(Some(OsStr::new(" kvm"))).unwrap_err();
         assert!(err.to_string().contains("` kvm`"));
         use std::os::unix::ffi::OsStringExt;
         let odd = OsString::from_vec(b"k\xffm".to_vec());
-        assert!(AccelChoice::parse(Some(&odd)).unwrap_err().to_string().contains("`k\u{fffd}m`"));
+        assert!(
+            AccelChoice::parse(Some(&odd))
+                .unwrap_err()
+                .to_string()
+                .contains("`k\u{fffd}m`")
+        );
     }
 
     #[test]
     fn forced_kvm_without_a_device_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let device = dir.path().join("kvm");
-        let err = resolve_with(AccelChoice::Kvm, &device, Path::new("/no/qemu"), dir.path(), &|_| ()).unwrap_err();
+        let err = resolve_with(
+            AccelChoice::Kvm,
+            &device,
+            Path::new("/no/qemu"),
+            dir.path(),
+            &|_| (),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("VMRUN_ACCEL=kvm, but KVM cannot be used: {} does not exist", device.display())
+            format!(
+                "VMRUN_ACCEL=kvm, but KVM cannot be used: {} does not exist",
+                device.display()
+            )
         );
         assert_eq!(err.exit_code(), exit_code::VM_FAILED);
     }
@@ -269,8 +343,13 @@ mod tests {
 
     #[test]
     fn permission_reason_says_what_to_do() {
-        let reason = Unavailable::Permission { path: "/dev/kvm".into() };
-        assert_eq!(reason.to_string(), "no permission to open /dev/kvm read-write: add yourself to the kvm group");
+        let reason = Unavailable::Permission {
+            path: "/dev/kvm".into(),
+        };
+        assert_eq!(
+            reason.to_string(),
+            "no permission to open /dev/kvm read-write: add yourself to the kvm group"
+        );
         assert!(reason.help().unwrap().contains("usermod -aG kvm"));
     }
 }

@@ -92,7 +92,10 @@ pub fn command_line_with(accel_args: &[OsString], disk: &Path, console: RawFd) -
     drive.push(",format=raw,if=ide");
     line.extend(["-drive".into(), drive]);
     line.extend(args::serial_args(console));
-    line.extend(["-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
+    line.extend([
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+    ]);
     line
 }
 
@@ -106,7 +109,10 @@ pub fn fingerprint() -> String {
         hash.update([0]);
     }
     hash.update(TIMEOUT.as_millis().to_le_bytes());
-    hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Boots the probe guest under `accel` (with vmrun's arguments for it) and waits up to
@@ -121,12 +127,21 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
     let dir = tempfile::Builder::new()
         .prefix("vmrun-kvm-probe.")
         .tempdir()
-        .map_err(|source| Error::Setup { what: "create a directory for the KVM probe".into(), source })?;
+        .map_err(|source| Error::Setup {
+            what: "create a directory for the KVM probe".into(),
+            source,
+        })?;
     let disk = dir.path().join("probe.img");
-    write_disk(&disk).map_err(|source| Error::Setup { what: format!("write {}", disk.display()), source })?;
+    write_disk(&disk).map_err(|source| Error::Setup {
+        what: format!("write {}", disk.display()),
+        source,
+    })?;
     let serial_log = dir.path().join("serial.log");
     let qemu_log = dir.path().join("qemu.log");
-    let console = Console::to_log(&serial_log).map_err(|source| Error::Setup { what: format!("create {}", serial_log.display()), source })?;
+    let console = Console::to_log(&serial_log).map_err(|source| Error::Setup {
+        what: format!("create {}", serial_log.display()),
+        source,
+    })?;
     let args = command_line_with(accel_args, &disk, console.fd());
 
     let started = Instant::now();
@@ -158,11 +173,21 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
     };
     let elapsed = started.elapsed();
     // After its marker the guest ends QEMU itself at once (isa-debug-exit).
-    let grace = if outcome == Outcome::Passed { EXIT_GRACE } else { Duration::ZERO };
+    let grace = if outcome == Outcome::Passed {
+        EXIT_GRACE
+    } else {
+        Duration::ZERO
+    };
     let exit = vm.wait_timeout(grace)?.and_then(|status| status.code());
     // Gone before its directory is, and its console complete.
     vm.kill()?;
-    Ok(Report { outcome, elapsed, exit, serial: read_lossy(&serial_log), qemu_log: read_lossy(&qemu_log) })
+    Ok(Report {
+        outcome,
+        elapsed,
+        exit,
+        serial: read_lossy(&serial_log),
+        qemu_log: read_lossy(&qemu_log),
+    })
 }
 
 /// The guest, then a hole up to the disk size SeaBIOS wants.
@@ -174,13 +199,24 @@ fn write_disk(path: &Path) -> io::Result<()> {
 }
 
 fn read_lossy(path: &Path) -> String {
-    std::fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
 }
 
 /// The last mode the guest said it reached.
 fn last_stage(serial: &str) -> Option<&'static str> {
-    let words: Vec<&str> = serial.lines().next().unwrap_or("").split_whitespace().collect();
-    probe_guest::STAGES.iter().rev().find(|(word, _)| words.contains(word)).map(|(_, name)| *name)
+    let words: Vec<&str> = serial
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    probe_guest::STAGES
+        .iter()
+        .rev()
+        .find(|(word, _)| words.contains(word))
+        .map(|(_, name)| *name)
 }
 
 /// "printed nothing", "reached protected mode", ...
@@ -205,7 +241,10 @@ fn timed_out(serial: &str, timeout: Duration) -> String {
 }
 
 fn exited_early(status: ExitStatus, serial: &str, qemu_log: &str) -> String {
-    let mut reason = format!("QEMU exited ({status}) after the probe guest {}", progress(serial));
+    let mut reason = format!(
+        "QEMU exited ({status}) after the probe guest {}",
+        progress(serial)
+    );
     if let Some(line) = qemu_complaint(qemu_log) {
         reason.push_str(": ");
         reason.push_str(line);
@@ -221,11 +260,19 @@ fn qemu_complaint(log: &str) -> Option<&str> {
         .map(|line| line.strip_prefix("qemu-system-x86_64: ").unwrap_or(line))
         .filter(|line| !line.is_empty() && !line.starts_with("warning:"))
         .collect();
-    lines.iter().find(|line| line.contains("error")).or(lines.last()).copied()
+    lines
+        .iter()
+        .find(|line| line.contains("error"))
+        .or(lines.last())
+        .copied()
 }
 
 fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{:.1} s", d.as_secs_f64()) }
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// QEMU's escape for a comma inside an option list.
@@ -245,7 +292,10 @@ mod tests {
     use super::*;
 
     fn joined(line: &[OsString]) -> String {
-        line.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        line.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     #[test]
@@ -266,9 +316,15 @@ mod tests {
     fn the_accelerator_arguments_are_vmrun_s_own() {
         let (d, s) = (Path::new("/d"), 3);
         for accel in [Accel::Kvm, Accel::Tcg] {
-            assert_eq!(command_line(accel, d, s), command_line_with(&args::accel_args(accel), d, s));
+            assert_eq!(
+                command_line(accel, d, s),
+                command_line_with(&args::accel_args(accel), d, s)
+            );
         }
-        assert_ne!(command_line(Accel::Kvm, d, s), command_line(Accel::Tcg, d, s));
+        assert_ne!(
+            command_line(Accel::Kvm, d, s),
+            command_line(Accel::Tcg, d, s)
+        );
     }
 
     #[test]
@@ -297,8 +353,9 @@ mod tests {
             "the probe guest reached protected mode, then made no progress in 5 s"
         );
         assert!(
-            timed_out("vmrun-probe: real protected long\n", t)
-                .starts_with("the probe guest reached long mode but did not finish its work in 5 s")
+            timed_out("vmrun-probe: real protected long\n", t).starts_with(
+                "the probe guest reached long mode but did not finish its work in 5 s"
+            )
         );
         assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");
     }
@@ -308,7 +365,10 @@ mod tests {
         let log = "qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.pni [bit 0]\n\
                    qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
                    qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion failed.\n";
-        assert_eq!(qemu_complaint(log), Some("error: failed to set MSR 0x10a to 0x69"));
+        assert_eq!(
+            qemu_complaint(log),
+            Some("error: failed to set MSR 0x10a to 0x69")
+        );
         assert_eq!(qemu_complaint("qemu-system-x86_64: warning: x\n"), None);
         assert_eq!(qemu_complaint("something odd\n"), Some("something odd"));
     }

@@ -13,7 +13,11 @@ pub const MARKER: &str = "vmrun-kvm-ok";
 pub const WRONG_RESULT: &str = "vmrun-kvm-bad";
 
 /// The names of the modes it reaches, in order, as it writes them to COM1 (before the marker).
-pub const STAGES: [(&str, &str); 3] = [("real", "real mode"), ("protected", "protected mode"), ("long", "long mode")];
+pub const STAGES: [(&str, &str); 3] = [
+    ("real", "real mode"),
+    ("protected", "protected mode"),
+    ("long", "long mode"),
+];
 
 /// Its exit through isa-debug-exit: QEMU exits with `(value << 1) | 1`.
 pub const EXIT_OK: i32 = (0x10 << 1) | 1;
@@ -150,7 +154,15 @@ mod tests {
     fn rust_array(bytes: &[u8]) -> String {
         let lines: Vec<String> = bytes
             .chunks(16)
-            .map(|line| format!("    {}", line.iter().map(|b| format!("0x{b:02x},")).collect::<Vec<_>>().join(" ")))
+            .map(|line| {
+                format!(
+                    "    {}",
+                    line.iter()
+                        .map(|b| format!("0x{b:02x},"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            })
             .collect();
         lines.join("\n")
     }
@@ -162,7 +174,9 @@ mod tests {
         // The loader reads the sectors after the first: `mov ax, 0x0200 + SECTORS - 1`.
         let sectors = (GUEST.len() / 512) as u8;
         assert!(
-            GUEST[..64].windows(3).any(|w| w == [0xb8, sectors - 1, 0x02]),
+            GUEST[..64]
+                .windows(3)
+                .any(|w| w == [0xb8, sectors - 1, 0x02]),
             "the loader does not read {} sectors",
             sectors - 1
         );
@@ -172,7 +186,11 @@ mod tests {
     fn holds_the_seed_and_the_expected_sum() {
         let holds = |value: u64| GUEST.windows(8).any(|w| w == value.to_le_bytes());
         assert!(holds(WORK_SEED));
-        assert!(holds(work_sum()), "the guest's WORK_SUM is not {:#x}", work_sum());
+        assert!(
+            holds(work_sum()),
+            "the guest's WORK_SUM is not {:#x}",
+            work_sum()
+        );
     }
 
     #[test]
@@ -196,7 +214,14 @@ mod tests {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/kvm-probe.asm");
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("kvm-probe.bin");
-        let status = Command::new(nasm).arg("-f").arg("bin").arg("-o").arg(&out).arg(&source).status().unwrap();
+        let status = Command::new(nasm)
+            .arg("-f")
+            .arg("bin")
+            .arg("-o")
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .unwrap();
         assert!(status.success(), "nasm failed on {}", source.display());
         let assembled = std::fs::read(&out).unwrap();
         assert!(

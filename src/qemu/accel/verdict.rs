@@ -73,20 +73,31 @@ pub struct Verdict {
 impl VerdictKey {
     /// The key for this host now: stats `kvm_device` and `qemu`, asks uname.
     pub fn current(kvm_device: &Path, qemu: &Path, probe: &str) -> io::Result<VerdictKey> {
-        let kvm = std::fs::metadata(kvm_device)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot stat {}: {e}", kvm_device.display())))?;
-        let binary = std::fs::metadata(qemu)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot stat {}: {e}", qemu.display())))?;
+        let kvm = std::fs::metadata(kvm_device).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot stat {}: {e}", kvm_device.display()),
+            )
+        })?;
+        let binary = std::fs::metadata(qemu).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot stat {}: {e}", qemu.display()))
+        })?;
         let (kernel_release, kernel_version) = uname()?;
         Ok(VerdictKey {
             kvm_rdev: kvm.rdev(),
             kvm_ino: kvm.ino(),
-            kvm_ctime: Timestamp { secs: kvm.ctime(), nanos: kvm.ctime_nsec() },
+            kvm_ctime: Timestamp {
+                secs: kvm.ctime(),
+                nanos: kvm.ctime_nsec(),
+            },
             kernel_release,
             kernel_version,
             qemu_path: qemu.to_owned(),
             qemu_size: binary.size(),
-            qemu_mtime: Timestamp { secs: binary.mtime(), nanos: binary.mtime_nsec() },
+            qemu_mtime: Timestamp {
+                secs: binary.mtime(),
+                nanos: binary.mtime_nsec(),
+            },
             probe: probe.to_owned(),
         })
     }
@@ -116,8 +127,9 @@ impl Verdict {
 
     pub fn to_text(&self) -> String {
         let k = &self.key;
-        let mut text =
-            String::from("# vmrun: whether KVM runs guests on this host. Delete this file to check again.\n");
+        let mut text = String::from(
+            "# vmrun: whether KVM runs guests on this host. Delete this file to check again.\n",
+        );
         let mut line = |name: &str, value: &[u8]| {
             text.push_str(name);
             text.push('=');
@@ -152,7 +164,11 @@ impl Verdict {
             let (name, value) = line.split_once('=')?;
             fields.insert(name, unescape(value)?);
         }
-        let text = |name: &str| fields.get(name).and_then(|v| String::from_utf8(v.clone()).ok());
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| String::from_utf8(v.clone()).ok())
+        };
         let number = |name: &str| text(name)?.parse::<u64>().ok();
         let time = |name: &str| text(name)?.parse::<Timestamp>().ok();
         if text("format")? != FORMAT {
@@ -197,7 +213,10 @@ impl std::str::FromStr for Timestamp {
         if nanos.len() != 9 {
             return Err(());
         }
-        Ok(Timestamp { secs: secs.parse().map_err(|_| ())?, nanos: nanos.parse().map_err(|_| ())? })
+        Ok(Timestamp {
+            secs: secs.parse().map_err(|_| ())?,
+            nanos: nanos.parse().map_err(|_| ())?,
+        })
     }
 }
 
@@ -211,7 +230,9 @@ fn uname() -> io::Result<(String, String)> {
     }
     let field = |chars: &[libc::c_char]| {
         // SAFETY: uname NUL-terminates each field inside its array.
-        unsafe { CStr::from_ptr(chars.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(chars.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     Ok((field(&name.release), field(&name.version)))
 }
@@ -234,7 +255,9 @@ fn unescape(value: &str) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' {
-            let hex = value.get(i + 2..i + 4).filter(|_| bytes.get(i + 1) == Some(&b'x'))?;
+            let hex = value
+                .get(i + 2..i + 4)
+                .filter(|_| bytes.get(i + 1) == Some(&b'x'))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 4;
         } else {
@@ -254,12 +277,18 @@ mod tests {
             key: VerdictKey {
                 kvm_rdev: 2792,
                 kvm_ino: 88,
-                kvm_ctime: Timestamp { secs: 1_763_841_853, nanos: 5 },
+                kvm_ctime: Timestamp {
+                    secs: 1_763_841_853,
+                    nanos: 5,
+                },
                 kernel_release: "6.1.0-27-amd64".into(),
                 kernel_version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)".into(),
                 qemu_path: "/usr/bin/qemu-system-x86_64".into(),
                 qemu_size: 18_622_592,
-                qemu_mtime: Timestamp { secs: 1_731_002_580, nanos: 0 },
+                qemu_mtime: Timestamp {
+                    secs: 1_731_002_580,
+                    nanos: 0,
+                },
                 probe: "0f3c9a1b2d4e5f60".into(),
             },
             usable: false,
@@ -294,7 +323,11 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(Verdict::parse(&verdict().to_text()), Some(verdict()));
-        let usable = Verdict { usable: true, reason: String::new(), ..verdict() };
+        let usable = Verdict {
+            usable: true,
+            reason: String::new(),
+            ..verdict()
+        };
         assert_eq!(Verdict::parse(&usable.to_text()), Some(usable));
     }
 
@@ -304,8 +337,15 @@ mod tests {
         v.key.qemu_path = PathBuf::from(OsString::from_vec(b"/opt/q\\e=mu\n\xff/bin".to_vec()));
         v.reason = "line one\nline two \\ done".into();
         let text = v.to_text();
-        assert!(text.contains("qemu.path=/opt/q\\x5ce=mu\\x0a\\xff/bin\n"), "{text}");
-        assert_eq!(text.lines().count(), 15, "a value spilled onto another line");
+        assert!(
+            text.contains("qemu.path=/opt/q\\x5ce=mu\\x0a\\xff/bin\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().count(),
+            15,
+            "a value spilled onto another line"
+        );
         assert_eq!(Verdict::parse(&text), Some(v));
     }
 
@@ -313,12 +353,27 @@ mod tests {
     fn anything_else_is_no_verdict() {
         let text = verdict().to_text();
         assert_eq!(Verdict::parse(&text.replace("format=1", "format=2")), None);
-        assert_eq!(Verdict::parse(&text.replace("usable=no", "usable=maybe")), None);
+        assert_eq!(
+            Verdict::parse(&text.replace("usable=no", "usable=maybe")),
+            None
+        );
         assert_eq!(Verdict::parse(&text.replace("kvm.ino=88\n", "")), None);
-        assert_eq!(Verdict::parse(&text.replace("kvm.ino=88", "kvm.ino=x")), None);
-        assert_eq!(Verdict::parse(&text.replace("kvm.ctime=1763841853.000000005", "kvm.ctime=1763841853")), None);
-        assert_eq!(Verdict::parse(&text.replace("reason=the", "reason=\\q")), None);
-        assert_eq!(Verdict::parse(&text.replace("usable=no", "usable no")), None);
+        assert_eq!(
+            Verdict::parse(&text.replace("kvm.ino=88", "kvm.ino=x")),
+            None
+        );
+        assert_eq!(
+            Verdict::parse(&text.replace("kvm.ctime=1763841853.000000005", "kvm.ctime=1763841853")),
+            None
+        );
+        assert_eq!(
+            Verdict::parse(&text.replace("reason=the", "reason=\\q")),
+            None
+        );
+        assert_eq!(
+            Verdict::parse(&text.replace("usable=no", "usable no")),
+            None
+        );
         assert_eq!(Verdict::parse(""), None);
     }
 
@@ -329,10 +384,17 @@ mod tests {
         assert_eq!(Verdict::load(&facts), None);
         verdict().store(&facts).unwrap();
         assert_eq!(Verdict::load(&facts), Some(verdict()));
-        let usable = Verdict { usable: true, ..verdict() };
+        let usable = Verdict {
+            usable: true,
+            ..verdict()
+        };
         usable.store(&facts).unwrap();
         assert_eq!(Verdict::load(&facts), Some(usable));
-        assert_eq!(std::fs::read_dir(&facts).unwrap().count(), 1, "a temporary file was left behind");
+        assert_eq!(
+            std::fs::read_dir(&facts).unwrap().count(),
+            1,
+            "a temporary file was left behind"
+        );
     }
 
     #[test]
@@ -344,27 +406,41 @@ mod tests {
         std::fs::write(&qemu, "one").unwrap();
         let first = VerdictKey::current(&device, &qemu, "p").unwrap();
         assert_eq!(VerdictKey::current(&device, &qemu, "p").unwrap(), first);
-        assert_ne!(VerdictKey::current(&device, &qemu, "q").unwrap(), first, "another probe");
+        assert_ne!(
+            VerdictKey::current(&device, &qemu, "q").unwrap(),
+            first,
+            "another probe"
+        );
 
         std::fs::write(&qemu, "three").unwrap();
         let bigger = VerdictKey::current(&device, &qemu, "p").unwrap();
         assert_ne!(bigger, first, "QEMU's size changed");
 
         let file = std::fs::File::options().write(true).open(&qemu).unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
         let older = VerdictKey::current(&device, &qemu, "p").unwrap();
         assert_ne!(older, bigger, "QEMU's mtime changed");
 
         let other_device = dir.path().join("kvm2");
         std::fs::write(&other_device, "").unwrap();
-        assert_ne!(VerdictKey::current(&other_device, &qemu, "p").unwrap().kvm_ino, older.kvm_ino, "another inode");
+        assert_ne!(
+            VerdictKey::current(&other_device, &qemu, "p")
+                .unwrap()
+                .kvm_ino,
+            older.kvm_ino,
+            "another inode"
+        );
 
         // chmod changes the ctime (which /dev/kvm gets, too, when udev sets its mode).
         use std::os::unix::fs::PermissionsExt;
         let before = VerdictKey::current(&device, &qemu, "p").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_ne!(VerdictKey::current(&device, &qemu, "p").unwrap().kvm_ctime, before.kvm_ctime);
+        assert_ne!(
+            VerdictKey::current(&device, &qemu, "p").unwrap().kvm_ctime,
+            before.kvm_ctime
+        );
     }
 
     #[test]
