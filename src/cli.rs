@@ -216,6 +216,14 @@ pub enum VmCommand {
         #[arg(long, value_name = "SOCKET")]
         agent: PathBuf,
     },
+    /// The VM unit's ExecStart: QEMU, with its serial console written capped to a log.
+    #[command(hide = true)]
+    Qemu {
+        #[arg(long, value_name = "LOG")]
+        console: PathBuf,
+        #[arg(last = true, required = true, value_name = "QEMU")]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]

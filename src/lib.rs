@@ -2,6 +2,7 @@
 
 pub mod atomic_file;
 pub mod bake;
+pub mod bounded_lines;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod error_line;
 pub mod events;
 pub mod exit_code;
 pub mod external;
+pub mod guest_text;
 pub mod human_size;
 pub mod image;
 pub mod name;

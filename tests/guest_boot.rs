@@ -9,6 +9,7 @@ use std::time::Duration;
 use vmrun::disk::Overlay;
 use vmrun::qemu::args::{Machine, command_line};
 use vmrun::qemu::process::QemuProcess;
+use vmrun::qemu::serial::Console;
 use vmrun::seed::SeedIso;
 
 /// Boot to poweroff under TCG takes ~80 s on these machines; leave room for a slow host.
@@ -41,13 +42,14 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
     let overlay_before = std::fs::metadata(&disk).unwrap().len();
 
     let serial_log = dir.path().join("serial.log");
+    let console = Console::to_log(&serial_log).unwrap();
     let machine = Machine {
         accel: common::accel(),
         cpus: 2,
         memory_mib: 1024,
         disk: disk.clone(),
         seed: Some(seed),
-        serial_log: serial_log.clone(),
+        console: console.fd(),
         // Nothing to reach: the guest provisions itself from the seed.
         network: vmrun::net::Network::None,
         forwards: vec![],
@@ -56,9 +58,12 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
         &common::qemu_system(),
         &command_line(&machine),
         &dir.path().join("qemu.log"),
+        console,
     )
     .unwrap();
     let status = qemu.wait_timeout(BOOT_TIMEOUT).unwrap();
+    // Reaped, and its console log complete.
+    qemu.kill().unwrap();
     let serial = String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap()).into_owned();
     let tail: String = serial
         .lines()

@@ -17,6 +17,7 @@ use vmrun::net::{Network, forward::Forward};
 use vmrun::paths::Home;
 use vmrun::qemu::args::{Machine, command_line};
 use vmrun::qemu::process::QemuProcess;
+use vmrun::qemu::serial::Console;
 use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
 use vmrun::store::{BakedImage, Store};
 use vmrun::sync::{Bounds, Destination};
@@ -73,13 +74,14 @@ impl Guest {
             .unwrap()
             .port();
         let serial_log = dir.join("serial.log");
+        let console = Console::to_log(&serial_log).unwrap();
         let machine = Machine {
             accel: common::accel(),
             cpus: 2,
             memory_mib: 1024,
             disk,
             seed: None,
-            serial_log: serial_log.clone(),
+            console: console.fd(),
             // QEMU is started here directly, not through `vmrun isolate`.
             network: Network::None,
             forwards: vec![Forward::ssh(port)],
@@ -88,6 +90,7 @@ impl Guest {
             &common::qemu_system(),
             &command_line(&machine),
             &dir.join("qemu.log"),
+            console,
         )
         .unwrap();
         let host_key = std::fs::read_to_string(image.host_key())

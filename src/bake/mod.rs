@@ -15,13 +15,14 @@ use sha2::{Digest, Sha256};
 use crate::config::BakeConfig;
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink, phase};
+use crate::guest_text;
 use crate::image::source::{self, ImageSource};
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::qemu::args::{Accel, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
-use crate::qemu::serial::{SerialTail, last_lines};
+use crate::qemu::serial::{Console, Lines, last_lines};
 use crate::seed::{self, SeedIso};
 use crate::store::{self, BakedImage, Manifest, Store};
 use crate::warm::{self, WarmState};
@@ -32,6 +33,8 @@ use keys::KeyPair;
 const POLL: Duration = Duration::from_millis(100);
 /// Lines of the serial console shown when a bake fails.
 const TAIL_LINES: usize = 30;
+/// Console lines read between two looks at QEMU and the deadline.
+const LINES_PER_CHECK: usize = 256;
 /// After the verdict, how long the guest may take to power off.
 const POWEROFF_GRACE: Duration = Duration::from_secs(120);
 
@@ -182,18 +185,26 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
     Overlay::create(&disk, &local.path)?;
 
     let serial_log = dir.join(BakedImage::BAKE_LOG);
+    let (console, lines) =
+        Console::with_lines(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: req.accel,
         cpus: req.cpus,
         memory_mib: req.memory_mib,
         disk,
         seed: Some(seed_path.clone()),
-        serial_log: serial_log.clone(),
+        console: console.fd(),
         // Provisioning installs packages: the outside world, not the host.
         network: Network::Outbound,
         forwards: vec![],
     };
-    let provisioned = boot_until_verdict(&machine, qemu, &marker, req.timeout, dir, sink);
+    let vm = Booting {
+        console,
+        lines,
+        serial_log: &serial_log,
+        dir,
+    };
+    let provisioned = boot_until_verdict(&machine, vm, qemu, &marker, req.timeout, sink);
     if let Err(e) = provisioned {
         return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
     }
@@ -302,17 +313,32 @@ fn ensure_warm(
     }
 }
 
+/// The bake VM's console and logs, before QEMU starts.
+struct Booting<'a> {
+    console: Console,
+    lines: Lines,
+    serial_log: &'a Path,
+    /// The staging directory: QEMU's log, and the isolated network's files.
+    dir: &'a Path,
+}
+
 /// Boots the bake VM and follows its console until the verdict and the poweroff.
 fn boot_until_verdict(
     machine: &Machine,
+    vm: Booting,
     qemu: &Path,
     marker: &str,
     timeout: Duration,
-    dir: &Path,
     sink: Sink,
 ) -> Result<(), Error> {
     let started = Instant::now();
     sink(Event::PhaseStarted("boot and provision".into()));
+    let Booting {
+        console,
+        lines,
+        serial_log,
+        dir,
+    } = vm;
     let qemu_log = &dir.join("qemu.log");
     let (program, args) = isolate::command(
         machine.network,
@@ -321,72 +347,78 @@ fn boot_until_verdict(
         qemu,
         command_line(machine),
     )?;
-    let mut vm = QemuProcess::spawn(&program, &args, qemu_log)?;
-    let mut console = SerialTail::new(&machine.serial_log);
+    let mut vm = QemuProcess::spawn(&program, &args, qemu_log, console)?;
+    // Bound after `vm`, so dropped before it: a console reader waiting for room in the queue
+    // then ends, and dropping `vm` (which waits for the reader) cannot hang.
+    let lines = lines;
+    let serial_log = serial_log.to_owned();
     let mut verdict: Option<Result<(), String>> = None;
     let mut deadline = started + timeout;
-    loop {
-        for line in console
-            .new_lines()
-            .map_err(PathError::at("read", &machine.serial_log))?
-        {
-            match console::signal(&line, marker) {
-                Some(ConsoleSignal::Stage(stage)) => {
-                    sink(Event::Detail(format!("cloud-init: {stage}")))
-                }
-                Some(ConsoleSignal::CloudInitFinished) => {
-                    sink(Event::Detail("cloud-init finished".into()))
-                }
-                Some(ConsoleSignal::Succeeded) => {
-                    sink(Event::Detail("provisioned; powering off".into()));
-                    verdict = Some(Ok(()));
-                    deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
-                }
-                Some(ConsoleSignal::Failed(errors)) => {
-                    verdict = Some(Err(errors));
-                    deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
-                }
-                None => {}
-            }
-        }
+    let status = loop {
         if let Some(status) = vm.try_wait()? {
-            return match verdict {
-                Some(Ok(())) if status.success() => {
-                    sink(Event::PhaseFinished {
-                        phase: "boot and provision".into(),
-                        elapsed: started.elapsed(),
-                    });
-                    Ok(())
-                }
-                Some(Err(errors)) => Err(Error::Provisioning {
-                    errors,
-                    serial_log: machine.serial_log.clone(),
-                }),
-                _ => Err(Error::NoVerdict {
-                    status: status.to_string(),
-                    serial_log: machine.serial_log.clone(),
-                    qemu_log: fs::read_to_string(qemu_log)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned(),
-                }),
-            };
+            // The rest of the console, which may hold the verdict, until its reader ends.
+            verdict = lines.iter().fold(verdict, |verdict, line| {
+                read(&line, marker, sink).or(verdict)
+            });
+            break status;
         }
         if Instant::now() >= deadline {
             vm.kill()?;
             return match verdict {
-                Some(Err(errors)) => Err(Error::Provisioning {
-                    errors,
-                    serial_log: machine.serial_log.clone(),
-                }),
+                Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log }),
                 _ => Err(Error::Timeout {
                     after: started.elapsed(),
-                    serial_log: machine.serial_log.clone(),
+                    serial_log,
                 }),
             };
         }
-        std::thread::sleep(POLL);
+        // A bounded batch: a flooded console must not keep QEMU and the deadline unchecked.
+        let first = lines.recv_timeout(POLL).ok();
+        for line in first
+            .into_iter()
+            .chain(lines.try_iter().take(LINES_PER_CHECK))
+        {
+            if let Some(said) = read(&line, marker, sink) {
+                verdict = Some(said);
+                deadline = deadline.min(Instant::now() + POWEROFF_GRACE);
+            }
+        }
+    };
+    match verdict {
+        Some(Ok(())) if status.success() => {
+            sink(Event::PhaseFinished {
+                phase: "boot and provision".into(),
+                elapsed: started.elapsed(),
+            });
+            Ok(())
+        }
+        Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log }),
+        _ => Err(Error::NoVerdict {
+            status: status.to_string(),
+            serial_log,
+            qemu_log: fs::read_to_string(qemu_log)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }),
     }
+}
+
+/// Tells what one console line says about the bake; the verdict, when it is one.
+fn read(line: &str, marker: &str, sink: Sink) -> Option<Result<(), String>> {
+    match console::signal(line, marker)? {
+        ConsoleSignal::Stage(stage) => sink(Event::Detail(format!(
+            "cloud-init: {}",
+            guest_text::line(&stage)
+        ))),
+        ConsoleSignal::CloudInitFinished => sink(Event::Detail("cloud-init finished".into())),
+        ConsoleSignal::Succeeded => {
+            sink(Event::Detail("provisioned; powering off".into()));
+            return Some(Ok(()));
+        }
+        ConsoleSignal::Failed(errors) => return Some(Err(guest_text::line(&errors))),
+    }
+    None
 }
 
 /// A failed bake's staging directory is removed; its console log is kept where the error

@@ -20,6 +20,11 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
         vm::power_down(qmp, agent, vm::STOP_TIMEOUT * 2)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let VmCommand::Qemu { console, argv } = &command {
+        // Run by systemd as the unit's ExecStart: the unit ends as QEMU did.
+        let status = vm::run_qemu(console, argv)?;
+        return Ok(exit_like(status));
+    }
     if let Some(name) = vm_name(&command) {
         name::check("vm", name)?;
     }
@@ -80,7 +85,7 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             let log = open()?.serial_log(&name)?;
             match std::fs::File::open(&log) {
                 Ok(mut file) => {
-                    std::io::copy(&mut file, &mut std::io::stdout().lock())
+                    print_console(&mut file)
                         .map_err(crate::path_error::PathError::at("print", &log))
                         .map_err(vm::Error::from)?;
                 }
@@ -147,7 +152,7 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             eprintln!("VM `{name}` no longer starts with the systemd user manager");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Powerdown { .. } => unreachable!("handled above"),
+        VmCommand::Powerdown { .. } | VmCommand::Qemu { .. } => unreachable!("handled above"),
     }
 }
 
@@ -165,7 +170,7 @@ fn vm_name(command: &VmCommand) -> Option<&str> {
         | VmCommand::Snapshot { name, .. }
         | VmCommand::Enable { name }
         | VmCommand::Disable { name } => Some(name),
-        VmCommand::List { .. } | VmCommand::Powerdown { .. } => None,
+        VmCommand::List { .. } | VmCommand::Powerdown { .. } | VmCommand::Qemu { .. } => None,
     }
 }
 
@@ -251,6 +256,33 @@ fn snapshot(
     };
     eprintln!("{done} snapshot `{tag}` of VM `{name}`");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The console log (capped, so a few MiB at most) as it is into a pipe or a file; on a
+/// terminal with its control characters made visible, so the guest cannot drive the terminal.
+fn print_console(log: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{IsTerminal, Read, Write};
+    let mut out = std::io::stdout().lock();
+    if !out.is_terminal() {
+        return std::io::copy(log, &mut out).map(drop);
+    }
+    let mut bytes = Vec::new();
+    log.read_to_end(&mut bytes)?;
+    out.write_all(crate::guest_text::block(&bytes).as_bytes())
+}
+
+/// Ends like `status`: with its code, or killed by the same signal, which systemd then reports
+/// for the unit as it would for QEMU itself.
+fn exit_like(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        // SAFETY: restoring the default action and raising a signal touch no memory.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+    ExitCode::from(status.code().map_or(1, |code| code as u8))
 }
 
 fn addresses_text(vm: &VmStatus) -> String {

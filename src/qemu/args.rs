@@ -2,6 +2,7 @@
 //! own arguments so it can be checked without starting QEMU.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,8 @@ pub struct Machine {
     pub disk: PathBuf,
     /// A cloud-init seed attached read-only, when the boot needs one.
     pub seed: Option<PathBuf>,
-    pub serial_log: PathBuf,
+    /// The descriptor QEMU inherits for the serial console (a [`crate::qemu::serial::Console`]).
+    pub console: RawFd,
     /// What the guest may reach; with [`Network::Outbound`] QEMU must be started in an
     /// isolated namespace ([`crate::net::isolate`]), where its forwards listen.
     pub network: Network,
@@ -42,7 +44,7 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
         args.extend(seed_args(seed));
     }
     args.extend(net_args(&m.forwards, m.network));
-    args.extend(serial_args(&m.serial_log));
+    args.extend(serial_args(m.console));
     args.extend(rng_args());
     args
 }
@@ -144,10 +146,13 @@ pub fn guest_agent_args(socket: &Path) -> Vec<OsString> {
     ]
 }
 
-pub fn serial_args(log: &Path) -> Vec<OsString> {
+/// The serial console into the inherited descriptor `fd`, a pipe vmrun reads: the guest's
+/// console never reaches a file directly, where a guest writing forever would fill the disk.
+/// A `file` chardev opens `/dev/fd/N` anew, which for a pipe is the same pipe.
+pub fn serial_args(fd: RawFd) -> Vec<OsString> {
     vec![
         "-chardev".into(),
-        option_list("file,id=serial0,path=", log, ""),
+        format!("file,id=serial0,path=/dev/fd/{fd}").into(),
         "-serial".into(),
         "chardev:serial0".into(),
     ]
@@ -192,7 +197,7 @@ mod tests {
             memory_mib: 1024,
             disk: "/runs/a/disk.qcow2".into(),
             seed: Some("/runs/a/seed.iso".into()),
-            serial_log: "/runs/a/serial.log".into(),
+            console: 7,
             network: Network::Host,
             forwards: vec![Forward::ssh(40022)],
         }
@@ -211,7 +216,7 @@ mod tests {
              -drive file=/runs/a/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
              -drive file=/runs/a/seed.iso,if=virtio,format=raw,readonly=on \
              -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0 \
-             -chardev file,id=serial0,path=/runs/a/serial.log -serial chardev:serial0 \
+             -chardev file,id=serial0,path=/dev/fd/7 -serial chardev:serial0 \
              -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"
         );
     }

@@ -23,6 +23,8 @@ pub enum Error {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines longer than this are not what QEMU sends; stop before memory runs out.
 const MAX_LINE: usize = 16 << 20;
+/// Characters of a line that is not JSON shown in the error.
+const SHOWN_CHARS: usize = 200;
 
 pub struct JsonStream {
     stream: UnixStream,
@@ -62,9 +64,8 @@ impl JsonStream {
                 if text.is_empty() {
                     continue;
                 }
-                return serde_json::from_str(text).map_err(|_| Error::NotJson {
-                    line: text.to_owned(),
-                });
+                return serde_json::from_str(text)
+                    .map_err(|_| Error::NotJson { line: shown(text) });
             }
             self.fill(deadline)?;
         }
@@ -118,6 +119,14 @@ impl JsonStream {
             Err(e) => Err(timeout_or_io(e)),
         }
     }
+}
+
+/// The start of a line that is not JSON, for the error: the guest agent's peer is the guest,
+/// so it is cut short and its control characters made visible.
+fn shown(line: &str) -> String {
+    let start: String = line.chars().take(SHOWN_CHARS).collect();
+    let more = if start.len() < line.len() { "..." } else { "" };
+    format!("{}{more}", crate::guest_text::line(start))
 }
 
 fn timeout_or_io(e: io::Error) -> Error {
@@ -196,5 +205,19 @@ mod tests {
         let mut s = JsonStream::new(a);
         b.write_all(b"hello\n").unwrap();
         assert!(matches!(s.receive(soon()), Err(Error::NotJson { line }) if line == "hello"));
+    }
+
+    #[test]
+    fn junk_is_shown_short_and_harmless() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut s = JsonStream::new(a);
+        b.write_all(format!("\x1b]0;pwned\x07{}\n", "x".repeat(1000)).as_bytes())
+            .unwrap();
+        let Err(Error::NotJson { line }) = s.receive(soon()) else {
+            panic!("not JSON")
+        };
+        assert!(line.starts_with("\\x1b]0;pwned\\x07xxx"), "{line}");
+        assert!(line.ends_with("x..."), "{line}");
+        assert!(line.len() < 220, "{}", line.len());
     }
 }

@@ -1,5 +1,6 @@
 //! A running QEMU that cannot outlive vmrun: killed when dropped, and by the kernel
-//! (PR_SET_PDEATHSIG) when vmrun dies, even by SIGKILL.
+//! (PR_SET_PDEATHSIG) when vmrun dies, even by SIGKILL. It owns its serial console, which
+//! is complete on disk once QEMU is gone.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -8,6 +9,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use super::serial::Console;
 
 /// How often a wait checks whether QEMU has exited.
 const POLL: Duration = Duration::from_millis(50);
@@ -36,16 +39,22 @@ pub enum Error {
 
 pub struct QemuProcess {
     child: Child,
+    console: Console,
 }
 
 impl QemuProcess {
-    /// Starts `qemu` with `args`; its stdout and stderr (QEMU's own messages, not the guest's
-    /// console) go to `log`.
+    /// Starts `qemu` with `args` and `console`'s descriptor; its stdout and stderr (QEMU's own
+    /// messages, not the guest's console) go to `log`.
     ///
     /// The death signal is tied to the thread that spawns, so call this from a thread that
     /// lives as long as the VM should (the main thread, or one that owns the VM).
-    pub fn spawn(qemu: &Path, args: &[OsString], log: &Path) -> Result<QemuProcess, Error> {
-        Self::start(qemu, args, log, None)
+    pub fn spawn(
+        qemu: &Path,
+        args: &[OsString],
+        log: &Path,
+        console: Console,
+    ) -> Result<QemuProcess, Error> {
+        Self::start(qemu, args, log, console, None)
     }
 
     /// [`spawn`](Self::spawn), with `passed` open in QEMU under the same number (for
@@ -55,15 +64,17 @@ impl QemuProcess {
         qemu: &Path,
         args: &[OsString],
         log: &Path,
+        console: Console,
         passed: BorrowedFd,
     ) -> Result<QemuProcess, Error> {
-        Self::start(qemu, args, log, Some(passed.as_raw_fd()))
+        Self::start(qemu, args, log, console, Some(passed.as_raw_fd()))
     }
 
     fn start(
         qemu: &Path,
         args: &[OsString],
         log: &Path,
+        mut console: Console,
         passed: Option<RawFd>,
     ) -> Result<QemuProcess, Error> {
         let out = File::create(log).map_err(|source| Error::Log {
@@ -74,6 +85,10 @@ impl QemuProcess {
             path: log.to_owned(),
             source,
         })?;
+        let console_fd = console
+            .qemu_end()
+            .expect("a console not given to a QEMU yet")
+            .as_raw_fd();
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let mut command = Command::new(qemu);
@@ -83,13 +98,13 @@ impl QemuProcess {
             .stdout(out)
             .stderr(err);
         // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, getppid,
-        // _exit), and `passed` is open: its owner outlives this call.
+        // _exit), and the descriptors are open: their owners outlive this call.
         unsafe {
             command.pre_exec(move || {
-                if let Some(fd) = passed
-                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
+                for fd in [Some(console_fd), passed].into_iter().flatten() {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -105,7 +120,8 @@ impl QemuProcess {
             program: qemu.to_owned(),
             source,
         })?;
-        Ok(QemuProcess { child })
+        console.qemu_started();
+        Ok(QemuProcess { child, console })
     }
 
     pub fn pid(&self) -> u32 {
@@ -133,17 +149,22 @@ impl QemuProcess {
             .map_err(|source| Error::Wait { pid, source })
     }
 
-    /// Kills QEMU (SIGKILL to its pid, which this process started) and reaps it.
+    /// Kills QEMU (SIGKILL to its pid, which this process started) and reaps it. Its console
+    /// log is complete then.
     pub fn kill(&mut self) -> Result<ExitStatus, Error> {
         let pid = self.pid();
-        if let Some(status) = self.try_wait()? {
-            return Ok(status);
-        }
-        // Already exited between the check and the kill is fine: wait reaps it either way.
-        let _ = self.child.kill();
-        self.child
-            .wait()
-            .map_err(|source| Error::Wait { pid, source })
+        let status = match self.try_wait()? {
+            Some(status) => status,
+            None => {
+                // Already exited between the check and the kill is fine: wait reaps it either way.
+                let _ = self.child.kill();
+                self.child
+                    .wait()
+                    .map_err(|source| Error::Wait { pid, source })?
+            }
+        };
+        self.console.finish();
+        Ok(status)
     }
 }
 
@@ -158,12 +179,49 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
+    fn console(dir: &tempfile::TempDir) -> Console {
+        Console::to_log(&dir.path().join("serial.log")).unwrap()
+    }
+
+    #[test]
+    fn the_console_is_written_through_its_descriptor_and_complete_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = console(&dir);
+        let args: Vec<OsString> = vec![
+            "-c".into(),
+            format!("echo console > /dev/fd/{}; echo own", console.fd()).into(),
+        ];
+        let mut p = QemuProcess::spawn(
+            Path::new("/bin/sh"),
+            &args,
+            &dir.path().join("log"),
+            console,
+        )
+        .unwrap();
+        assert_eq!(
+            p.wait_timeout(Duration::from_secs(10))
+                .unwrap()
+                .unwrap()
+                .code(),
+            Some(0)
+        );
+        drop(p);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("serial.log")).unwrap(),
+            "console\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "own\n"
+        );
+    }
+
     #[test]
     fn wait_timeout_and_kill_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let args: Vec<OsString> = vec!["-c".into(), "echo started; exec sleep 30".into()];
-        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log).unwrap();
+        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
         let pid = p.pid() as i32;
         assert_eq!(p.wait_timeout(Duration::from_millis(200)).unwrap(), None);
         drop(p);
@@ -180,8 +238,13 @@ mod tests {
     fn exit_status_comes_back() {
         let dir = tempfile::tempdir().unwrap();
         let args: Vec<OsString> = vec!["-c".into(), "exit 3".into()];
-        let mut p =
-            QemuProcess::spawn(Path::new("/bin/sh"), &args, &dir.path().join("log")).unwrap();
+        let mut p = QemuProcess::spawn(
+            Path::new("/bin/sh"),
+            &args,
+            &dir.path().join("log"),
+            console(&dir),
+        )
+        .unwrap();
         let status = p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
     }
@@ -195,8 +258,14 @@ mod tests {
         let fd = file.as_raw_fd();
         let log = dir.path().join("log");
         let args: Vec<OsString> = vec!["-c".into(), format!("cat <&{fd}").into()];
-        let mut p =
-            QemuProcess::spawn_passing(Path::new("/bin/sh"), &args, &log, file.as_fd()).unwrap();
+        let mut p = QemuProcess::spawn_passing(
+            Path::new("/bin/sh"),
+            &args,
+            &log,
+            console(&dir),
+            file.as_fd(),
+        )
+        .unwrap();
         assert_eq!(
             p.wait_timeout(Duration::from_secs(10))
                 .unwrap()
@@ -206,7 +275,7 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "saved\n");
         // Not passed, the same number is closed in the child.
-        let mut q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log).unwrap();
+        let mut q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
         assert_ne!(
             q.wait_timeout(Duration::from_secs(10))
                 .unwrap()
@@ -219,9 +288,14 @@ mod tests {
     #[test]
     fn missing_program_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = QemuProcess::spawn(Path::new("/no/qemu"), &[], &dir.path().join("log"))
-            .err()
-            .unwrap();
+        let err = QemuProcess::spawn(
+            Path::new("/no/qemu"),
+            &[],
+            &dir.path().join("log"),
+            console(&dir),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.to_string(), "cannot start /no/qemu");
     }
 }

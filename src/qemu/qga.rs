@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::json_stream::{self, JsonStream};
+use crate::guest_text;
 
 /// Resets the agent's JSON parser; marks the start of a synced answer.
 const DELIMITER: u8 = 0xFF;
@@ -113,11 +114,13 @@ impl GuestAgent {
             .receive(self.deadline)
             .map_err(|e| self.stream_error(e))?;
         if let Some(error) = answer.get("error") {
-            let desc = error
-                .get("desc")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            // The agent runs in the guest: what it says is shown, never acted on by a terminal.
+            let desc = guest_text::line(
+                error
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
             return Err(Error::Refused {
                 command: command.to_owned(),
                 desc,
@@ -127,7 +130,7 @@ impl GuestAgent {
             Some(value) => Ok(value.take()),
             None => Err(Error::Unexpected {
                 command: command.to_owned(),
-                answer: answer.to_string(),
+                answer: guest_text::line(answer.to_string()),
             }),
         }
     }
@@ -139,7 +142,7 @@ impl GuestAgent {
         let Some(pid) = started.get("pid").and_then(Value::as_i64) else {
             return Err(Error::Unexpected {
                 command: "guest-exec".into(),
-                answer: started.to_string(),
+                answer: guest_text::line(started.to_string()),
             });
         };
         loop {
@@ -166,7 +169,7 @@ impl GuestAgent {
         let answer = self.execute(command, None)?;
         serde_json::from_value(answer.clone()).map_err(|_| Error::Unexpected {
             command: command.to_owned(),
-            answer: answer.to_string(),
+            answer: guest_text::line(answer.to_string()),
         })
     }
 
@@ -294,6 +297,21 @@ mod tests {
             err.to_string(),
             "the guest agent refused `guest-info`: no way"
         );
+    }
+
+    #[test]
+    fn what_the_agent_says_cannot_drive_a_terminal() {
+        let refusal = json!({"error": {"class": "GenericError", "desc": "no\u{1b}[2J\u{9b}H\nerror: forged"}});
+        let odd = json!({"odd": "\u{1b}]0;pwned\u{7}"});
+        let (client, _agent) = fake_agent(vec![format!("{refusal}\n"), format!("{odd}\n")]);
+        let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
+        let err = ga.execute("guest-info", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the guest agent refused `guest-info`: no\\x1b[2J\\u{9b}H\\x0aerror: forged"
+        );
+        let err = ga.execute("guest-info", None).unwrap_err();
+        assert!(!err.to_string().contains('\u{1b}'), "{err}");
     }
 
     #[test]

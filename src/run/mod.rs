@@ -26,7 +26,7 @@ use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::qemu::args::{Accel, Machine, command_line};
 use crate::qemu::process::{self, QemuProcess};
-use crate::qemu::serial::last_lines;
+use crate::qemu::serial::{Console, last_lines};
 use crate::ssh::{self, Target};
 use crate::store::BakedImage;
 use crate::sync;
@@ -75,6 +75,8 @@ pub enum Error {
     Isolate(#[from] isolate::Error),
     #[error("cannot find a free port: {0}")]
     Port(#[source] std::io::Error),
+    #[error("cannot set up the guest's serial console: {0}")]
+    Console(#[source] std::io::Error),
     #[error("resuming the warm state failed")]
     #[diagnostic(help("`vmrun test --cold` boots instead"))]
     Resume(#[source] warm::Error),
@@ -91,7 +93,7 @@ impl Error {
             | Error::QemuExited { .. }
             | Error::NoPort { .. }
             | Error::NotReady { .. } => VM_FAILED,
-            Error::RunDir(_) | Error::Port(_) => INTERNAL,
+            Error::RunDir(_) | Error::Port(_) | Error::Console(_) => INTERNAL,
             Error::Resume(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
         }
@@ -304,13 +306,14 @@ fn start_qemu(
     let qemu_log = dir.file("qemu.log");
     for _ in 0..crate::qemu::port::ATTEMPTS {
         let port = crate::qemu::port::free_loopback_port().map_err(Error::Port)?;
+        let console = Console::to_log(&dir.file("serial.log")).map_err(Error::Console)?;
         let machine = Machine {
             accel: plan.accel,
             cpus: plan.cpus,
             memory_mib: plan.memory_mib,
             disk: disk.to_owned(),
             seed: None,
-            serial_log: dir.file("serial.log"),
+            console: console.fd(),
             network: plan.network,
             forwards: vec![Forward::ssh(port)],
         };
@@ -320,7 +323,7 @@ fn start_qemu(
         let mut process = match &plan.warm {
             None => {
                 let (program, args) = launch(command_line(&machine))?;
-                QemuProcess::spawn(&program, &args, &qemu_log)?
+                QemuProcess::spawn(&program, &args, &qemu_log, console)?
             }
             Some(warm) => {
                 let state = std::fs::File::open(&warm.state)
@@ -333,7 +336,7 @@ fn start_qemu(
                     incoming: Some(state.as_raw_fd()),
                 };
                 let (program, args) = launch(warm::machine::command_line(&machine, &instance))?;
-                QemuProcess::spawn_passing(&program, &args, &qemu_log, state.as_fd())?
+                QemuProcess::spawn_passing(&program, &args, &qemu_log, console, state.as_fd())?
             }
         };
         dir.record_qemu_pid(process.pid())?;

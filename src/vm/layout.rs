@@ -44,7 +44,7 @@ impl VmLayout {
     pub fn disk(&self) -> PathBuf {
         self.state.join("disk.qcow2")
     }
-    /// The guest's serial console (QEMU truncates it at each start).
+    /// The guest's serial console, written anew (and capped) at each start.
     pub fn serial_log(&self) -> PathBuf {
         self.state.join("serial.log")
     }

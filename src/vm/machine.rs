@@ -9,8 +9,8 @@ use crate::qemu::args;
 
 /// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
 /// its files in the runtime directory) and its arguments: headless, the VM's overlay disk,
-/// user networking with the SSH forward and the user's, the serial console to a file, the
-/// QMP and guest-agent sockets.
+/// user networking with the SSH forward and the user's, the serial console into the pipe the
+/// unit's console writer makes ([`super::console`]), the QMP and guest-agent sockets.
 pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, isolate::Error> {
     let forwards = record.all_forwards();
     let mut argv = args::persistent_base_args();
@@ -19,7 +19,7 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
     argv.extend(args::size_args(record.cpus, record.memory_mib));
     argv.extend(args::disk_args(&layout.disk()));
     argv.extend(args::net_args(&forwards, record.network));
-    argv.extend(args::serial_args(&layout.serial_log()));
+    argv.extend(args::serial_args(super::console::CONSOLE_FD));
     argv.extend(args::rng_args());
     argv.extend(args::qmp_args(&layout.qmp_socket()));
     argv.extend(args::guest_agent_args(&layout.agent_socket()));
@@ -69,7 +69,7 @@ mod tests {
              -accel tcg,thread=multi -smp 2 -m 1024M \
              -drive file=/v/state/vms/db/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
              -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=udp:127.0.0.1:5353-:53 -device virtio-net-pci,netdev=net0 \
-             -chardev file,id=serial0,path=/v/state/vms/db/serial.log -serial chardev:serial0 \
+             -chardev file,id=serial0,path=/dev/fd/3 -serial chardev:serial0 \
              -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 \
              -chardev socket,id=qmp,server=on,wait=off,path=/v/run/vms/db/qmp.sock -mon chardev=qmp,mode=control \
              -chardev socket,id=qga0,server=on,wait=off,path=/v/run/vms/db/qga.sock \

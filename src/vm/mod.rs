@@ -5,6 +5,7 @@
 //!
 //! Every command that changes a VM holds its lock (`state/vms/NAME/.lock`) for the change.
 
+mod console;
 mod error;
 
 mod layout;
@@ -27,6 +28,7 @@ use serde_json::Value;
 pub use crate::net::forward::Forward;
 use crate::net::slirp4netns;
 use crate::net::{Network, isolate};
+pub use console::run_qemu;
 pub use error::Error;
 pub use layout::{VmLayout, unit_name};
 pub use power::{PowerDown, power_down};
@@ -772,7 +774,11 @@ impl Vms {
         let spec = UnitSpec {
             vm: record.name.clone(),
             prepare: vec![mkdir.into(), "-p".into(), layout.runtime.clone().into()],
-            run: machine::qemu_argv(record, layout)?,
+            run: console::exec_start(
+                &vmrun,
+                &layout.serial_log(),
+                machine::qemu_argv(record, layout)?,
+            ),
             stop: vec![
                 vmrun.into(),
                 "vm".into(),

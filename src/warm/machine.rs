@@ -207,7 +207,7 @@ mod tests {
             memory_mib: 1024,
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
-            serial_log: format!("{dir}/serial.log").into(),
+            console: 3,
             network: Network::Host,
             forwards: vec![Forward::ssh(2222)],
         };

@@ -27,6 +27,7 @@ use crate::qemu::args::{Accel, Machine};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
+use crate::qemu::serial::Console;
 use crate::ssh::{self, Target};
 use machine::{Instance, WarmMachine};
 
@@ -151,13 +152,15 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         .map_err(PathError::at("create", Path::new("/tmp")))?;
     let port = crate::qemu::port::free_loopback_port()
         .map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
+    let serial_log = scratch.path().join("serial.log");
+    let console = Console::to_log(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: c.accel,
         cpus: c.cpus,
         memory_mib: c.memory_mib,
         disk,
         seed: None,
-        serial_log: scratch.path().join("serial.log"),
+        console: console.fd(),
         // Settling needs no network beyond vmrun's SSH (and no namespace to set up); the
         // network is QEMU's own state, not the guest's, so runs resume it on any network.
         network: Network::None,
@@ -173,7 +176,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     };
     let line = machine::command_line(&machine, &instance);
     let qemu_log = scratch.path().join("qemu.log");
-    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log)?;
+    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log, console)?;
 
     sink(Event::Detail("booting the baked image".into()));
     let target = Target {
@@ -188,8 +191,8 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
     session.exec(
         settle,
-        &mut Vec::new(),
-        &mut Vec::new(),
+        &mut std::io::sink(),
+        &mut std::io::sink(),
         Some(Instant::now() + c.boot_timeout),
         &|| false,
     )?;

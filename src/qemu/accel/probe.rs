@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use super::probe_guest::{self, MARKER};
 use crate::qemu::args::{self, Accel};
 use crate::qemu::process::{self, QemuProcess};
+use crate::qemu::serial::Console;
 
 /// How long the probe guest gets, from QEMU's start to its marker. Under working KVM it
 /// needs well under a second, under TCG about one.
@@ -74,14 +76,14 @@ impl Report {
 }
 
 /// QEMU's arguments for the probe: the same machine type and accelerator arguments as
-/// vmrun's VMs (`args`), 64 MiB, the probe disk, COM1 into `serial_log`, and isa-debug-exit
+/// vmrun's VMs (`args`), 64 MiB, the probe disk, COM1 into the `console` descriptor, and isa-debug-exit
 /// so the guest can end QEMU itself.
-pub fn command_line(accel: Accel, disk: &Path, serial_log: &Path) -> Vec<OsString> {
-    command_line_with(&args::accel_args(accel), disk, serial_log)
+pub fn command_line(accel: Accel, disk: &Path, console: RawFd) -> Vec<OsString> {
+    command_line_with(&args::accel_args(accel), disk, console)
 }
 
 /// [`command_line`] with other accelerator arguments (e.g. KVM without `-cpu host`).
-pub fn command_line_with(accel_args: &[OsString], disk: &Path, serial_log: &Path) -> Vec<OsString> {
+pub fn command_line_with(accel_args: &[OsString], disk: &Path, console: RawFd) -> Vec<OsString> {
     let mut line = args::base_args();
     line.extend_from_slice(accel_args);
     line.extend(["-m".into(), "64M".into()]);
@@ -89,7 +91,7 @@ pub fn command_line_with(accel_args: &[OsString], disk: &Path, serial_log: &Path
     drive.push(escape_commas(disk));
     drive.push(",format=raw,if=ide");
     line.extend(["-drive".into(), drive]);
-    line.extend(args::serial_args(serial_log));
+    line.extend(args::serial_args(console));
     line.extend([
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
@@ -102,7 +104,7 @@ pub fn command_line_with(accel_args: &[OsString], disk: &Path, serial_log: &Path
 pub fn fingerprint() -> String {
     let mut hash = Sha256::new();
     hash.update(probe_guest::GUEST);
-    for arg in command_line(Accel::Kvm, Path::new("DISK"), Path::new("SERIAL")) {
+    for arg in command_line(Accel::Kvm, Path::new("DISK"), 3) {
         hash.update(arg.as_bytes());
         hash.update([0]);
     }
@@ -136,10 +138,14 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
     })?;
     let serial_log = dir.path().join("serial.log");
     let qemu_log = dir.path().join("qemu.log");
-    let args = command_line_with(accel_args, &disk, &serial_log);
+    let console = Console::to_log(&serial_log).map_err(|source| Error::Setup {
+        what: format!("create {}", serial_log.display()),
+        source,
+    })?;
+    let args = command_line_with(accel_args, &disk, console.fd());
 
     let started = Instant::now();
-    let mut vm = QemuProcess::spawn(qemu, &args, &qemu_log)?;
+    let mut vm = QemuProcess::spawn(qemu, &args, &qemu_log, console)?;
     let outcome = loop {
         let exited = vm.try_wait()?;
         let serial = read_lossy(&serial_log);
@@ -173,7 +179,7 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
         Duration::ZERO
     };
     let exit = vm.wait_timeout(grace)?.and_then(|status| status.code());
-    // Gone before its directory is.
+    // Gone before its directory is, and its console complete.
     vm.kill()?;
     Ok(Report {
         outcome,
@@ -295,20 +301,20 @@ mod tests {
     #[test]
     fn whole_command_line() {
         let kvm: Vec<OsString> = vec!["-accel".into(), "kvm".into()];
-        let line = command_line_with(&kvm, Path::new("/t/probe.img"), Path::new("/t/serial.log"));
+        let line = command_line_with(&kvm, Path::new("/t/probe.img"), 5);
         assert_eq!(
             joined(&line),
             "-nodefaults -no-user-config -display none -no-reboot -machine q35 \
              -accel kvm -m 64M \
              -drive file=/t/probe.img,format=raw,if=ide \
-             -chardev file,id=serial0,path=/t/serial.log -serial chardev:serial0 \
+             -chardev file,id=serial0,path=/dev/fd/5 -serial chardev:serial0 \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04"
         );
     }
 
     #[test]
     fn the_accelerator_arguments_are_vmrun_s_own() {
-        let (d, s) = (Path::new("/d"), Path::new("/s"));
+        let (d, s) = (Path::new("/d"), 3);
         for accel in [Accel::Kvm, Accel::Tcg] {
             assert_eq!(
                 command_line(accel, d, s),
@@ -323,7 +329,7 @@ mod tests {
 
     #[test]
     fn commas_in_the_disk_path_are_doubled() {
-        let line = command_line(Accel::Tcg, Path::new("/a,b/p.img"), Path::new("/s"));
+        let line = command_line(Accel::Tcg, Path::new("/a,b/p.img"), 3);
         let drive = line.iter().position(|a| a == "-drive").unwrap() + 1;
         assert_eq!(line[drive], "file=/a,,b/p.img,format=raw,if=ide");
     }
