@@ -6,8 +6,8 @@
 //! vmrun's. The guest command's own stdout and stderr are not vmrun's messages: they pass
 //! through unchanged.
 //!
-//! The result is for human eyes, not to be parsed back: a backslash stays a backslash, so a
-//! guest that prints `\x1b` literally reads the same as one that printed ESC.
+//! A backslash is doubled, so a guest that prints `\x1b` literally cannot pass for one that
+//! printed ESC (a file named `a\nb` reads `a\\nb`, one with a newline in it `a\x0ab`).
 
 use std::fmt::Write;
 
@@ -32,6 +32,7 @@ fn visible(bytes: &[u8], keep_newlines: bool) -> String {
         for c in chunk.valid().chars() {
             match c {
                 '\t' => out.push(c),
+                '\\' => out.push_str("\\\\"),
                 '\n' if keep_newlines => out.push(c),
                 '\0'..='\x1f' | '\x7f' => {
                     write!(out, "\\x{:02x}", c as u32).expect("writing to a String")
@@ -57,6 +58,12 @@ fn visible(bytes: &[u8], keep_newlines: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backslash_cannot_pass_for_an_escape() {
+        assert_eq!(line(br"a\nb"), r"a\\nb");
+        assert_eq!(line(b"a\nb"), r"a\x0ab");
+    }
 
     #[test]
     fn plain_text_is_unchanged() {

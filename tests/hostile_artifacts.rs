@@ -107,7 +107,7 @@ exit 7
     for item in [
         "hostile/to-host (symlink)",
         "hostile/up (symlink)",
-        r"hostile/bad\nname (symlink)",
+        r"hostile/bad\x0aname (symlink)",
         "hostile/sda (block device)",
         "hostile/null (char device)",
         "hostile/fifo (FIFO)",

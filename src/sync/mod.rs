@@ -18,7 +18,6 @@ mod filter;
 mod options;
 mod output;
 mod selection;
-mod visible;
 
 pub use bounded::Bounds;
 pub use destination::Destination;
@@ -35,11 +34,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::config::{ByteSize, SyncConfig};
+use crate::guest_text;
 use crate::ssh::GUEST_HOST;
 use crate::tools;
 use bounded::Ending;
 use output::{file_item, list_entry, progress_bytes};
-use visible::visible;
 
 /// How long copying the project in, or the artifacts out, may take in all: about 30 GB at
 /// the speeds of a loopback forward, and a bound on a guest that sends just often enough
@@ -201,7 +200,7 @@ impl Rsync {
                 } else if let Some(bytes) = progress_bytes(line).filter(|&b| b > cap.bytes()) {
                     let name = in_flight.take().map(|(_, name)| name).unwrap_or_default();
                     over_cap = Some(OverCap {
-                        artifact: visible(&name),
+                        artifact: guest_text::line(&name),
                         total: bytes,
                         cap,
                     });
@@ -262,7 +261,7 @@ impl Rsync {
                 _ => {
                     let stderr = stderr
                         .lines()
-                        .map(|l| visible(l.as_bytes()))
+                        .map(guest_text::line)
                         .collect::<Vec<_>>()
                         .join("\n");
                     Err(Error::Rsync {

@@ -4,8 +4,8 @@
 
 use super::OverCap;
 use super::output::{Entry, Kind};
-use super::visible::visible;
 use crate::config::ByteSize;
+use crate::guest_text;
 
 /// How many skipped names one notice shows; a guest can make millions.
 const SKIPPED_SHOWN: usize = 20;
@@ -39,7 +39,7 @@ pub fn select(entries: impl IntoIterator<Item = Entry>, cap: ByteSize) -> Select
                 let total = selection.bytes.saturating_add(entry.size);
                 if total > cap.bytes() {
                     selection.over_cap = Some(OverCap {
-                        artifact: visible(&entry.name),
+                        artifact: guest_text::line(&entry.name),
                         total,
                         cap,
                     });
@@ -63,7 +63,7 @@ pub fn describe_skipped(skipped: &[Skipped]) -> String {
     let shown: Vec<String> = skipped
         .iter()
         .take(SKIPPED_SHOWN)
-        .map(|s| format!("{} ({})", visible(&s.name), s.kind.describe()))
+        .map(|s| format!("{} ({})", guest_text::line(&s.name), s.kind.describe()))
         .collect();
     let what = match skipped.len() {
         1 => "artifact that is not a regular file",
@@ -137,13 +137,13 @@ mod tests {
         assert_eq!(names(&selection), ["a"]);
         assert_eq!(selection.bytes, 10);
         let over = selection.over_cap.unwrap();
-        assert_eq!(over.artifact, r"big\n.xml");
+        assert_eq!(over.artifact, r"big\x0a.xml");
         assert_eq!(over.total, (1 << 40) + 10);
         // Still listed: what was skipped after the cap.
         assert_eq!(selection.skipped.len(), 1);
         assert_eq!(
             over.to_string(),
-            r"the artifacts reach 1.0 TiB with big\n.xml, past test.artifacts-max-size (1GiB): it and the artifacts after it were not copied"
+            r"the artifacts reach 1.0 TiB with big\x0a.xml, past test.artifacts-max-size (1GiB): it and the artifacts after it were not copied"
         );
     }
 
@@ -180,7 +180,7 @@ mod tests {
         ];
         assert_eq!(
             describe_skipped(&three),
-            r"skipped 3 artifacts that are not regular files: a (symlink), b\u{1b}[31m (char device), c\nd (socket)"
+            r"skipped 3 artifacts that are not regular files: a (symlink), b\x1b[31m (char device), c\x0ad (socket)"
         );
         let many: Vec<Skipped> = (0..25)
             .map(|i| Skipped {
