@@ -217,12 +217,7 @@ fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
 
     add_routes(&ip, &blocked::route_batch(&host_addresses))?;
     for forward in &launch.forwards {
-        slirp4netns::add_forward(
-            &api,
-            forward.protocol.as_str(),
-            forward.address,
-            forward.host,
-        )?;
+        slirp4netns::add_forward(&api, forward)?;
     }
     // Entering a user namespace may have cleared the parent-death signal: set it again, and
     // go no further if the parent died meanwhile.

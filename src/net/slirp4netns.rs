@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::forward::Forward;
+
 /// The namespace's interface, created by slirp4netns.
 pub const TAP: &str = "tap0";
 /// slirp4netns's DNS forwarder in the namespace (its default 10.0.2.0/24 network).
@@ -56,45 +58,35 @@ pub fn args(pid: u32, ready: RawFd, exit: RawFd, api_socket: &Path) -> Vec<OsStr
     ]
 }
 
-/// Forwards `host_address:host_port` on the host to the same port in the namespace (where
-/// QEMU's own forward listens). Returns slirp4netns's id for the forward.
-pub fn add_forward(
-    api_socket: &Path,
-    protocol: &str,
-    host_address: Ipv4Addr,
-    host_port: u16,
-) -> Result<u64, Error> {
-    let reply = request(
+/// Binds `forward`'s host side and leads it to the same port in the namespace (where QEMU's
+/// own forward listens).
+pub fn add_forward(api_socket: &Path, forward: &Forward) -> Result<(), Error> {
+    let (protocol, address, port) = (forward.protocol.as_str(), forward.address, forward.host);
+    request(
         api_socket,
         &json!({"execute": "add_hostfwd", "arguments": {
-            "proto": protocol, "host_addr": host_address.to_string(), "host_port": host_port, "guest_port": host_port,
+            "proto": protocol, "host_addr": address.to_string(), "host_port": port, "guest_port": port,
         }}),
-        || format!("forward {protocol} {host_address}:{host_port}"),
-    )?;
-    Ok(reply["id"].as_u64().unwrap_or_default())
+        || format!("forward {protocol} {address}:{port}"),
+    )
+    .map(drop)
 }
 
-/// Removes the forward of `host_address:host_port`, if slirp4netns has one.
-pub fn remove_forward(
-    api_socket: &Path,
-    protocol: &str,
-    host_address: Ipv4Addr,
-    host_port: u16,
-) -> Result<(), Error> {
+/// Removes what [`add_forward`] bound for `forward`, if slirp4netns has it.
+pub fn remove_forward(api_socket: &Path, forward: &Forward) -> Result<(), Error> {
+    let (protocol, address, port) = (forward.protocol.as_str(), forward.address, forward.host);
     let list = request(api_socket, &json!({"execute": "list_hostfwd"}), || {
         "list its forwards".into()
     })?;
     let entries = list["entries"].as_array().cloned().unwrap_or_default();
     let wanted = |e: &&Value| {
-        e["proto"] == protocol
-            && e["host_addr"] == host_address.to_string()
-            && e["host_port"] == host_port
+        e["proto"] == protocol && e["host_addr"] == address.to_string() && e["host_port"] == port
     };
     for entry in entries.iter().filter(wanted) {
         request(
             api_socket,
             &json!({"execute": "remove_hostfwd", "arguments": {"id": entry["id"]}}),
-            || format!("remove the forward {protocol} {host_address}:{host_port}"),
+            || format!("remove the forward {protocol} {address}:{port}"),
         )?;
     }
     Ok(())

@@ -505,12 +505,7 @@ impl Vms {
             }
             if record.network == Network::Outbound {
                 let api = isolate::api_socket(&layout.runtime);
-                slirp4netns::add_forward(
-                    &api,
-                    forward.protocol.as_str(),
-                    forward.address,
-                    forward.host,
-                )?;
+                slirp4netns::add_forward(&api, &forward)?;
             }
         }
         record.forwards.push(forward);
@@ -537,12 +532,7 @@ impl Vms {
         if running {
             if record.network == Network::Outbound {
                 let api = isolate::api_socket(&layout.runtime);
-                slirp4netns::remove_forward(
-                    &api,
-                    forward.protocol.as_str(),
-                    forward.address,
-                    forward.host,
-                )?;
+                slirp4netns::remove_forward(&api, &forward)?;
             }
             let said = Qmp::connect(&layout.qmp_socket())?.human_monitor(&format!(
                 "hostfwd_remove net0 {}",
