@@ -33,13 +33,15 @@ fn runs_dir() -> PathBuf {
     Home::under(&common::test_home()).runs()
 }
 
-/// Whether any process on the machine runs QEMU on a disk inside `dir`.
+/// Whether any process on the machine runs QEMU on a disk inside `dir`, or slirp4netns for
+/// its network (whose API socket is there).
 fn qemu_using(dir: &Path) -> bool {
     let needle = dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
         let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        cmdline.contains("qemu-system") && cmdline.contains(&needle)
+        (cmdline.contains("qemu-system") || cmdline.contains("slirp4netns\0"))
+            && cmdline.contains(&needle)
     })
 }
 
@@ -289,7 +291,10 @@ fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
     live.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while qemu_using(&run_dir) {
-        assert!(Instant::now() < deadline, "QEMU outlived a SIGKILLed vmrun");
+        assert!(
+            Instant::now() < deadline,
+            "QEMU or its slirp4netns outlived a SIGKILLed vmrun"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(run_dir.exists(), "nothing ran to remove it yet");
