@@ -192,7 +192,6 @@ fn a_symlinked_destination_is_refused() {
         "test:\n  command: echo hi > x.txt\n  artifacts: [x.txt]\n",
     )
     .unwrap();
-    let started = Instant::now();
     let out = vmrun_test(&project).output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(
@@ -209,7 +208,6 @@ fn a_symlinked_destination_is_refused() {
         "{err}"
     );
     assert!(!err.contains(": boot"), "a VM was started: {err}");
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(fs::read_dir(&host_dir).unwrap().count(), 0);
 }
 
