@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
-use crate::net::Network;
 use crate::net::forward::Forward;
+use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::qemu::args::{Accel, Machine};
 use crate::qemu::process::{self, QemuProcess};
@@ -51,6 +51,9 @@ pub enum Error {
     Qemu(#[from] process::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Isolate(#[from] isolate::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Ssh(#[from] ssh::Error),
     #[error("saving or resuming the warm state: QEMU's monitor")]
     Qmp(#[from] qmp::Error),
@@ -77,6 +80,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Disk(e) => e.exit_code(),
+            Error::Isolate(e) => e.exit_code(),
             Error::Io(_) | Error::Version(_) => crate::exit_code::INTERNAL,
             _ => crate::exit_code::VM_FAILED,
         }
@@ -161,9 +165,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         disk,
         seed: None,
         console: console.fd(),
-        // Settling needs no network beyond vmrun's SSH (and no namespace to set up); the
-        // network is QEMU's own state, not the guest's, so runs resume it on any network.
-        network: Network::None,
+        // The guest's network as every run finds it is configured here, by DHCP: `none`
+        // (`restrict=on`) would hand out no default route, and every resumed clone would
+        // lack one. So the same isolated network as the runs' default.
+        network: Network::Outbound,
         forwards: vec![Forward::ssh(port)],
     };
     let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
@@ -176,7 +181,14 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     };
     let line = machine::command_line(&machine, &instance);
     let qemu_log = scratch.path().join("qemu.log");
-    let mut vm = QemuProcess::spawn(c.qemu, &line, &qemu_log, console)?;
+    let (program, args) = isolate::command(
+        machine.network,
+        scratch.path(),
+        &machine.forwards,
+        c.qemu,
+        line.clone(),
+    )?;
+    let mut vm = QemuProcess::spawn(&program, &args, &qemu_log, console)?;
 
     sink(Event::Detail("booting the baked image".into()));
     let target = Target {
