@@ -19,6 +19,7 @@ pub mod name;
 pub mod net;
 pub mod path_error;
 pub mod paths;
+pub mod pipe;
 pub mod qemu;
 pub mod random;
 pub mod run;

@@ -17,8 +17,9 @@
 //!    gone, however it ends, slirp4netns sees end of file and exits.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use super::forward::Forward;
 use super::{Network, blocked, slirp4netns};
+use crate::pipe::pipe;
 use crate::tools::{self, MissingTool};
 
 /// How long slirp4netns may take to configure the namespace (it takes milliseconds).
@@ -148,12 +150,14 @@ pub fn exec(launch: &Launch) -> Error {
             let mut qemu = Command::new(&launch.qemu);
             qemu.args(&launch.qemu_args);
             // SAFETY: fcntl on a descriptor this process owns.
-            if unsafe { libc::fcntl(exit_write, libc::F_SETFD, 0) } != 0 {
+            if unsafe { libc::fcntl(exit_write.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
                 return Error::Exec {
                     program: launch.qemu.clone(),
                     source: io::Error::last_os_error(),
                 };
             }
+            // Kept open (and no longer owned here) into QEMU.
+            let _ = exit_write.into_raw_fd();
             let source = qemu.exec();
             Error::Exec {
                 program: launch.qemu.clone(),
@@ -165,13 +169,14 @@ pub fn exec(launch: &Launch) -> Error {
 }
 
 /// The write end of slirp4netns's exit pipe, to be inherited by QEMU.
-struct ExitPipe(RawFd);
+struct ExitPipe(OwnedFd);
 
 fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
     let slirp = tools::find("slirp4netns")?;
     let ip = tools::find("ip")?;
     let host_addresses =
         blocked::host_addresses().map_err(namespace("list the host's addresses"))?;
+    let pipe = || pipe().map_err(namespace("create a pipe"));
     let (ready_read, ready_write) = pipe()?;
     let (exit_read, exit_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
@@ -179,25 +184,23 @@ fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
     let pid = unsafe { libc::getpid() } as u32;
     let api = launch.api_socket();
     let _ = std::fs::remove_file(&api);
-    let slirp_args = slirp4netns::args(pid, ready_write, exit_read, &api);
+    let slirp_args = slirp4netns::args(pid, ready_write.as_raw_fd(), exit_read.as_raw_fd(), &api);
 
     // SAFETY: this process is single-threaded (vmrun isolate starts no thread before this),
     // so the child may run any code; it only waits and executes slirp4netns.
     match unsafe { libc::fork() } {
         -1 => return Err(namespace("fork")(io::Error::last_os_error())),
         0 => start_slirp4netns(
-            go_read,
-            &[ready_read, exit_write, go_write],
-            &[ready_write, exit_read],
+            go_read.as_raw_fd(),
+            &[&ready_read, &exit_write, &go_write].map(AsRawFd::as_raw_fd),
+            &[&ready_write, &exit_read].map(AsRawFd::as_raw_fd),
             &slirp,
             &slirp_args,
         ),
         _ => {}
     }
-    for fd in [ready_write, exit_read, go_read] {
-        // SAFETY: closing this process's copies; the child keeps its own.
-        unsafe { libc::close(fd) };
-    }
+    // This process's copies of the child's ends; the child keeps its own.
+    drop((ready_write, exit_read, go_read));
 
     // SAFETY: prctl with PR_GET_PDEATHSIG writes one int.
     let mut death_signal: libc::c_int = 0;
@@ -212,7 +215,9 @@ fn prepare(launch: &Launch) -> Result<ExitPipe, Error> {
     enter_namespaces()?;
     private_resolv_conf(&launch.dir)?;
 
-    write_byte(go_write).map_err(namespace("start slirp4netns"))?;
+    File::from(go_write)
+        .write_all(&[1])
+        .map_err(namespace("start slirp4netns"))?;
     wait_ready(ready_read)?;
 
     add_routes(&ip, &blocked::route_batch(&host_addresses))?;
@@ -331,9 +336,9 @@ fn private_resolv_conf(dir: &Path) -> Result<(), Error> {
 }
 
 /// Waits for slirp4netns's ready byte.
-fn wait_ready(ready: RawFd) -> Result<(), Error> {
+fn wait_ready(ready: OwnedFd) -> Result<(), Error> {
     let mut poll = libc::pollfd {
-        fd: ready,
+        fd: ready.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -344,10 +349,8 @@ fn wait_ready(ready: RawFd) -> Result<(), Error> {
             reason: format!("no answer within {} s", READY_WAIT.as_secs()),
         });
     }
-    let mut byte = 0u8;
-    // SAFETY: reads one byte into a local.
-    match unsafe { libc::read(ready, (&mut byte as *mut u8).cast(), 1) } {
-        1 => Ok(()),
+    match File::from(ready).read(&mut [0u8]) {
+        Ok(1) => Ok(()),
         _ => Err(Error::NotReady {
             reason: "it exited first (its messages are in QEMU's log)".into(),
         }),
@@ -381,27 +384,6 @@ fn add_routes(ip: &Path, batch: &str) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// A pipe whose ends are close-on-exec.
-fn pipe() -> Result<(RawFd, RawFd), Error> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(namespace("create a pipe")(io::Error::last_os_error()));
-    }
-    Ok((fds[0], fds[1]))
-}
-
-fn write_byte(fd: RawFd) -> io::Result<()> {
-    // SAFETY: writes one byte from a local, then closes this process's end.
-    let n = unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
-    unsafe { libc::close(fd) };
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 fn namespace(action: &str) -> impl Fn(io::Error) -> Error + '_ {

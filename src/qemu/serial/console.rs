@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use super::capped::{CappedLog, LIMITS};
 use crate::bounded_lines::{BoundedLines, Piece};
+use crate::pipe::pipe;
 
 /// A console line longer than this reaches a watcher in pieces.
 const LINE_CAP: usize = 16 * 1024;
@@ -116,17 +117,6 @@ impl Drop for Console {
     fn drop(&mut self) {
         self.finish();
     }
-}
-
-/// A pipe whose ends are closed when a program is started, unless passed on purpose.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array, which this function then owns.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just made by pipe2 and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Reads the console until QEMU closes it. When the log cannot be written (a full disk) or
