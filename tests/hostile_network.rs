@@ -146,11 +146,7 @@ fn line(out: &Output, name: &str) -> String {
 /// The directory of the run whose id vmrun printed first (`run ID: boot ...`).
 fn run_dir(out: &Output) -> PathBuf {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let id = stderr
-        .split_whitespace()
-        .skip_while(|w| *w != "run")
-        .nth(1)
-        .map(|id| id.trim_end_matches(':').to_owned())
+    let id = common::run_id(&stderr)
         .unwrap_or_else(|| panic!("no run id in vmrun's messages\n{}", said(out)));
     vmrun::paths::Home::under(&common::test_home())
         .runs()

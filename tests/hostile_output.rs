@@ -113,12 +113,6 @@ fn a_line_without_end_goes_out_in_prefixed_pieces_and_vmrun_holds_none_of_it() {
     assert!(peak < 40 * 1024, "vmrun peaked at {peak} KiB");
 }
 
-/// The run ids vmrun names on stderr ("run ID: boot ...").
-fn run_id(line: &str) -> Option<String> {
-    let rest = &line[line.find("] run ")? + 6..];
-    Some(rest.split(':').next()?.to_owned())
-}
-
 /// A run whose command is still going, and its stderr lines.
 struct LiveRun {
     child: Child,
@@ -195,7 +189,7 @@ fn a_flooded_serial_console_keeps_its_head_and_tail_within_the_cap() {
             &script,
         ],
     ));
-    let id = run_id(&run.wait_for("] run ", Duration::from_secs(120))).unwrap();
+    let id = common::run_id(&run.wait_for("] run ", Duration::from_secs(120))).unwrap();
     run.wait_for("flooded", Duration::from_secs(300));
     let log_path: PathBuf = Home::under(&common::test_home())
         .runs()

@@ -93,14 +93,7 @@ impl LiveRun {
     /// This run's directory, once its VM is reachable over SSH.
     fn wait_until_up(&mut self) -> PathBuf {
         let line = self.wait_for(": boot: done", Duration::from_secs(300));
-        let id = line
-            .split("run ")
-            .nth(1)
-            .unwrap()
-            .split(':')
-            .next()
-            .unwrap();
-        runs_dir().join(id)
+        runs_dir().join(common::run_id(&line).unwrap())
     }
 
     /// SIGINT; the exit code and all of stderr.

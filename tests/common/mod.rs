@@ -103,3 +103,9 @@ pub fn baked_image() -> &'static str {
         "test-base"
     })
 }
+
+/// The id of the first run vmrun names in `text`, its stderr (`[  0.0s] run ID: boot ...`).
+pub fn run_id(text: &str) -> Option<String> {
+    let rest = &text[text.find("] run ")? + "] run ".len()..];
+    Some(rest.split(':').next()?.to_owned())
+}
