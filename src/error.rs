@@ -92,6 +92,11 @@ pub enum Error {
 impl Error {
     /// The documented exit code for this failure (see `exit_code`).
     pub fn exit_code(&self) -> u8 {
+        // Whatever failed after vmrun was asked to stop failed because of it (a program
+        // it ran was ended, a wait was cut short): the exit code says the stop.
+        if let Some(signal) = crate::signals::received() {
+            return crate::signals::exit_code(signal);
+        }
         match self {
             Error::Usage(_) => exit_code::USAGE,
             Error::InvalidName(_) => exit_code::BAD_INPUT,

@@ -4,13 +4,14 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmrun::disk::Overlay;
-use vmrun::qemu::args::{Machine, command_line};
+use vmrun::qemu::args::{Machine, MachineSize, command_line};
 use vmrun::qemu::process::QemuProcess;
 use vmrun::qemu::serial::Console;
 use vmrun::seed::SeedIso;
+use vmrun::wait::{Stop, Watch};
 
 /// Boot to poweroff under TCG takes ~80 s on these machines; leave room for a slow host.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -45,8 +46,10 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
     let console = Console::to_log(&serial_log).unwrap();
     let machine = Machine {
         accel: common::accel(),
-        cpus: 2,
-        memory_mib: 1024,
+        size: MachineSize {
+            cpus: 2,
+            memory_mib: 1024,
+        },
         disk: disk.clone(),
         seed: Some(seed),
         console: console.fd(),
@@ -61,7 +64,13 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
         console,
     )
     .unwrap();
-    let status = qemu.wait_timeout(BOOT_TIMEOUT).unwrap();
+    let status = Watch::signals()
+        .until(
+            Instant::now() + BOOT_TIMEOUT,
+            Duration::from_millis(100),
+            || Ok::<_, Stop>(qemu.exited().map(|exited| exited.status)),
+        )
+        .unwrap();
     // Reaped, and its console log complete.
     qemu.kill().unwrap();
     let serial = String::from_utf8_lossy(&std::fs::read(&serial_log).unwrap()).into_owned();

@@ -15,24 +15,21 @@ use vmrun::config::{ByteSize, Command as GuestCommand, SyncConfig};
 use vmrun::disk::Overlay;
 use vmrun::net::{Network, forward::Forward};
 use vmrun::paths::Home;
-use vmrun::qemu::args::{Machine, command_line};
+use vmrun::qemu::args::{Machine, MachineSize, command_line};
 use vmrun::qemu::process::QemuProcess;
 use vmrun::qemu::serial::Console;
 use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
 use vmrun::store::{BakedImage, Store};
 use vmrun::sync::{Bounds, Destination};
+use vmrun::wait::{Stop, Watch};
 
 const IMAGE_NAME: &str = "ssh-sync-test";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const PROJECT_DIR: &str = "project dir";
 
-fn never() -> bool {
-    false
-}
-
 /// Bounds for rsync that only a broken guest reaches.
 fn bounds() -> Bounds<'static> {
-    Bounds::new(Duration::from_secs(300), &never)
+    Bounds::new(Duration::from_secs(300), Watch::signals())
 }
 
 /// The plain bake of debian:bookworm (an empty vmrun.yaml): the same store key as other
@@ -77,8 +74,10 @@ impl Guest {
         let console = Console::to_log(&serial_log).unwrap();
         let machine = Machine {
             accel: common::accel(),
-            cpus: 2,
-            memory_mib: 1024,
+            size: MachineSize {
+                cpus: 2,
+                memory_mib: 1024,
+            },
             disk,
             seed: None,
             console: console.fd(),
@@ -156,7 +155,7 @@ fn run_in(
             &mut out,
             &mut err,
             Some(Instant::now() + Duration::from_secs(60)),
-            &never,
+            &Watch::signals(),
         )
         .unwrap();
     (outcome, out.text(), err.text())
@@ -221,7 +220,11 @@ fn ssh_and_rsync_against_one_booted_guest() {
 
     let session = step(
         "cold boot to SSH ready (wait_ready)",
-        || match ssh::wait_ready(&guest.target, Instant::now() + BOOT_TIMEOUT, &never) {
+        || match ssh::wait_ready(
+            &guest.target,
+            Instant::now() + BOOT_TIMEOUT,
+            &Watch::signals(),
+        ) {
             Ok(session) => session,
             Err(e) => panic!(
                 "{:?}\nconsole:\n{}",
@@ -284,7 +287,7 @@ fn exit_codes_and_signals_come_back(session: &Session) {
             &mut out,
             &mut std::io::sink(),
             None,
-            &never,
+            &Watch::signals(),
         )
         .unwrap();
     assert_eq!(outcome, Outcome::Exited(0));
@@ -326,7 +329,7 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
         &GuestCommand::Shell("echo first; echo early >&2; sleep 2; echo second".into()),
     );
     let outcome = session
-        .exec(&command, &mut out, &mut err, None, &never)
+        .exec(&command, &mut out, &mut err, None, &Watch::signals())
         .unwrap();
     let ended = Instant::now();
     assert_eq!(outcome, Outcome::Exited(0));
@@ -366,7 +369,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             &mut std::io::sink(),
             Some(started + Duration::from_secs(3)),
-            &never,
+            &Watch::signals(),
         )
         .unwrap();
     assert_eq!(outcome, Outcome::TimedOut);
@@ -385,8 +388,17 @@ fn deadline_and_stop_end_the_command(session: &Session) {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // What ends the wait: a process standing in for the guest's QEMU, which exits after a
+    // second (the real one is not killed: the session is used again below).
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = QemuProcess::spawn(
+        Path::new("/bin/sh"),
+        &["-c".into(), "sleep 1".into()],
+        &dir.path().join("log"),
+        Console::to_log(&dir.path().join("serial.log")).unwrap(),
+    )
+    .unwrap();
     let asked = Instant::now();
-    let stop = || asked.elapsed() > Duration::from_secs(1);
     let command = ssh::remote_command_line(
         ".",
         &BTreeMap::new(),
@@ -398,10 +410,13 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             &mut std::io::sink(),
             None,
-            &stop,
+            &Watch::qemu(&stand_in),
         )
-        .unwrap();
-    assert_eq!(outcome, Outcome::Stopped);
+        .unwrap_err();
+    let ssh::Error::Stopped(Stop::QemuExited(exited)) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(exited.status.code(), Some(0));
     assert!(
         asked.elapsed() < Duration::from_secs(4),
         "the stop was noticed late"
@@ -491,9 +506,13 @@ fn wrong_keys_fail_at_once(target: &Target, image: &BakedImage, scratch: &Path) 
         ..target.clone()
     };
     let started = Instant::now();
-    let err = ssh::wait_ready(&wrong, started + Duration::from_secs(120), &never)
-        .err()
-        .unwrap();
+    let err = ssh::wait_ready(
+        &wrong,
+        started + Duration::from_secs(120),
+        &Watch::signals(),
+    )
+    .err()
+    .unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "a wrong host key was retried: {:?}",
@@ -522,9 +541,13 @@ fn wrong_keys_fail_at_once(target: &Target, image: &BakedImage, scratch: &Path) 
         ..target.clone()
     };
     let started = Instant::now();
-    let err = ssh::wait_ready(&stranger, started + Duration::from_secs(120), &never)
-        .err()
-        .unwrap();
+    let err = ssh::wait_ready(
+        &stranger,
+        started + Duration::from_secs(120),
+        &Watch::signals(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(err, ssh::Error::Auth { .. }), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(15),

@@ -5,6 +5,7 @@
 pub mod cloud_config;
 mod console;
 mod keys;
+pub mod on_demand;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,11 +21,12 @@ use crate::image::source::{self, ImageSource};
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::paths::Home;
-use crate::qemu::args::{Accel, Machine, command_line};
+use crate::qemu::args::{Accel, Machine, MachineSize, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::{Console, Lines, last_lines};
 use crate::seed::{self, SeedIso};
 use crate::store::{self, BakedImage, Manifest, Store};
+use crate::wait::{Stop, Watch};
 use crate::warm::{self, WarmState};
 use console::ConsoleSignal;
 use keys::KeyPair;
@@ -87,12 +89,14 @@ pub enum Error {
         after: Duration,
         serial_log: PathBuf,
     },
-    #[error("saving the warm state failed")]
-    #[diagnostic(help("bake again to retry; until then runs of this image boot cold"))]
+    #[error("reading the warm state failed")]
     Warm(#[source] warm::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] PathError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] Stop),
 }
 
 impl Error {
@@ -106,6 +110,7 @@ impl Error {
             Error::Seed(e) => e.exit_code(),
             Error::CloudConfig(_) => BAD_INPUT,
             Error::Keys(_) | Error::Io(_) => INTERNAL,
+            Error::Stopped(stop) => stop.exit_code(),
             Error::Qemu(_)
             | Error::Warm(_)
             | Error::Provisioning { .. }
@@ -129,8 +134,7 @@ pub struct BakeRequest {
     pub source: ImageSource,
     pub name: String,
     pub bake: BakeConfig,
-    pub cpus: u32,
-    pub memory_mib: u64,
+    pub size: MachineSize,
     pub accel: Accel,
     pub timeout: Duration,
 }
@@ -145,10 +149,10 @@ pub struct Baked {
 /// Bakes `req` (or finds the same bake in the store) and gives it `req.name`.
 pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<Baked, Error> {
     let local = req.source.materialize(&home.sources(), sink)?;
-    let key = cache_key(&local.digest, &req.bake, req.cpus, req.memory_mib)?;
+    let key = cache_key(&local.digest, &req.bake, req.size)?;
     let store = Store::new(home);
     if let Some(image) = store.entry(&key)? {
-        ensure_warm(&image, req, qemu, sink)?;
+        ensure_warm(&image, req, home, qemu, sink)?;
         store.set_name(&req.name, &key)?;
         sink(Event::Notice(format!(
             "same inputs as an earlier bake: reusing {}",
@@ -189,8 +193,7 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         Console::with_lines(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: req.accel,
-        cpus: req.cpus,
-        memory_mib: req.memory_mib,
+        size: req.size,
         disk,
         seed: Some(seed_path.clone()),
         console: console.fd(),
@@ -229,12 +232,12 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        cpus: req.cpus,
-        memory_mib: req.memory_mib,
+        cpus: req.size.cpus,
+        memory_mib: req.size.memory_mib,
         vmrun_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let image = store.commit(staging, &manifest)?;
-    ensure_warm(&image, req, qemu, sink)?;
+    ensure_warm(&image, req, home, qemu, sink)?;
     store.set_name(&req.name, &key)?;
     Ok(Baked {
         image,
@@ -247,14 +250,15 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
 pub fn cache_key(
     source_digest: &str,
     bake: &BakeConfig,
-    cpus: u32,
-    memory_mib: u64,
+    size: MachineSize,
 ) -> Result<String, Error> {
     let mut h = Sha256::new();
     // The machine's size is part of the image: its warm state was saved with it.
     h.update(format!(
-        "vmrun-bake\0{}\0{source_digest}\0{cpus}\0{memory_mib}\0",
-        env!("CARGO_PKG_VERSION")
+        "vmrun-bake\0{}\0{source_digest}\0{}\0{}\0",
+        env!("CARGO_PKG_VERSION"),
+        size.cpus,
+        size.memory_mib
     ));
     h.update(cloud_config::cache_material(bake)?);
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -265,6 +269,7 @@ pub fn cache_key(
 fn ensure_warm(
     image: &BakedImage,
     req: &BakeRequest,
+    home: &Home,
     qemu: &Path,
     sink: Sink,
 ) -> Result<(), Error> {
@@ -281,19 +286,13 @@ fn ensure_warm(
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(PathError::at("remove", &partial))?;
     }
-    let host_key_path = image.host_key();
     let capture = warm::Capture {
-        entry: &image.dir,
-        host_key: fs::read_to_string(&host_key_path)
-            .map_err(PathError::at("read", &host_key_path))?
-            .trim()
-            .to_owned(),
-        client_key: image.client_key(),
+        image,
         accel: req.accel,
-        cpus: req.cpus,
-        memory_mib: req.memory_mib,
+        size: req.size,
         qemu,
         boot_timeout: req.timeout,
+        runs: &home.runs(),
     };
     let saved = phase(sink, "save the warm state", || {
         warm::capture(&capture, sink)
@@ -308,7 +307,18 @@ fn ensure_warm(
         }
         Err(e) => {
             let _ = fs::remove_dir_all(&partial);
-            Err(Error::Warm(e))
+            match e {
+                warm::Error::Stopped(stop @ Stop::Signal(_)) => Err(stop.into()),
+                // The image is provisioned and usable: it runs cold.
+                e => {
+                    sink(Event::Notice(format!(
+                        "warning: the warm state could not be saved, so runs of this image \
+                         boot cold (bake it again to retry): {}",
+                        crate::error_line::one_line(&e)
+                    )));
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -354,13 +364,17 @@ fn boot_until_verdict(
     let serial_log = serial_log.to_owned();
     let mut verdict: Option<Result<(), String>> = None;
     let mut deadline = started + timeout;
+    // QEMU's exit is how a bake ends, so the wait watches only for a stop request; it sleeps
+    // in the console's receive between two looks.
+    let watch = Watch::signals();
     let status = loop {
-        if let Some(status) = vm.try_wait()? {
+        watch.check()?;
+        if let Some(exited) = vm.exited() {
             // The rest of the console, which may hold the verdict, until its reader ends.
             verdict = lines.iter().fold(verdict, |verdict, line| {
                 read(&line, marker, sink).or(verdict)
             });
-            break status;
+            break exited.status;
         }
         if Instant::now() >= deadline {
             vm.kill()?;
@@ -394,7 +408,7 @@ fn boot_until_verdict(
         }
         Some(Err(errors)) => Err(Error::Provisioning { errors, serial_log }),
         _ => Err(Error::NoVerdict {
-            status: status.to_string(),
+            status: crate::child::describe(status),
             serial_log,
             qemu_log: fs::read_to_string(qemu_log)
                 .unwrap_or_default()
@@ -457,18 +471,34 @@ fn keep_log_of_failure(error: Error, serial_log: &Path, home: &Home, name: &str)
 mod tests {
     use super::*;
 
+    const SIZE: MachineSize = MachineSize {
+        cpus: 2,
+        memory_mib: 1024,
+    };
+
     #[test]
     fn cache_key_follows_source_bake_section_and_size() {
         let plain = BakeConfig::default();
-        let key = cache_key("sha-a", &plain, 2, 1024).unwrap();
+        let key = cache_key("sha-a", &plain, SIZE).unwrap();
         assert_eq!(key.len(), 64);
-        assert_eq!(key, cache_key("sha-a", &plain, 2, 1024).unwrap());
-        assert_ne!(key, cache_key("sha-b", &plain, 2, 1024).unwrap());
-        assert_ne!(key, cache_key("sha-a", &plain, 2, 2048).unwrap());
+        assert_eq!(key, cache_key("sha-a", &plain, SIZE).unwrap());
+        assert_ne!(key, cache_key("sha-b", &plain, SIZE).unwrap());
+        assert_ne!(
+            key,
+            cache_key(
+                "sha-a",
+                &plain,
+                MachineSize {
+                    memory_mib: 2048,
+                    ..SIZE
+                }
+            )
+            .unwrap()
+        );
         let with_packages = BakeConfig {
             packages: vec!["curl".into()],
             ..Default::default()
         };
-        assert_ne!(key, cache_key("sha-a", &with_packages, 2, 1024).unwrap());
+        assert_ne!(key, cache_key("sha-a", &with_packages, SIZE).unwrap());
     }
 }

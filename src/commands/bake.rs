@@ -11,10 +11,11 @@ use crate::image::source::ImageSource;
 use crate::name;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
-use crate::tools;
 use crate::ui::Ui;
+use crate::{signals, tools};
 
 pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
+    signals::install();
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     let config = config::load_default(args.config.as_deref(), &cwd)?;
     let (spec, sha256) = match (&args.image, &config.image) {
@@ -46,8 +47,7 @@ pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
         source,
         name: name.clone(),
         bake: config.bake,
-        cpus: config.vm.cpus_or_default(),
-        memory_mib: config.vm.memory_mib_or_default(),
+        size: config.vm.size_or_default(),
         accel,
         timeout,
     };

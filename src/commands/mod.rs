@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::error::Error;
+use crate::image::source::ImageSource;
 
 /// Runs the parsed command line; `Ok` carries the exit code to return (a guest command's own).
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -19,7 +20,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if let Command::Isolate(args) = cli.command {
         return isolate::run(args);
     }
-    reap_dead_runs();
+    reap_left_behind();
     match cli.command {
         Command::Seed(args) => seed::run(args),
         Command::Bake(args) => bake::run(args),
@@ -31,11 +32,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// Every vmrun call first removes what runs of a killed vmrun left (their QEMU died with it).
-fn reap_dead_runs() {
-    if let Ok(home) = crate::paths::Home::from_env() {
-        for id in crate::run::reap_orphans(&home.runs()) {
-            eprintln!("note: removed run {id}, left by a vmrun that was killed");
-        }
+/// Every vmrun call first removes what a killed vmrun left: its runs (their QEMU died with
+/// it), and the temporary directories of its bakes and warm captures.
+fn reap_left_behind() {
+    let Ok(home) = crate::paths::Home::from_env() else {
+        return;
+    };
+    for id in crate::run::reap_orphans(&home.runs()) {
+        eprintln!("note: removed run {id}, left by a vmrun that was killed");
+    }
+    let store = crate::store::Store::new(&home);
+    let leftovers = [store.reap(), ImageSource::reap(&home.sources())].concat();
+    for name in leftovers {
+        eprintln!("note: removed {name}, left by a bake whose vmrun was killed");
     }
 }

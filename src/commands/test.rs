@@ -1,38 +1,21 @@
-//! `vmrun test`: validates arguments and vmrun.yaml once, resolves the image (baking it if
-//! vmrun.yaml names a source), then runs the command in fresh VMs and reports.
+//! `vmrun test`: turns the arguments and vmrun.yaml, validated once, into a run plan and a
+//! schedule; `run` does the rest.
 
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
-use crate::bake::{self, BakeRequest};
+use crate::bake;
 use crate::cli::TestArgs;
-use crate::config::{self, Command, Config, parse_duration};
+use crate::config::{self, Command, parse_duration};
 use crate::error::Error;
-use crate::events::{Event, Sink};
-use crate::image::source::ImageSource;
+use crate::events::Event;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
-use crate::qemu::args::Accel;
-use crate::run::{self, PrefixedLines, RunPlan, RunReport, signals};
-use crate::store::{BakedImage, Store};
+use crate::run::schedule::{self, Schedule};
+use crate::run::{self, Boot, RunPlan};
+use crate::store::Store;
 use crate::sync::Destination;
-use crate::tools;
 use crate::ui::Ui;
-use crate::warm::{self, WarmState};
-
-/// How long a bake started by `vmrun test` may take.
-const BAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
-/// How many runs, and when to stop scheduling more.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Schedule {
-    /// `None`: without end (only with `until_fail`).
-    runs: Option<u32>,
-    until_fail: bool,
-    jobs: u32,
-}
+use crate::{signals, tools, warm};
 
 pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     signals::install();
@@ -88,22 +71,30 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let ui = Ui::for_stderr();
     let sink = |event| ui.render(event);
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
-    let image = resolve_image(args.image.as_deref(), &config, &home, accel, &qemu, &sink)?;
-    let cpus = config.vm.cpus.unwrap_or(image.manifest.cpus);
-    let memory_mib = config
-        .vm
-        .memory
-        .map(|m| m.mib())
-        .unwrap_or(image.manifest.memory_mib);
-    let warm = if args.cold {
-        None
+    let image = match (args.image.as_deref(), &config.image) {
+        (Some(name), _) => Store::new(&home).get(name)?,
+        (None, Some(spec)) => bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
+        (None, None) => {
+            return Err(Error::Usage(
+                "no image: give --image NAME (see `vmrun images`) or `image:` in vmrun.yaml".into(),
+            ));
+        }
+    };
+    let size = config.vm.size_or(image.manifest.size());
+    let boot = if args.cold {
+        Boot::Cold
     } else {
-        warm_state(&image, accel, cpus, memory_mib, &qemu, &sink)?
+        match warm::fitting(&image.dir, &qemu, accel, size)? {
+            Ok(warm) => Boot::Resume(warm),
+            Err(why) => {
+                sink(Event::Notice(format!("booting cold: {why}")));
+                Boot::Cold
+            }
+        }
     };
     let plan = RunPlan {
-        cpus,
-        memory_mib,
-        warm,
+        size,
+        boot,
         image,
         accel,
         network: args.network.unwrap_or(config.test.network),
@@ -118,9 +109,9 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         boot_timeout,
         keep: args.keep,
     };
-    let reports = run_all(&plan, schedule, &home.runs(), &qemu, &sink);
+    let reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);
     eprint!("{}", run::summary_table(&reports));
-    Ok(ExitCode::from(exit_code(&reports)))
+    Ok(ExitCode::from(schedule::exit_code(&reports)))
 }
 
 fn schedule(args: &TestArgs) -> Result<Schedule, Error> {
@@ -159,151 +150,6 @@ fn parse_shard(spec: &str) -> Result<(u32, u32), String> {
         ));
     }
     Ok((k, n))
-}
-
-/// The image named by `--image`, or vmrun.yaml's `image:`: a baked image's name, or a
-/// source that is baked first (a cache hit after the first time).
-fn resolve_image(
-    explicit: Option<&str>,
-    config: &Config,
-    home: &Home,
-    accel: Accel,
-    qemu: &Path,
-    sink: Sink,
-) -> Result<BakedImage, Error> {
-    let store = Store::new(home);
-    if let Some(name) = explicit {
-        return Ok(store.get(name)?);
-    }
-    let Some(spec) = &config.image else {
-        return Err(Error::Usage(
-            "no image: give --image NAME (see `vmrun images`) or `image:` in vmrun.yaml".into(),
-        ));
-    };
-    if let Ok(image) = store.get(&spec.source) {
-        return Ok(image);
-    }
-    let source =
-        ImageSource::parse(&spec.source, spec.sha256.as_deref()).map_err(bake::Error::from)?;
-    let request = BakeRequest {
-        name: source.default_name(),
-        source,
-        bake: config.bake.clone(),
-        cpus: config.vm.cpus_or_default(),
-        memory_mib: config.vm.memory_mib_or_default(),
-        accel,
-        timeout: BAKE_TIMEOUT,
-    };
-    Ok(bake::bake(&request, home, qemu, sink)?.image)
-}
-
-/// The image's warm state if this run can resume it; otherwise says in one line why it boots.
-fn warm_state(
-    image: &BakedImage,
-    accel: Accel,
-    cpus: u32,
-    memory_mib: u64,
-    qemu: &Path,
-    sink: Sink,
-) -> Result<Option<WarmState>, Error> {
-    let Some(warm) = WarmState::load(&image.dir)? else {
-        sink(Event::Notice(
-            "booting cold: the image has no warm state (bake it again with this vmrun to add one)"
-                .into(),
-        ));
-        return Ok(None);
-    };
-    match warm
-        .machine
-        .check(&warm::qemu_version(qemu)?, accel, cpus, memory_mib)
-    {
-        Ok(()) => Ok(Some(warm)),
-        Err(mismatch) => {
-            sink(Event::Notice(format!(
-                "booting cold: the warm state does not fit: {mismatch}"
-            )));
-            Ok(None)
-        }
-    }
-}
-
-/// Runs the schedule, `jobs` at a time; with `until_fail`, no new run starts after a failure.
-fn run_all(
-    plan: &RunPlan,
-    schedule: Schedule,
-    runs_dir: &Path,
-    qemu: &Path,
-    sink: Sink,
-) -> Vec<RunReport> {
-    let reports = Mutex::new(Vec::new());
-    let next = Mutex::new(0u32);
-    let repeating = schedule.runs != Some(1);
-    let parallel = schedule.jobs > 1;
-    let stdout = Arc::new(Mutex::new(std::io::stdout()));
-    let stderr = Arc::new(Mutex::new(std::io::stderr()));
-    let should_continue = |reports: &Mutex<Vec<RunReport>>| {
-        signals::received().is_none()
-            && !(schedule.until_fail
-                && reports
-                    .lock()
-                    .expect("not poisoned")
-                    .iter()
-                    .any(|r: &RunReport| !r.outcome().passed()))
-    };
-    // Each worker spawns its runs' QEMUs itself, so they die with it (PR_SET_PDEATHSIG).
-    std::thread::scope(|scope| {
-        for _ in 0..schedule.jobs {
-            scope.spawn(|| {
-                loop {
-                    let index = {
-                        let mut next = next.lock().expect("not poisoned");
-                        if schedule.runs.is_some_and(|n| *next >= n) || !should_continue(&reports) {
-                            return;
-                        }
-                        *next += 1;
-                        *next
-                    };
-                    let id = run_id();
-                    let mut run_plan = plan.clone();
-                    if repeating {
-                        run_plan.artifacts_dir =
-                            plan.artifacts_dir.join(&format!("run-{index}-{id}"));
-                    }
-                    let report = if parallel {
-                        let mut out = PrefixedLines::new(&id, stdout.clone());
-                        let mut err = PrefixedLines::new(&id, stderr.clone());
-                        run::run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
-                    } else {
-                        let mut out = std::io::stdout();
-                        let mut err = std::io::stderr();
-                        run::run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
-                    };
-                    if let Some(report_text) = report.outcome().error_report() {
-                        let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");
-                    }
-                    reports.lock().expect("not poisoned").push(report);
-                }
-            });
-        }
-    });
-    reports.into_inner().expect("not poisoned")
-}
-
-/// vmrun's exit code: an interruption's, else the first failed run's, else 0.
-fn exit_code(reports: &[RunReport]) -> u8 {
-    if let Some(signal) = signals::received() {
-        return signals::exit_code(signal);
-    }
-    reports
-        .iter()
-        .map(|r| r.outcome().exit_code())
-        .find(|&c| c != 0)
-        .unwrap_or(0)
-}
-
-/// A short id for a run, unique among live runs: 8 random hex digits.
-fn run_id() -> String {
-    crate::random::hex(4)
 }
 
 #[cfg(test)]

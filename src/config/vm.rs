@@ -7,6 +7,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::MemorySize;
+use crate::qemu::args::MachineSize;
 
 /// How many vCPUs a guest may have (`vm.cpus`, `--cpus`).
 pub const CPUS: RangeInclusive<u32> = 1..=64;
@@ -31,14 +32,21 @@ impl VmConfig {
     /// ... and 1 GiB.
     pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 
-    pub fn cpus_or_default(&self) -> u32 {
-        self.cpus.unwrap_or(Self::DEFAULT_CPUS)
+    /// The size `vm:` asks for, each part not given taken from `base`.
+    pub fn size_or(&self, base: MachineSize) -> MachineSize {
+        MachineSize {
+            cpus: self.cpus.unwrap_or(base.cpus),
+            memory_mib: self.memory.as_ref().map_or(base.memory_mib, |m| m.mib()),
+        }
     }
 
-    pub fn memory_mib_or_default(&self) -> u64 {
-        self.memory
-            .as_ref()
-            .map_or(Self::DEFAULT_MEMORY_MIB, MemorySize::mib)
+    /// The size of a machine to bake: what `vm:` says, else [`Self::DEFAULT_CPUS`] and
+    /// [`Self::DEFAULT_MEMORY_MIB`].
+    pub fn size_or_default(&self) -> MachineSize {
+        self.size_or(MachineSize {
+            cpus: Self::DEFAULT_CPUS,
+            memory_mib: Self::DEFAULT_MEMORY_MIB,
+        })
     }
 }
 

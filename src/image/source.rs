@@ -15,6 +15,9 @@ use crate::image::debian::{self, DebianImage};
 use crate::image::download;
 use crate::path_error::PathError;
 
+/// Where Debian images built here are kept, in the sources directory.
+const DEBIAN_DIR: &str = "debian";
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
     #[error("`debian:{0}` is not a suite vmrun builds")]
@@ -138,12 +141,17 @@ impl ImageSource {
         }
     }
 
+    /// Removes what materializing by killed vmruns left in `sources_dir`; their names.
+    pub fn reap(sources_dir: &Path) -> Vec<String> {
+        DebianImage::reap(&sources_dir.join(DEBIAN_DIR))
+    }
+
     /// Fetches, builds or imports the source into `sources_dir`; cheap when already there.
     pub fn materialize(&self, sources_dir: &Path, sink: Sink) -> Result<LocalSource, Error> {
         match self {
             ImageSource::Debian(_) => {
                 let image = DebianImage::bookworm();
-                let path = image.ensure_cached(&sources_dir.join("debian"), sink)?;
+                let path = image.ensure_cached(&sources_dir.join(DEBIAN_DIR), sink)?;
                 // Built here, yet read like any image from outside: every source vmrun bakes
                 // from passes the same checks.
                 check_standalone(&path)?;

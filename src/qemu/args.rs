@@ -6,22 +6,52 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::net::Network;
 use crate::net::forward::Forward;
 
-/// How QEMU runs guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How QEMU runs guest code; written `kvm` or `tcg` wherever it is stored or shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
     Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A VM's size: its vCPUs and its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineSize {
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl std::fmt::Display for MachineSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} cpus and {} MiB", self.cpus, self.memory_mib)
+    }
 }
 
 /// Everything QEMU needs to know about one VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
     pub accel: Accel,
-    pub cpus: u32,
-    pub memory_mib: u64,
+    pub size: MachineSize,
     /// The VM's writable disk (a qcow2 overlay).
     pub disk: PathBuf,
     /// A cloud-init seed attached read-only, when the boot needs one.
@@ -38,7 +68,7 @@ pub struct Machine {
 pub fn command_line(m: &Machine) -> Vec<OsString> {
     let mut args = base_args();
     args.extend(accel_args(m.accel));
-    args.extend(size_args(m.cpus, m.memory_mib));
+    args.extend(size_args(m.size));
     args.extend(disk_args(&m.disk));
     if let Some(seed) = &m.seed {
         args.extend(seed_args(seed));
@@ -71,12 +101,12 @@ pub fn accel_args(accel: Accel) -> Vec<OsString> {
     }
 }
 
-pub fn size_args(cpus: u32, memory_mib: u64) -> Vec<OsString> {
+pub fn size_args(size: MachineSize) -> Vec<OsString> {
     vec![
         "-smp".into(),
-        cpus.to_string().into(),
+        size.cpus.to_string().into(),
         "-m".into(),
-        format!("{memory_mib}M").into(),
+        format!("{}M", size.memory_mib).into(),
     ]
 }
 
@@ -193,8 +223,10 @@ mod tests {
     fn machine() -> Machine {
         Machine {
             accel: Accel::Tcg,
-            cpus: 2,
-            memory_mib: 1024,
+            size: MachineSize {
+                cpus: 2,
+                memory_mib: 1024,
+            },
             disk: "/runs/a/disk.qcow2".into(),
             seed: Some("/runs/a/seed.iso".into()),
             console: 7,

@@ -2,18 +2,16 @@
 //! (PR_SET_PDEATHSIG) when vmrun dies, even by SIGKILL. It owns its serial console, which
 //! is complete on disk once QEMU is gone.
 
+use super::serial::{Console, last_lines};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
-use super::serial::Console;
-
-/// How often a wait checks whether QEMU has exited.
-const POLL: Duration = Duration::from_millis(50);
+/// Lines of QEMU's own log quoted when it exits unasked.
+const LOG_LINES: usize = 15;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -40,6 +38,17 @@ pub enum Error {
 pub struct QemuProcess {
     child: Child,
     console: Console,
+    /// QEMU's own stdout and stderr.
+    log: PathBuf,
+}
+
+/// QEMU's end as vmrun reports it: how it exited and the end of its own log.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, miette::Diagnostic)]
+#[error("QEMU exited ({})\n{log}", crate::child::describe(*status))]
+pub struct Exited {
+    pub status: ExitStatus,
+    /// The last lines of QEMU's log, introduced by a line naming the file.
+    pub log: String,
 }
 
 impl QemuProcess {
@@ -121,48 +130,41 @@ impl QemuProcess {
             source,
         })?;
         console.qemu_started();
-        Ok(QemuProcess { child, console })
+        Ok(QemuProcess {
+            child,
+            console,
+            log: log.to_owned(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(POLL);
-        }
+    /// How QEMU exited, if it has, with the end of its log. Only [`kill`](Self::kill) (and
+    /// drop) reap QEMU, so this needs no `&mut` and any wait can ask it (see
+    /// [`crate::wait::Watch`]).
+    pub fn exited(&self) -> Option<Exited> {
+        let status = crate::child::peek_exit(self.pid())?;
+        let tail = last_lines(&self.log, LOG_LINES);
+        let log = if tail.is_empty() {
+            format!("(QEMU's log {} is empty)", self.log.display())
+        } else {
+            format!("last lines of QEMU's log ({}):\n{tail}", self.log.display())
+        };
+        Some(Exited { status, log })
     }
 
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
-        let pid = self.pid();
-        self.child
-            .try_wait()
-            .map_err(|source| Error::Wait { pid, source })
-    }
-
-    /// Kills QEMU (SIGKILL to its pid, which this process started) and reaps it. Its console
-    /// log is complete then.
+    /// Kills QEMU (SIGKILL to its pid, which this process started, and not reaped yet) and
+    /// reaps it. Its console log is complete then.
     pub fn kill(&mut self) -> Result<ExitStatus, Error> {
         let pid = self.pid();
-        let status = match self.try_wait()? {
-            Some(status) => status,
-            None => {
-                // Already exited between the check and the kill is fine: wait reaps it either way.
-                let _ = self.child.kill();
-                self.child
-                    .wait()
-                    .map_err(|source| Error::Wait { pid, source })?
-            }
-        };
+        // Already exited is fine: wait reaps it either way.
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .map_err(|source| Error::Wait { pid, source })?;
         self.console.finish();
         Ok(status)
     }
@@ -174,10 +176,38 @@ impl Drop for QemuProcess {
     }
 }
 
+/// A stand-in QEMU for unit tests of what waits on one: `sh -c SCRIPT`.
+#[cfg(test)]
+pub fn fake(script: &str) -> (tempfile::TempDir, QemuProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let console = Console::to_log(&dir.path().join("serial.log")).unwrap();
+    let args: Vec<OsString> = vec!["-c".into(), script.into()];
+    let qemu = QemuProcess::spawn(
+        Path::new("/bin/sh"),
+        &args,
+        &dir.path().join("log"),
+        console,
+    );
+    (dir, qemu.unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    /// Polls until the process exits or `timeout` passes.
+    fn wait_timeout(p: &QemuProcess, timeout: Duration) -> Option<Exited> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(exited) = p.exited() {
+                return Some(exited);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
 
     fn console(dir: &tempfile::TempDir) -> Console {
         Console::to_log(&dir.path().join("serial.log")).unwrap()
@@ -191,7 +221,7 @@ mod tests {
             "-c".into(),
             format!("echo console > /dev/fd/{}; echo own", console.fd()).into(),
         ];
-        let mut p = QemuProcess::spawn(
+        let p = QemuProcess::spawn(
             Path::new("/bin/sh"),
             &args,
             &dir.path().join("log"),
@@ -199,9 +229,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.wait_timeout(Duration::from_secs(10))
+            wait_timeout(&p, Duration::from_secs(10))
                 .unwrap()
-                .unwrap()
+                .status
                 .code(),
             Some(0)
         );
@@ -221,9 +251,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let args: Vec<OsString> = vec!["-c".into(), "echo started; exec sleep 30".into()];
-        let mut p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
+        let p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
         let pid = p.pid() as i32;
-        assert_eq!(p.wait_timeout(Duration::from_millis(200)).unwrap(), None);
+        assert_eq!(wait_timeout(&p, Duration::from_millis(200)), None);
         drop(p);
         // SAFETY: signal 0 only checks whether the pid exists.
         assert_eq!(
@@ -235,18 +265,41 @@ mod tests {
     }
 
     #[test]
-    fn exit_status_comes_back() {
+    fn exit_status_and_log_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let args: Vec<OsString> = vec!["-c".into(), "exit 3".into()];
-        let mut p = QemuProcess::spawn(
-            Path::new("/bin/sh"),
-            &args,
-            &dir.path().join("log"),
-            console(&dir),
-        )
-        .unwrap();
-        let status = p.wait_timeout(Duration::from_secs(10)).unwrap().unwrap();
-        assert_eq!(status.code(), Some(3));
+        let log = dir.path().join("log");
+        let args: Vec<OsString> = vec!["-c".into(), "echo cannot bind; exit 3".into()];
+        let p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
+        let exited = wait_timeout(&p, Duration::from_secs(10)).unwrap();
+        assert_eq!(exited.status.code(), Some(3));
+        assert_eq!(
+            exited.to_string(),
+            format!(
+                "QEMU exited (exit status 3)\nlast lines of QEMU's log ({}):\ncannot bind",
+                log.display()
+            )
+        );
+        // Not reaped by asking: asked again, the same answer.
+        assert_eq!(p.exited(), Some(exited));
+    }
+
+    #[test]
+    fn a_killed_qemu_says_which_signal_and_that_its_log_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let args: Vec<OsString> = vec!["-c".into(), "exec sleep 30".into()];
+        let p = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
+        assert_eq!(p.exited(), None);
+        // SAFETY: kill(2) of the child this test started, not reaped yet.
+        unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
+        let exited = wait_timeout(&p, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            exited.to_string(),
+            format!(
+                "QEMU exited (signal 9)\n(QEMU's log {} is empty)",
+                log.display()
+            )
+        );
     }
 
     #[test]
@@ -258,7 +311,7 @@ mod tests {
         let fd = file.as_raw_fd();
         let log = dir.path().join("log");
         let args: Vec<OsString> = vec!["-c".into(), format!("cat <&{fd}").into()];
-        let mut p = QemuProcess::spawn_passing(
+        let p = QemuProcess::spawn_passing(
             Path::new("/bin/sh"),
             &args,
             &log,
@@ -267,19 +320,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            p.wait_timeout(Duration::from_secs(10))
+            wait_timeout(&p, Duration::from_secs(10))
                 .unwrap()
-                .unwrap()
+                .status
                 .code(),
             Some(0)
         );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "saved\n");
         // Not passed, the same number is closed in the child.
-        let mut q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
+        let q = QemuProcess::spawn(Path::new("/bin/sh"), &args, &log, console(&dir)).unwrap();
         assert_ne!(
-            q.wait_timeout(Duration::from_secs(10))
+            wait_timeout(&q, Duration::from_secs(10))
                 .unwrap()
-                .unwrap()
+                .status
                 .code(),
             Some(0)
         );

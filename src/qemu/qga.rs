@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::json_stream::{self, JsonStream};
 use crate::guest_text;
+use crate::wait::{Stop, Watch};
 
 /// Resets the agent's JSON parser; marks the start of a synced answer.
 const DELIMITER: u8 = 0xFF;
@@ -36,6 +37,8 @@ pub enum Error {
     Refused { command: String, desc: String },
     #[error("the guest agent's answer to `{command}` is not what it documents: {answer}")]
     Unexpected { command: String, answer: String },
+    #[error(transparent)]
+    Stopped(#[from] Stop),
 }
 
 /// One network interface as the agent reports it.
@@ -145,22 +148,23 @@ impl GuestAgent {
                 answer: guest_text::line(started.to_string()),
             });
         };
-        loop {
+        let deadline = self.deadline;
+        let code = Watch::signals().until(deadline, EXEC_POLL, || -> Result<_, Error> {
             let status = self.execute("guest-exec-status", Some(json!({"pid": pid})))?;
-            if status.get("exited").and_then(Value::as_bool) == Some(true) {
-                // A process killed by a signal has `signal` instead of `exitcode`.
-                return Ok(status
+            if status.get("exited").and_then(Value::as_bool) != Some(true) {
+                return Ok(None);
+            }
+            // A process killed by a signal has `signal` instead of `exitcode`.
+            Ok(Some(
+                status
                     .get("exitcode")
                     .and_then(Value::as_i64)
                     .unwrap_or_else(|| {
                         128 + status.get("signal").and_then(Value::as_i64).unwrap_or(0)
-                    }));
-            }
-            if Instant::now() >= self.deadline {
-                return Err(Error::NoAnswer(self.timeout));
-            }
-            std::thread::sleep(EXEC_POLL);
-        }
+                    }),
+            ))
+        })?;
+        code.ok_or(Error::NoAnswer(self.timeout))
     }
 
     /// The guest's network interfaces and their addresses.

@@ -3,24 +3,26 @@
 
 use std::path::Path;
 
+use super::summary::Failure;
 use super::summary::{Outcome, RunReport};
-use super::{GUEST_PROJECT_DIR, Phase, RunPlan, signals, stopped};
+use super::{GUEST_PROJECT_DIR, Phase, RunPlan};
 use crate::events::{Event, Sink};
 use crate::sync::{self, Bounds, describe_skipped};
+use crate::wait::{Stop, Watch};
 
 /// Copies the run's artifacts back after the command ended with `outcome`, and returns the
 /// run's outcome: the command's, unless copying failed (see [`Outcome::ArtifactsFailed`])
-/// or vmrun was asked to stop meanwhile.
+/// or vmrun was asked to stop meanwhile. `watch` watches the run's QEMU.
 pub fn collect(
     plan: &RunPlan,
     id: &str,
     ssh_config: &Path,
     outcome: Outcome,
+    watch: Watch,
     report: &mut RunReport,
     sink: Sink,
 ) -> Outcome {
-    let stop = || signals::received().is_some();
-    let bounds = Bounds::new(sync::TRANSFER_TIMEOUT, &stop);
+    let bounds = Bounds::new(sync::TRANSFER_TIMEOUT, watch);
     let pulled = report.time(Phase::Artifacts, || {
         sync::pull(
             ssh_config,
@@ -45,13 +47,12 @@ pub fn collect(
                 Some(over) => sync::Error::from(over),
             }
         }
-        Err(sync::Error::Cancelled { .. }) => return stopped(),
+        Err(sync::Error::Stopped(Stop::Signal(signal))) => return Outcome::Stopped(signal),
         Err(e) => e,
     };
+    let code = error.exit_code();
     Outcome::ArtifactsFailed {
         command: Box::new(outcome),
-        message: error.to_string(),
-        code: error.exit_code(),
-        report: format!("{:?}", miette::Report::new(error)),
+        failure: Failure::new(error, code),
     }
 }

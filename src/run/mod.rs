@@ -1,20 +1,22 @@
 //! `vmrun test`'s engine: one run is a fresh overlay on a baked image, QEMU with an SSH
 //! forward on loopback, the pinned-key SSH session, the project synced in, the command with
-//! its output streamed, artifacts copied back, and teardown whatever happened.
+//! its output streamed, artifacts copied back, and teardown whatever happened. Every wait
+//! in a run also ends when its QEMU exits or vmrun is asked to stop ([`crate::wait`]).
 
 mod artifacts;
+pub mod boot;
 mod output;
 mod run_dir;
-pub mod signals;
+pub mod schedule;
 mod summary;
 
+pub use boot::Boot;
 pub use output::PrefixedLines;
 pub use run_dir::reap_orphans;
-pub use summary::{Outcome, Phase, RunReport, summary_table};
+pub use summary::{Failure, Outcome, Phase, RunReport, summary_table};
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,14 +25,14 @@ use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
-use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Machine, command_line};
+use crate::qemu::args::{Accel, Machine, MachineSize};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::{Console, last_lines};
-use crate::ssh::{self, Target};
+use crate::ssh;
 use crate::store::BakedImage;
 use crate::sync;
-use crate::warm::{self, WarmState, machine::Instance};
+use crate::wait::{Stop, Watch};
+use crate::warm;
 
 /// Where the project lands in the guest.
 pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
@@ -49,9 +51,14 @@ pub enum Error {
     Disk(#[from] disk::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Qemu(#[from] process::Error),
-    #[error("QEMU exited during boot ({status})\n{qemu_log}")]
-    QemuExited { status: String, qemu_log: String },
+    /// QEMU exited, or vmrun was asked to stop, while the run waited.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] Stop),
     #[error("no free loopback port for the SSH forward after {attempts} attempts")]
     NoPort { attempts: usize },
     #[error(
@@ -85,17 +92,32 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         use crate::exit_code::{INTERNAL, VM_FAILED};
+        if let Some(stop) = self.stop() {
+            return stop.exit_code();
+        }
         match self {
             Error::Disk(e) => e.exit_code(),
+            Error::Store(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
-            Error::Qemu(_)
-            | Error::QemuExited { .. }
-            | Error::NoPort { .. }
-            | Error::NotReady { .. } => VM_FAILED,
+            Error::Qemu(_) | Error::Stopped(_) | Error::NoPort { .. } | Error::NotReady { .. } => {
+                VM_FAILED
+            }
             Error::RunDir(_) | Error::Port(_) | Error::Console(_) => INTERNAL,
             Error::Resume(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
+        }
+    }
+
+    /// Why the run's wait ended early, if that is what this error is: a stop request or
+    /// QEMU's exit, wherever in the run it was seen.
+    pub fn stop(&self) -> Option<&Stop> {
+        match self {
+            Error::Stopped(stop)
+            | Error::Ssh(ssh::Error::Stopped(stop))
+            | Error::Sync(sync::Error::Stopped(stop))
+            | Error::Resume(warm::Error::Stopped(stop)) => Some(stop),
+            _ => None,
         }
     }
 }
@@ -106,8 +128,9 @@ pub struct RunPlan {
     pub image: BakedImage,
     pub accel: Accel,
     pub network: Network,
-    pub cpus: u32,
-    pub memory_mib: u64,
+    pub size: MachineSize,
+    /// Boot the image, or resume its warm state.
+    pub boot: Boot,
     pub project: PathBuf,
     pub command: Command,
     pub env: BTreeMap<String, String>,
@@ -121,8 +144,6 @@ pub struct RunPlan {
     pub boot_timeout: Duration,
     /// On failure, keep the VM up until vmrun is interrupted.
     pub keep: bool,
-    /// Resume this saved machine instead of booting (`None`: cold boot).
-    pub warm: Option<WarmState>,
 }
 
 /// Runs `plan` once in a new VM. Never returns before the VM is gone (or, with `keep` and a
@@ -141,21 +162,21 @@ pub fn run_once(
         Ok(dir) => {
             let mut vm = None;
             let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
-                .unwrap_or_else(|e| {
-                    let code = e.exit_code();
-                    Outcome::Failed(format!("{:?}", miette::Report::new(e)), code)
+                .unwrap_or_else(|e| match e.stop() {
+                    Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
+                    _ => {
+                        let code = e.exit_code();
+                        Outcome::Failed(Failure::new(e, code))
+                    }
                 });
-            if plan.keep && !outcome.passed() && vm.is_some() {
-                keep_until_interrupted(&dir, sink);
+            if let (true, false, Some(vm)) = (plan.keep, outcome.passed(), &vm) {
+                keep_until_interrupted(&dir, vm, sink);
             }
             report.time(Phase::Teardown, || drop(vm));
             drop(dir);
             outcome
         }
-        Err(e) => Outcome::Failed(
-            format!("{:?}", miette::Report::new(e)),
-            crate::exit_code::INTERNAL,
-        ),
+        Err(e) => Outcome::Failed(Failure::new(e, crate::exit_code::INTERNAL)),
     };
     report.outcome = Some(outcome);
     report
@@ -172,51 +193,25 @@ fn drive(
     report: &mut RunReport,
     sink: Sink,
 ) -> Result<Outcome, Error> {
-    let host_key_path = plan.image.host_key();
-    let host_key = std::fs::read_to_string(&host_key_path).map_err(|source| ssh::Error::Io {
-        action: "read",
-        path: host_key_path,
-        source,
-    })?;
     let disk = dir.file("disk.qcow2");
-    let base = plan
-        .warm
-        .as_ref()
-        .map_or_else(|| plan.image.disk(), |w| w.disk.clone());
-    Overlay::create(&disk, &base)?;
+    Overlay::create(&disk, &plan.boot.base_disk(&plan.image))?;
 
     let started = Instant::now();
     sink(Event::PhaseStarted(format!("run {}: boot", dir.id())));
     let (process, port) = start_qemu(plan, dir, qemu, &disk)?;
-    *vm = Some(process);
-    let target = Target {
-        port,
-        host_key: host_key.trim().to_owned(),
-        client_key: plan.image.client_key(),
-    };
-    let files = ssh::ClientFiles::write(&dir.file("ssh"), &target)?;
+    let watch = Watch::qemu(vm.insert(process));
+    let target = plan.image.ssh_target(port)?;
+    let files = ssh::ClientFiles::write(&dir.ssh_dir(), &target)?;
     // A resumed guest answers at once: its clock and randomness are refreshed, and the
     // system ssh's master connection for rsync is made, while vmrun's own session is.
-    let (refresh, mut master) = match &plan.warm {
-        Some(_) => {
-            let agent = dir.file("qga.sock");
-            let refresh = std::thread::spawn(move || warm::refresh_clone(&agent));
-            (
-                Some(refresh),
-                crate::tools::find("ssh")
-                    .ok()
-                    .and_then(|ssh| ssh::Master::start(&ssh, &files)),
-            )
-        }
-        None => (None, None),
-    };
-    let deadline = started + plan.boot_timeout;
-    let session =
-        ssh::wait_ready(&target, deadline, &|| signals::received().is_some()).map_err(|source| {
-            if matches!(source, ssh::Error::Cancelled { .. }) {
-                return Error::Ssh(source);
-            }
-            Error::NotReady {
+    let refresh = plan.boot.refresh(dir);
+    let master = refresh.as_ref().and_then(|_| {
+        let ssh = crate::tools::find("ssh").ok()?;
+        ssh::Master::start(&ssh, &files)
+    });
+    let session = ssh::wait_ready(&target, started + plan.boot_timeout, &watch).map_err(
+        |source| match source {
+            ssh::Error::NotReady { .. } => Error::NotReady {
                 source,
                 console: last_lines(&dir.file("serial.log"), TAIL_LINES),
                 hint: match plan.accel {
@@ -225,14 +220,10 @@ fn drive(
                         "under TCG a cold boot takes about a minute; a longer boot timeout may help"
                     }
                 },
-            }
-        });
-    let session = match session {
-        Err(Error::Ssh(ssh::Error::Cancelled { .. })) => {
-            return Ok(stopped());
-        }
-        other => other?,
-    };
+            },
+            other => other.into(),
+        },
+    )?;
     if let Some(refresh) = refresh {
         refresh
             .join()
@@ -245,37 +236,29 @@ fn drive(
         elapsed: started.elapsed(),
     });
 
-    if let Some(master) = master.as_mut() {
-        master.wait_ready(&files, MASTER_WAIT);
+    if let Some(master) = &master {
+        master.wait_ready(&files, MASTER_WAIT, &watch);
     }
-    let ssh_config = files.ssh_config.clone();
-    let stop = || signals::received().is_some();
-    let bounds = sync::Bounds::new(sync::TRANSFER_TIMEOUT, &stop);
-    match report.time(Phase::Sync, || {
+    let bounds = sync::Bounds::new(sync::TRANSFER_TIMEOUT, watch);
+    report.time(Phase::Sync, || {
         sync::push(
-            &ssh_config,
+            &files.ssh_config,
             &plan.project,
             GUEST_PROJECT_DIR,
             &plan.sync,
             &bounds,
         )
-    }) {
-        Err(sync::Error::Cancelled { .. }) => return Ok(stopped()),
-        pushed => pushed?,
-    }
+    })?;
 
     let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
     let deadline = plan.timeout.map(|t| Instant::now() + t);
     let result = report.time(Phase::Command, || {
-        session.exec(&command_line, out, err, deadline, &|| {
-            signals::received().is_some()
-        })
+        session.exec(&command_line, out, err, deadline, &watch)
     })?;
     let outcome = match result {
         ssh::Outcome::Exited(code) => Outcome::Exited(code),
         ssh::Outcome::Signalled(name) => Outcome::Signalled(name),
         ssh::Outcome::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
-        ssh::Outcome::Stopped => return Ok(stopped()),
     };
     if plan.artifacts.is_empty() {
         return Ok(outcome);
@@ -283,16 +266,12 @@ fn drive(
     Ok(artifacts::collect(
         plan,
         dir.id(),
-        &ssh_config,
+        &files.ssh_config,
         outcome,
+        watch,
         report,
         sink,
     ))
-}
-
-/// The outcome of a run that vmrun was asked to stop.
-fn stopped() -> Outcome {
-    Outcome::Stopped(signals::received().unwrap_or(libc::SIGTERM))
 }
 
 /// Starts QEMU with a forward on a free loopback port, booting or resuming, and chooses
@@ -303,69 +282,26 @@ fn start_qemu(
     qemu: &Path,
     disk: &Path,
 ) -> Result<(QemuProcess, u16), Error> {
-    let qemu_log = dir.file("qemu.log");
     for _ in 0..crate::qemu::port::ATTEMPTS {
         let port = crate::qemu::port::free_loopback_port().map_err(Error::Port)?;
         let console = Console::to_log(&dir.file("serial.log")).map_err(Error::Console)?;
         let machine = Machine {
             accel: plan.accel,
-            cpus: plan.cpus,
-            memory_mib: plan.memory_mib,
+            size: plan.size,
             disk: disk.to_owned(),
             seed: None,
             console: console.fd(),
             network: plan.network,
             forwards: vec![Forward::ssh(port)],
         };
-        let launch =
-            |args| isolate::command(plan.network, dir.path(), &machine.forwards, qemu, args);
-        let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
-        let mut process = match &plan.warm {
-            None => {
-                let (program, args) = launch(command_line(&machine))?;
-                QemuProcess::spawn(&program, &args, &qemu_log, console)?
-            }
-            Some(warm) => {
-                let state = std::fs::File::open(&warm.state)
-                    .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
-                let generation = warm::machine::new_generation();
-                let instance = Instance {
-                    qmp: &qmp,
-                    guest_agent: &agent,
-                    generation: &generation,
-                    incoming: Some(state.as_raw_fd()),
-                };
-                let (program, args) = launch(warm::machine::command_line(&machine, &instance))?;
-                QemuProcess::spawn_passing(&program, &args, &qemu_log, console, state.as_fd())?
-            }
-        };
+        let process = plan.boot.spawn(&machine, dir, qemu, console)?;
         dir.record_qemu_pid(process.pid())?;
-        let started = match &plan.warm {
-            Some(_) => warm::resume(&mut process, &qmp, &qemu_log).map_err(Error::Resume),
-            // A forward that cannot bind makes QEMU exit at once; give it that moment.
-            None => match process.wait_timeout(Duration::from_millis(300))? {
-                None => Ok(()),
-                Some(status) => Err(Error::QemuExited {
-                    status: status.to_string(),
-                    qemu_log: String::new(),
-                }),
-            },
-        };
-        match started {
+        match plan.boot.started(&process, dir) {
             Ok(()) => return Ok((process, port)),
-            Err(e) => {
-                let exited = process.try_wait()?.is_some();
-                let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
-                if !(exited && crate::qemu::port::is_forward_conflict(&log)) {
-                    return Err(match e {
-                        Error::QemuExited { status, .. } => Error::QemuExited {
-                            status,
-                            qemu_log: log.trim().to_owned(),
-                        },
-                        other => other,
-                    });
-                }
-            }
+            Err(e) => match process.exited() {
+                Some(exited) if crate::qemu::port::is_forward_conflict(&exited.log) => {}
+                _ => return Err(e),
+            },
         }
     }
     Err(Error::NoPort {
@@ -373,14 +309,14 @@ fn start_qemu(
     })
 }
 
-/// `--keep`: the failed run's VM stays up; vmrun waits for Ctrl-C, then tears it down.
-fn keep_until_interrupted(dir: &run_dir::RunDir, sink: Sink) {
+/// `--keep`: the failed run's VM stays up; vmrun waits for Ctrl-C (or for the VM to go
+/// away), then tears it down.
+fn keep_until_interrupted(dir: &run_dir::RunDir, vm: &QemuProcess, sink: Sink) {
     sink(Event::Notice(format!(
         "run {} failed; its VM is kept. Get in with: vmrun ssh {}   (Ctrl-C here tears it down)",
         dir.id(),
         dir.id()
     )));
-    while signals::received().is_none() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let watch = Watch::qemu(vm);
+    while watch.sleep(Duration::from_secs(3600)).is_ok() {}
 }

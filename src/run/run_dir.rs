@@ -1,49 +1,31 @@
-//! A run's private directory under `run/runs/<id>`: its overlay, console log, SSH files and
-//! the lock that says the run is alive. A directory whose lock nobody holds belongs to a
-//! vmrun that was killed; the next vmrun call ends its QEMU and removes it.
+//! A run's private directory under `run/runs/<id>`: its overlay, console log, SSH files.
+//! It is a [`Scratch`]: locked while the run lives. One whose lock nobody holds belongs to a
+//! vmrun that was killed; the next vmrun call ends its QEMU and removes it (and any other
+//! directory a killed vmrun left there, such as a warm capture's).
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub use crate::path_error::PathError as Error;
+use crate::scratch::{self, Scratch};
 
-const LOCK: &str = "lock";
 const QEMU_PID: &str = "qemu.pid";
+/// The system ssh's configuration for reaching the run's guest (see `ssh::ClientFiles`).
+const SSH_DIR: &str = "ssh";
 
-/// A live run's directory; removed when dropped unless kept.
+/// A live run's directory; removed when dropped.
 pub struct RunDir {
     id: String,
-    path: PathBuf,
-    /// Held (flock) for the run's lifetime: proof to other vmrun calls that it is alive.
-    _lock: File,
+    dir: Scratch,
 }
 
 impl RunDir {
     /// Creates `runs/<id>` (0700) and takes its lock.
     pub fn create(runs: &Path, id: &str) -> Result<RunDir, Error> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(runs)
-            .map_err(Error::at("create", runs))?;
-        // Made under a hidden name and locked before it gets its real one, so a reaper never
-        // sees it unlocked.
-        let staging = runs.join(format!(".{id}.new"));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&staging)
-            .map_err(Error::at("create", &staging))?;
-        let lock_path = staging.join(LOCK);
-        let lock = File::create(&lock_path).map_err(Error::at("create", &lock_path))?;
-        lock.lock().map_err(Error::at("lock", &lock_path))?;
-        let path = runs.join(id);
-        fs::rename(&staging, &path).map_err(Error::at("create", &path))?;
         Ok(RunDir {
             id: id.to_owned(),
-            path,
-            _lock: lock,
+            dir: Scratch::named(runs, id)?,
         })
     }
 
@@ -52,11 +34,16 @@ impl RunDir {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
+        self.path().join(name)
+    }
+
+    /// Where the run's files for the system ssh go.
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.file(SSH_DIR)
     }
 
     /// Records QEMU's pid so a later vmrun can end it if this one is killed.
@@ -67,30 +54,18 @@ impl RunDir {
     }
 }
 
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Removes the directories of runs whose vmrun is gone, ending their QEMU first (only a
+/// Removes what runs of a vmrun that is gone left in `runs`, ending their QEMU first (only a
 /// process whose command line names that run's directory: a recycled pid is left alone).
-/// Returns the ids reaped.
+/// Returns the names reaped.
 pub fn reap_orphans(runs: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(runs) else {
         return Vec::new();
     };
     let mut reaped = Vec::new();
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue; // being created
-        }
         let dir = entry.path();
-        let Ok(lock) = File::open(dir.join(LOCK)) else {
+        if scratch::state(&dir) != scratch::State::LeftBehind {
             continue;
-        };
-        if lock.try_lock().is_err() {
-            continue; // a live run holds it
         }
         if let Some(pid) = fs::read_to_string(dir.join(QEMU_PID))
             .ok()
@@ -129,6 +104,7 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
+        left_behind(&dir);
         assert!(
             reap_orphans(runs.path()).is_empty(),
             "a live run was reaped"
@@ -138,12 +114,17 @@ mod tests {
         assert!(!runs.path().join("aaaa").exists());
     }
 
+    /// A directory as a killed vmrun leaves it: unlocked, and not new.
+    fn left_behind(dir: &Path) {
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        File::open(dir).unwrap().set_modified(then).unwrap();
+    }
+
     #[test]
     fn orphans_are_reaped_with_their_qemu_but_not_a_stranger_with_a_recycled_pid() {
         let runs = tempfile::tempdir().unwrap();
         let orphan = runs.path().join("bbbb");
         fs::create_dir(&orphan).unwrap();
-        fs::write(orphan.join(LOCK), "").unwrap();
         // A stand-in for its QEMU: a process whose command line names the run directory.
         let mut ours = Command::new("sh")
             .arg("-c")
@@ -154,13 +135,19 @@ mod tests {
         fs::write(orphan.join(QEMU_PID), format!("{}\n", ours.id())).unwrap();
         let stranger_dir = runs.path().join("cccc");
         fs::create_dir(&stranger_dir).unwrap();
-        fs::write(stranger_dir.join(LOCK), "").unwrap();
         let mut stranger = Command::new("sleep").arg("30").spawn().unwrap();
         fs::write(stranger_dir.join(QEMU_PID), format!("{}\n", stranger.id())).unwrap();
+        // What a killed warm capture leaves.
+        let capture = runs.path().join(".warm-0123");
+        fs::create_dir(&capture).unwrap();
+        fs::write(capture.join("qmp"), "").unwrap();
+        for dir in [&orphan, &stranger_dir, &capture] {
+            left_behind(dir);
+        }
 
         let mut reaped = reap_orphans(runs.path());
         reaped.sort();
-        assert_eq!(reaped, ["bbbb", "cccc"]);
+        assert_eq!(reaped, [".warm-0123", "bbbb", "cccc"]);
         assert!(
             ours.wait().unwrap().code().is_none(),
             "the orphan's QEMU was killed"

@@ -43,16 +43,37 @@ pub enum Outcome {
     TimedOut(Duration),
     /// vmrun itself was asked to stop (SIGINT/SIGTERM).
     Stopped(i32),
-    /// vmrun could not run the command: its rendered error report and vmrun's exit code.
-    Failed(String, u8),
-    /// The command ended (`command`) but its artifacts did not all come back: the error's
-    /// message, its rendered report and vmrun's exit code for it.
+    /// vmrun could not run the command.
+    Failed(Failure),
+    /// The command ended (`command`) but its artifacts did not all come back.
     ArtifactsFailed {
         command: Box<Outcome>,
-        message: String,
-        report: String,
-        code: u8,
+        failure: Failure,
     },
+}
+
+/// An error that ended a run, taken apart where it happened: its message (the summary's
+/// words for it), its full report, and vmrun's exit code for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub message: String,
+    pub report: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn new(error: impl miette::Diagnostic + Send + Sync + 'static, code: u8) -> Failure {
+        Failure {
+            message: error
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            report: format!("{:?}", miette::Report::new(error)),
+            code,
+        }
+    }
 }
 
 impl Outcome {
@@ -68,10 +89,10 @@ impl Outcome {
             Outcome::Exited(code) => (*code & 0xff) as u8,
             Outcome::Signalled(name) => 128 + signal_number(name).unwrap_or(0) as u8,
             Outcome::TimedOut(_) => crate::exit_code::TIMEOUT,
-            Outcome::Stopped(signal) => super::signals::exit_code(*signal),
-            Outcome::Failed(_, code) => *code,
-            Outcome::ArtifactsFailed { command, code, .. } => match command.exit_code() {
-                0 => *code,
+            Outcome::Stopped(signal) => crate::signals::exit_code(*signal),
+            Outcome::Failed(failure) => failure.code,
+            Outcome::ArtifactsFailed { command, failure } => match command.exit_code() {
+                0 => failure.code,
                 own => own,
             },
         }
@@ -80,7 +101,9 @@ impl Outcome {
     /// The rendered error report of a run vmrun could not complete, if this is one.
     pub fn error_report(&self) -> Option<&str> {
         match self {
-            Outcome::Failed(report, _) | Outcome::ArtifactsFailed { report, .. } => Some(report),
+            Outcome::Failed(failure) | Outcome::ArtifactsFailed { failure, .. } => {
+                Some(&failure.report)
+            }
             _ => None,
         }
     }
@@ -92,23 +115,12 @@ impl Outcome {
             Outcome::Signalled(name) => format!("killed by SIG{name}"),
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
-            Outcome::Failed(report, _) => format!("error: {}", headline(report)),
-            Outcome::ArtifactsFailed {
-                command, message, ..
-            } => format!("{}; artifacts: {message}", command.describe()),
+            Outcome::Failed(failure) => format!("error: {}", failure.message),
+            Outcome::ArtifactsFailed { command, failure } => {
+                format!("{}; artifacts: {}", command.describe(), failure.message)
+            }
         }
     }
-}
-
-/// The message of a rendered error report: its `×` line, else its first line.
-fn headline(report: &str) -> &str {
-    let marked = report
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix('×'));
-    marked
-        .or_else(|| report.lines().find(|l| !l.trim().is_empty()))
-        .unwrap_or_default()
-        .trim()
 }
 
 /// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
@@ -215,12 +227,15 @@ mod tests {
         assert_eq!(Outcome::Signalled("SEGV".into()).exit_code(), 139);
         assert_eq!(Outcome::TimedOut(Duration::from_secs(3)).exit_code(), 124);
         assert_eq!(Outcome::Stopped(libc::SIGINT).exit_code(), 130);
-        assert_eq!(Outcome::Failed("x".into(), 243).exit_code(), 243);
-        let artifacts_failed = |command| Outcome::ArtifactsFailed {
-            command: Box::new(command),
+        let failure = |code| Failure {
             message: "m".into(),
             report: "x".into(),
-            code: 240,
+            code,
+        };
+        assert_eq!(Outcome::Failed(failure(243)).exit_code(), 243);
+        let artifacts_failed = |command| Outcome::ArtifactsFailed {
+            command: Box::new(command),
+            failure: failure(240),
         };
         assert_eq!(artifacts_failed(Outcome::Exited(7)).exit_code(), 7);
         assert_eq!(
@@ -234,11 +249,24 @@ mod tests {
             Some("x")
         );
         assert_eq!(Outcome::Exited(1).error_report(), None);
-        assert_eq!(
-            headline("  × the guest did not answer\n  ╰─▶ timed out"),
-            "the guest did not answer"
+    }
+
+    #[test]
+    fn a_failure_keeps_its_errors_first_line_as_its_message() {
+        #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+        #[error("QEMU exited (signal 9)\nlast lines of QEMU's log")]
+        #[diagnostic(help("look at the log"))]
+        struct Exited;
+        let failure = Failure::new(Exited, 241);
+        assert_eq!(failure.message, "QEMU exited (signal 9)");
+        assert!(
+            failure.report.contains("look at the log"),
+            "{}",
+            failure.report
         );
-        assert_eq!(headline("plain message\nmore"), "plain message");
+        let outcome = Outcome::Failed(failure);
+        assert_eq!(outcome.describe(), "error: QEMU exited (signal 9)");
+        assert_eq!(outcome.exit_code(), 241);
     }
 
     #[test]
@@ -251,9 +279,11 @@ mod tests {
         let mut b = RunReport::new("r2");
         b.outcome = Some(Outcome::ArtifactsFailed {
             command: Box::new(Outcome::Exited(3)),
-            message: "the artifacts reach 2.0 GiB with big.xml".into(),
-            report: "  × the artifacts reach 2.0 GiB\n  │ with big.xml".into(),
-            code: 240,
+            failure: Failure {
+                message: "the artifacts reach 2.0 GiB with big.xml".into(),
+                report: "  × the artifacts reach 2.0 GiB\n  │ with big.xml".into(),
+                code: 240,
+            },
         });
         let table = summary_table(&[a, b]);
         let lines: Vec<&str> = table.lines().collect();

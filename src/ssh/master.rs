@@ -7,6 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{ClientFiles, GUEST_HOST};
+use crate::wait::{Stop, Watch};
+
+/// How often the wait for the master looks for its socket.
+const POLL: Duration = Duration::from_millis(20);
 
 /// The master ssh process; ended (by its pid) when dropped. It also ends by itself when the
 /// guest goes away, since its connection closes.
@@ -30,20 +34,17 @@ impl Master {
         Some(Master { child })
     }
 
-    /// Waits until the master accepts clients, it gave up, or `timeout` passed; whether it
-    /// is ready.
-    pub fn wait_ready(&mut self, files: &ClientFiles, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+    /// Waits until the master accepts clients, it gave up, `timeout` passed or `watch`
+    /// ended the wait; whether it is ready.
+    pub fn wait_ready(&self, files: &ClientFiles, timeout: Duration, watch: &Watch) -> bool {
+        let ready = watch.until(Instant::now() + timeout, POLL, || {
             if files.control_path.exists() {
-                return true;
+                return Ok(Some(true));
             }
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+            let gave_up = crate::child::peek_exit(self.child.id()).is_some();
+            Ok::<_, Stop>(gave_up.then_some(false))
+        });
+        ready == Ok(Some(true))
     }
 }
 

@@ -17,7 +17,7 @@ pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
 pub use master::Master;
-pub use session::{Outcome, Session, connect, wait_ready};
+pub use session::{Outcome, Session, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.
 pub const USER: &str = "vmrun";
@@ -79,8 +79,9 @@ pub enum Error {
         waited: Duration,
         last: String,
     },
-    #[error("cancelled while waiting for SSH on 127.0.0.1:{port}")]
-    Cancelled { port: u16 },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] crate::wait::Stop),
     /// The connection broke or the server refused a request after login.
     #[error("SSH to the guest on 127.0.0.1:{port} failed: cannot {action}")]
     Session {
@@ -115,8 +116,8 @@ impl Error {
             | Error::Auth { .. }
             | Error::NotReady { .. }
             | Error::Session { .. } => VM_FAILED,
+            Error::Stopped(stop) => stop.exit_code(),
             Error::PinnedKey { .. }
-            | Error::Cancelled { .. }
             | Error::Output(_)
             | Error::UnusablePath { .. }
             | Error::Io { .. } => INTERNAL,

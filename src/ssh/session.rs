@@ -10,6 +10,7 @@ use ssh2::{BlockDirections, Channel, ErrorCode};
 
 use super::command_line::killed_on_close;
 use super::{Error, HostKey, Target, USER};
+use crate::wait::Watch;
 
 /// Upper bound on how long one wait on the socket lasts, so stop requests and deadlines are
 /// noticed promptly; also the pause between connection attempts.
@@ -44,64 +45,35 @@ pub enum Outcome {
     Signalled(String),
     /// The deadline passed; the command was signalled and its channel closed.
     TimedOut,
-    /// `should_stop` said so; the command was signalled and its channel closed.
-    Stopped,
 }
 
-/// One attempt: connect, check the host key against the pinned one before anything is
-/// sent, then log in as [`USER`] with the client key.
-pub fn connect(target: &Target) -> Result<Session, Error> {
-    let pinned = pinned_key(target)?;
-    attempt(
-        target,
-        &pinned,
-        Instant::now() + 2 * HANDSHAKE_TIMEOUT,
-        HANDSHAKE_TIMEOUT,
-        &|| false,
-    )
-}
-
-/// Polls [`connect`] (at most every 100 ms) until it succeeds, retrying while the guest is
-/// still booting. A wrong host key or a refused login ends the wait at once.
-pub fn wait_ready(
-    target: &Target,
-    deadline: Instant,
-    should_stop: &dyn Fn() -> bool,
-) -> Result<Session, Error> {
+/// Connects, checks the host key against the pinned one before anything is sent, and logs
+/// in as [`USER`] with the client key; retried (at most every 100 ms) while the guest is
+/// still booting, until `deadline`. A wrong host key or a refused login ends the wait at
+/// once, and so does what `watch` watches.
+pub fn wait_ready(target: &Target, deadline: Instant, watch: &Watch) -> Result<Session, Error> {
     let pinned = pinned_key(target)?;
     let started = Instant::now();
     let mut last = None;
     let mut banner_wait = BANNER_WAIT;
-    loop {
-        if should_stop() {
-            return Err(Error::Cancelled { port: target.port });
-        }
-        let attempt_started = Instant::now();
-        if attempt_started >= deadline {
-            let last = last.unwrap_or_else(|| "no attempt was made".to_owned());
-            return Err(Error::NotReady {
-                port: target.port,
-                waited: started.elapsed(),
-                last,
-            });
-        }
-        match attempt(target, &pinned, deadline, banner_wait, should_stop) {
-            Ok(session) => return Ok(session),
+    let session = watch.until(deadline, POLL, || {
+        match attempt(target, &pinned, deadline, banner_wait, watch) {
+            Ok(session) => Ok(Some(session)),
             Err(e) if e.is_retryable() => {
                 if !matches!(e, Error::Connect { .. } | Error::Silent { .. }) {
                     banner_wait = HANDSHAKE_TIMEOUT;
                 }
                 last = Some(crate::error_line::one_line(&e));
-                let now = Instant::now();
-                std::thread::sleep(
-                    (attempt_started + POLL)
-                        .min(deadline)
-                        .saturating_duration_since(now),
-                );
+                Ok(None)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-    }
+    })?;
+    session.ok_or_else(|| Error::NotReady {
+        port: target.port,
+        waited: started.elapsed(),
+        last: last.unwrap_or_else(|| "no attempt was made".to_owned()),
+    })
 }
 
 fn pinned_key(target: &Target) -> Result<HostKey, Error> {
@@ -113,13 +85,13 @@ fn attempt(
     pinned: &HostKey,
     deadline: Instant,
     banner_wait: Duration,
-    should_stop: &dyn Fn() -> bool,
+    watch: &Watch,
 ) -> Result<Session, Error> {
     let port = target.port;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let stream = TcpStream::connect_timeout(&address, budget(deadline, BANNER_WAIT))
         .map_err(|source| Error::Connect { port, source })?;
-    wait_for_banner(&stream, port, budget(deadline, banner_wait), should_stop)?;
+    wait_for_banner(&stream, port, budget(deadline, banner_wait), watch)?;
 
     let mut session = ssh2::Session::new().map_err(|source| Error::Handshake { port, source })?;
     session.set_tcp_stream(stream);
@@ -165,13 +137,13 @@ fn attempt(
     })
 }
 
-/// Waits until the peer has sent something (sshd's version line) or has closed. A stop
-/// request ends the wait early, as if nothing had come.
+/// Waits until the peer has sent something (sshd's version line) or has closed. What
+/// `watch` watches ends the wait early, as if nothing had come (the caller then sees why).
 fn wait_for_banner(
     stream: &TcpStream,
     port: u16,
     wait: Duration,
-    should_stop: &dyn Fn() -> bool,
+    watch: &Watch,
 ) -> Result<(), Error> {
     let until = Instant::now() + wait;
     loop {
@@ -181,7 +153,7 @@ fn wait_for_banner(
         {
             break;
         }
-        if Instant::now() >= until || should_stop() {
+        if Instant::now() >= until || watch.check().is_err() {
             return Err(Error::Silent { port, waited: wait });
         }
     }
@@ -198,16 +170,16 @@ impl Session {
     /// stderr on, each to its own writer, flushed as each piece arrives. The command's stdin
     /// is /dev/null.
     ///
-    /// When `deadline` passes or `should_stop` returns true, the channel is closed, which
-    /// kills the command and everything it started: a watchdog in the guest holds the
-    /// channel's stdin and kills the process group when it ends.
+    /// When `deadline` passes or `watch` stops the wait, the channel is closed, which kills
+    /// the command and everything it started: a watchdog in the guest holds the channel's
+    /// stdin and kills the process group when it ends.
     pub fn exec(
         &self,
         command_line: &str,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
-        should_stop: &dyn Fn() -> bool,
+        watch: &Watch,
     ) -> Result<Outcome, Error> {
         let mut channel = self
             .inner
@@ -217,23 +189,27 @@ impl Session {
             .exec(&killed_on_close(command_line))
             .map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
-        let outcome = self.follow(&mut channel, stdout, stderr, deadline, should_stop);
+        let outcome = self.follow(&mut channel, stdout, stderr, deadline, watch);
         self.inner.set_blocking(true);
         // Freeing a channel that is not closed yet waits for it, as long as the session's
         // timeout allows: after an abandon that is the short one.
         drop(channel);
         self.inner.set_timeout(millis(REQUEST_TIMEOUT));
-        outcome
+        // A connection lost because QEMU exited is reported as that.
+        outcome.map_err(|e| match watch.check() {
+            Err(stop) => stop.into(),
+            Ok(()) => e,
+        })
     }
 
-    /// Passes output on until the channel closes, the deadline passes, or a stop request.
+    /// Passes output on until the channel closes, the deadline passes, or `watch` stops it.
     fn follow(
         &self,
         channel: &mut Channel,
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
-        should_stop: &dyn Fn() -> bool,
+        watch: &Watch,
     ) -> Result<Outcome, Error> {
         let mut buffer = vec![0u8; 32 * 1024];
         let mut error_stream = channel.stderr();
@@ -248,9 +224,9 @@ impl Session {
                     Err(e) => return Err(self.lost("wait for the command to end", e.into())),
                 }
             }
-            if should_stop() {
+            if let Err(stop) = watch.check() {
                 self.abandon(channel);
-                return Ok(Outcome::Stopped);
+                return Err(stop.into());
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -404,9 +380,13 @@ mod tests {
     fn a_closed_connection_is_retried_every_poll_until_the_deadline() {
         let (port, count) = closing_port();
         let started = Instant::now();
-        let err = wait_ready(&target(port), started + Duration::from_secs(1), &|| false)
-            .err()
-            .unwrap();
+        let err = wait_ready(
+            &target(port),
+            started + Duration::from_secs(1),
+            &Watch::signals(),
+        )
+        .err()
+        .unwrap();
         let took = started.elapsed();
         assert!(
             took >= Duration::from_secs(1) && took < Duration::from_secs(2),
@@ -454,8 +434,11 @@ mod tests {
                 drop(stream);
             }
         });
-        let waited = || client_waited.load(Ordering::SeqCst);
-        let _ = wait_ready(&target(port), Instant::now() + BANNER_WAIT * 2, &waited);
+        let _ = wait_ready(
+            &target(port),
+            Instant::now() + BANNER_WAIT * 2,
+            &Watch::signals(),
+        );
         assert!(
             client_waited.load(Ordering::SeqCst),
             "the slow server was given up"
@@ -472,7 +455,7 @@ mod tests {
         let err = wait_ready(
             &target(port),
             Instant::now() + Duration::from_millis(300),
-            &|| false,
+            &Watch::signals(),
         )
         .err()
         .unwrap();
@@ -483,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_request_ends_the_wait_even_while_a_connection_is_silent() {
+    fn qemus_exit_ends_the_wait_even_while_a_connection_is_silent() {
         // Accepts and holds the connection without a word, like a guest whose network is
         // not up yet.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -492,12 +475,19 @@ mod tests {
             let held: Vec<_> = listener.incoming().collect();
             drop(held);
         });
+        let (_dir, qemu) = crate::qemu::process::fake("sleep 0.5; exit 1");
         let started = Instant::now();
-        let stop = || started.elapsed() > Duration::from_millis(500);
-        let err = wait_ready(&target(port), started + Duration::from_secs(60), &stop)
-            .err()
-            .unwrap();
-        assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
+        let err = wait_ready(
+            &target(port),
+            started + Duration::from_secs(60),
+            &Watch::qemu(&qemu),
+        )
+        .err()
+        .unwrap();
+        let Error::Stopped(crate::wait::Stop::QemuExited(exited)) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(exited.status.code(), Some(1));
         assert!(
             started.elapsed() < Duration::from_millis(900),
             "{:?}",
@@ -517,7 +507,7 @@ mod tests {
         let err = wait_ready(
             &target(port),
             Instant::now() + Duration::from_millis(500),
-            &|| false,
+            &Watch::signals(),
         )
         .err()
         .unwrap();
@@ -535,7 +525,7 @@ mod tests {
                 ..target(1)
             },
             Instant::now(),
-            &|| false,
+            &Watch::signals(),
         )
         .err()
         .unwrap();

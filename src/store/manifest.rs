@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::qemu::args::MachineSize;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -15,4 +17,14 @@ pub struct Manifest {
     pub cpus: u32,
     pub memory_mib: u64,
     pub vmrun_version: String,
+}
+
+impl Manifest {
+    /// The machine the image was baked (and its warm state saved) with.
+    pub fn size(&self) -> MachineSize {
+        MachineSize {
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+        }
+    }
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use crate::name::{self, InvalidName};
 use crate::path_error::PathError;
 use crate::paths::Home;
+use crate::scratch::Scratch;
+use crate::ssh::Target;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -68,6 +70,18 @@ impl BakedImage {
         self.dir.join(Self::CLIENT_KEY)
     }
 
+    /// How to reach a VM of this image whose SSH is forwarded to `port` on loopback: its
+    /// pinned host key and vmrun's client key.
+    pub fn ssh_target(&self, port: u16) -> Result<Target, Error> {
+        let path = self.host_key();
+        let host_key = fs::read_to_string(&path).map_err(PathError::at("read", &path))?;
+        Ok(Target {
+            port,
+            host_key: host_key.trim().to_owned(),
+            client_key: self.client_key(),
+        })
+    }
+
     fn load(dir: &Path) -> Result<BakedImage, Error> {
         let path = dir.join(Self::MANIFEST);
         let text = fs::read_to_string(&path).map_err(PathError::at("read", &path))?;
@@ -100,6 +114,9 @@ pub struct NamedImage {
     pub image: BakedImage,
 }
 
+/// The prefix of a bake's directory in the store until it is committed.
+const STAGING: &str = ".staging-";
+
 pub struct Store {
     entries: PathBuf,
     names: PathBuf,
@@ -125,37 +142,28 @@ impl Store {
     }
 
     /// A private directory inside the store to build an entry in (same file system, so
-    /// [`Store::commit`] is a rename). Removed if dropped uncommitted: a failed bake leaves
-    /// nothing behind.
-    pub fn staging(&self) -> Result<tempfile::TempDir, Error> {
-        crate::path_error::create_private_dir(&self.entries)?;
-        let staging = tempfile::Builder::new()
-            .prefix(".staging-")
-            .tempdir_in(&self.entries);
-        Ok(staging.map_err(PathError::at("create a directory in", &self.entries))?)
+    /// [`Store::commit`] is a rename). Removed if dropped uncommitted, and by the next
+    /// vmrun call if this one is killed (see [`Store::reap`]): a failed bake leaves nothing.
+    pub fn staging(&self) -> Result<Scratch, Error> {
+        Ok(Scratch::new_in(&self.entries, STAGING)?)
+    }
+
+    /// Removes staging directories that bakes of killed vmruns left; their names.
+    pub fn reap(&self) -> Vec<String> {
+        crate::scratch::reap(&self.entries, STAGING)
     }
 
     /// Writes the manifest into `staging` and moves it to `store/<key>`. If a concurrent
     /// bake of the same inputs got there first, its entry is kept and this one dropped.
-    pub fn commit(
-        &self,
-        staging: tempfile::TempDir,
-        manifest: &Manifest,
-    ) -> Result<BakedImage, Error> {
+    pub fn commit(&self, staging: Scratch, manifest: &Manifest) -> Result<BakedImage, Error> {
         let manifest_path = staging.path().join(BakedImage::MANIFEST);
         let json = serde_json::to_string_pretty(manifest).expect("manifest serializes");
         fs::write(&manifest_path, json + "\n").map_err(PathError::at("write", &manifest_path))?;
         let dir = self.entries.join(&manifest.key);
-        let staged = staging.keep();
-        if let Err(e) = fs::rename(&staged, &dir) {
-            let _ = fs::remove_dir_all(&staged);
-            if !dir.join(BakedImage::MANIFEST).exists() {
-                return Err(Error::Io(PathError {
-                    action: "store",
-                    path: dir,
-                    source: e,
-                }));
-            }
+        if let Err(e) = staging.persist(&dir)
+            && !dir.join(BakedImage::MANIFEST).exists()
+        {
+            return Err(Error::Io(e));
         }
         BakedImage::load(&dir)
     }

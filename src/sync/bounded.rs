@@ -5,15 +5,15 @@
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::wait::{Stop, Watch};
+
 /// How often the deadline and the stop request are looked at while rsync prints nothing.
 const POLL: Duration = Duration::from_millis(50);
-/// How long rsync has after SIGTERM to remove the file it was writing, before SIGKILL.
-const GRACE: Duration = Duration::from_millis(500);
 /// How long stderr may stay open after rsync exited: a master ssh connection may hold it
 /// (the client ssh hands its descriptors over), and vmrun does not wait for that.
 const STDERR_LINGER: Duration = Duration::from_millis(500);
@@ -25,17 +25,17 @@ const STDERR_KEPT: usize = 64 * 1024;
 pub struct Bounds<'a> {
     pub timeout: Duration,
     pub deadline: Instant,
-    /// Asked at every poll; `true` ends the transfer.
-    pub stop: &'a dyn Fn() -> bool,
+    /// Looked at every poll: a stop request or the guest's QEMU gone ends the transfer.
+    pub watch: Watch<'a>,
 }
 
 impl<'a> Bounds<'a> {
     /// `timeout` from now.
-    pub fn new(timeout: Duration, stop: &'a dyn Fn() -> bool) -> Bounds<'a> {
+    pub fn new(timeout: Duration, watch: Watch<'a>) -> Bounds<'a> {
         Bounds {
             timeout,
             deadline: Instant::now() + timeout,
-            stop,
+            watch,
         }
     }
 }
@@ -50,7 +50,7 @@ pub enum Ending {
     /// The line callback asked for the end.
     Cut,
     TimedOut,
-    Stopped,
+    Stopped(Stop),
 }
 
 /// Runs `command` in a process group of its own, with `input` (if any) on its stdin, and
@@ -95,41 +95,15 @@ pub fn run(
             },
             Err(RecvTimeoutError::Timeout) => {}
         }
-        if (bounds.stop)() {
-            break Ending::Stopped;
+        if let Err(stop) = bounds.watch.check() {
+            break Ending::Stopped(stop);
         }
         if Instant::now() >= bounds.deadline {
             break Ending::TimedOut;
         }
     };
-    end_group(&mut child)?;
+    crate::child::end_group(&mut child)?;
     Ok(ending)
-}
-
-/// SIGTERM to the child's process group, SIGKILL once the child exited or after [`GRACE`],
-/// then reaps the child. The group is signalled by its id, which is the child's pid: until
-/// the child is reaped that id cannot be reused, so no other process is ever signalled.
-fn end_group(child: &mut Child) -> io::Result<()> {
-    let group = child.id() as libc::pid_t;
-    // SAFETY: kill(2) on the process group this function's caller created.
-    unsafe { libc::kill(-group, libc::SIGTERM) };
-    let give_up = Instant::now() + GRACE;
-    while !has_exited(child) && Instant::now() < give_up {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: as above; the child is not reaped yet, so the group id is still ours.
-    unsafe { libc::kill(-group, libc::SIGKILL) };
-    child.wait().map(drop)
-}
-
-/// Whether the child exited, without reaping it (`WNOWAIT`).
-fn has_exited(child: &Child) -> bool {
-    // SAFETY: waitid(2) with a zeroed siginfo_t it fills in; WNOWAIT leaves the child as is.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-        libc::waitid(libc::P_PID, child.id(), &mut info, flags) == 0 && info.si_pid() != 0
-    }
 }
 
 /// Sends each line of `stdout`, without its terminator, until it closes.
@@ -190,10 +164,6 @@ impl Stderr {
 mod tests {
     use super::*;
 
-    fn never() -> bool {
-        false
-    }
-
     fn sh(script: &str) -> Command {
         let mut command = Command::new("sh");
         command.args(["-c", script]);
@@ -209,7 +179,7 @@ mod tests {
     #[test]
     fn lines_input_exit_status_and_stderr() {
         let mut seen = Vec::new();
-        let bounds = Bounds::new(Duration::from_secs(30), &never);
+        let bounds = Bounds::new(Duration::from_secs(30), Watch::signals());
         let ending = run(
             &mut sh("cat; printf 'a\\rb\\nc'; echo oops >&2; exit 3"),
             Some(b"in\n".to_vec()),
@@ -232,7 +202,7 @@ mod tests {
     fn the_deadline_ends_the_whole_group() {
         let started = Instant::now();
         let mut pids = Vec::new();
-        let bounds = Bounds::new(Duration::from_millis(300), &never);
+        let bounds = Bounds::new(Duration::from_millis(300), Watch::signals());
         let script = "trap '' TERM; sleep 300 & echo $!; echo $$; wait";
         let ending = run(&mut sh(script), None, &bounds, &mut |line| {
             pids.push(String::from_utf8_lossy(line).into_owned());
@@ -255,16 +225,19 @@ mod tests {
     #[test]
     fn stop_and_cut_end_it_early() {
         let asked = Instant::now();
-        let stop = || asked.elapsed() > Duration::from_millis(200);
-        let bounds = Bounds::new(Duration::from_secs(60), &stop);
+        let (_dir, qemu) = crate::qemu::process::fake("sleep 0.2");
+        let bounds = Bounds::new(Duration::from_secs(60), Watch::qemu(&qemu));
         let ending = run(&mut sh("sleep 300"), None, &bounds, &mut |_| {
             ControlFlow::Continue(())
         })
         .unwrap();
-        assert!(matches!(ending, Ending::Stopped), "{ending:?}");
+        assert!(
+            matches!(ending, Ending::Stopped(Stop::QemuExited(_))),
+            "{ending:?}"
+        );
         assert!(asked.elapsed() < Duration::from_secs(2));
 
-        let bounds = Bounds::new(Duration::from_secs(60), &never);
+        let bounds = Bounds::new(Duration::from_secs(60), Watch::signals());
         let mut lines = 0;
         let ending = run(&mut sh("yes"), None, &bounds, &mut |_| {
             lines += 1;
@@ -280,7 +253,7 @@ mod tests {
 
     #[test]
     fn stderr_is_kept_up_to_a_limit() {
-        let bounds = Bounds::new(Duration::from_secs(60), &never);
+        let bounds = Bounds::new(Duration::from_secs(60), Watch::signals());
         let script = "head -c 1000000 /dev/zero | tr '\\0' x >&2";
         let ending = run(&mut sh(script), None, &bounds, &mut |_| {
             ControlFlow::Continue(())

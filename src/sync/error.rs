@@ -33,9 +33,10 @@ pub enum Error {
         action: &'static str,
         limit: Duration,
     },
-    /// vmrun was asked to stop (SIGINT, SIGTERM) while rsync ran.
-    #[error("rsync did not {action}: vmrun was asked to stop")]
-    Cancelled { action: &'static str },
+    /// vmrun was asked to stop (SIGINT, SIGTERM), or the guest's QEMU exited, while rsync ran.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] crate::wait::Stop),
     #[error(transparent)]
     #[diagnostic(transparent)]
     OverCap(#[from] OverCap),
@@ -103,10 +104,8 @@ impl Error {
             Error::OverCap(_)
             | Error::DestinationSymlink { .. }
             | Error::DestinationNotADirectory { .. } => BAD_INPUT,
-            Error::Rsync { .. }
-            | Error::Cancelled { .. }
-            | Error::Spawn { .. }
-            | Error::CreateDir { .. } => INTERNAL,
+            Error::Stopped(stop) => stop.exit_code(),
+            Error::Rsync { .. } | Error::Spawn { .. } | Error::CreateDir { .. } => INTERNAL,
         }
     }
 }

@@ -276,7 +276,7 @@ impl Rsync {
                 action,
                 limit: bounds.timeout,
             }),
-            Ending::Stopped => Err(Error::Cancelled { action }),
+            Ending::Stopped(stop) => Err(stop.into()),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::ssh::sh_quote;
+use crate::wait::{Stop, Watch};
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
@@ -27,13 +28,9 @@ struct FakeGuest {
     seen_config: PathBuf,
 }
 
-fn never() -> bool {
-    false
-}
-
 /// Bounds no working transfer here reaches.
 fn bounds() -> Bounds<'static> {
-    Bounds::new(Duration::from_secs(60), &never)
+    Bounds::new(Duration::from_secs(60), Watch::signals())
 }
 
 const MIB: ByteSize = ByteSize::from_bytes(1 << 20);
@@ -539,7 +536,7 @@ first=$1; shift; exec $REAL "$first" --bwlimit=10000 "$@""#;
 fn a_stalled_guest_rsync_ends_at_the_deadline_or_a_stop() {
     let guest = FakeGuest::new(GuestRsync::Script("echo $$ > stalled.pid; exec sleep 300"));
     let started = Instant::now();
-    let bounds = Bounds::new(Duration::from_secs(1), &never);
+    let bounds = Bounds::new(Duration::from_secs(1), Watch::signals());
     let err = guest
         .rsync
         .pull(
@@ -568,20 +565,15 @@ fn a_stalled_guest_rsync_ends_at_the_deadline_or_a_stop() {
     );
 
     let asked = Instant::now();
-    let stop = || asked.elapsed() > Duration::from_millis(300);
-    let bounds = Bounds::new(Duration::from_secs(60), &stop);
+    let (_dir, qemu) = crate::qemu::process::fake("sleep 0.3");
+    let bounds = Bounds::new(Duration::from_secs(60), Watch::qemu(&qemu));
     let project = tempfile::tempdir().unwrap();
     let err = guest
         .rsync
         .push(project.path(), "project", &SyncConfig::default(), &bounds)
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::Cancelled {
-                action: "copy the project into the guest"
-            }
-        ),
+        matches!(err, Error::Stopped(Stop::QemuExited(_))),
         "{err:?}"
     );
     assert!(

@@ -16,7 +16,7 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
     let mut argv = args::persistent_base_args();
     argv.extend(args::name_args(&record.name));
     argv.extend(args::accel_args(record.accel.into()));
-    argv.extend(args::size_args(record.cpus, record.memory_mib));
+    argv.extend(args::size_args(record.size()));
     argv.extend(args::disk_args(&layout.disk()));
     argv.extend(args::net_args(&forwards, record.network));
     argv.extend(args::serial_args(super::console::CONSOLE_FD));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::Network;
 use crate::net::forward::Forward;
-use crate::qemu::args::Accel;
+use crate::qemu::args::{Accel, MachineSize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +58,15 @@ impl From<RecordedAccel> for Accel {
         match accel {
             RecordedAccel::Kvm => Accel::Kvm,
             RecordedAccel::Tcg => Accel::Tcg,
+        }
+    }
+}
+
+impl VmRecord {
+    pub fn size(&self) -> MachineSize {
+        MachineSize {
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::args::{self, Accel, Machine};
+use crate::qemu::args::{self, Accel, Machine, MachineSize};
 
 /// Bumped whenever the warm machine's arguments change shape: older states then fall back.
 pub const FORMAT: u32 = 1;
@@ -19,7 +19,7 @@ pub struct WarmMachine {
     pub format: u32,
     /// `qemu-system-x86_64 --version`'s first line.
     pub qemu_version: String,
-    pub accel: String,
+    pub accel: Accel,
     pub cpus: u32,
     pub memory_mib: u64,
     /// The exact command line the state was saved from, for the record.
@@ -31,10 +31,21 @@ pub struct WarmMachine {
 /// Why a run boots cold instead of resuming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mismatch {
-    Format { saved: u32 },
-    Qemu { saved: String, now: String },
-    Accel { saved: String, now: String },
-    Size { saved: (u32, u64), now: (u32, u64) },
+    Format {
+        saved: u32,
+    },
+    Qemu {
+        saved: String,
+        now: String,
+    },
+    Accel {
+        saved: Accel,
+        now: Accel,
+    },
+    Size {
+        saved: MachineSize,
+        now: MachineSize,
+    },
 }
 
 impl std::fmt::Display for Mismatch {
@@ -48,11 +59,9 @@ impl std::fmt::Display for Mismatch {
             Mismatch::Accel { saved, now } => {
                 write!(f, "it was saved under {saved}; this run uses {now}")
             }
-            Mismatch::Size { saved, now } => write!(
-                f,
-                "it was saved with {} cpus and {} MiB; this run asks for {} cpus and {} MiB",
-                saved.0, saved.1, now.0, now.1
-            ),
+            Mismatch::Size { saved, now } => {
+                write!(f, "it was saved with {saved}; this run asks for {now}")
+            }
         }
     }
 }
@@ -63,8 +72,7 @@ impl WarmMachine {
         &self,
         qemu_version: &str,
         accel: Accel,
-        cpus: u32,
-        memory_mib: u64,
+        size: MachineSize,
     ) -> Result<(), Mismatch> {
         if self.format != FORMAT {
             return Err(Mismatch::Format { saved: self.format });
@@ -75,26 +83,26 @@ impl WarmMachine {
                 now: qemu_version.to_owned(),
             });
         }
-        if self.accel != accel_name(accel) {
+        if self.accel != accel {
             return Err(Mismatch::Accel {
-                saved: self.accel.clone(),
-                now: accel_name(accel).to_owned(),
+                saved: self.accel,
+                now: accel,
             });
         }
-        if (self.cpus, self.memory_mib) != (cpus, memory_mib) {
+        if self.size() != size {
             return Err(Mismatch::Size {
-                saved: (self.cpus, self.memory_mib),
-                now: (cpus, memory_mib),
+                saved: self.size(),
+                now: size,
             });
         }
         Ok(())
     }
-}
 
-pub fn accel_name(accel: Accel) -> &'static str {
-    match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
+    pub fn size(&self) -> MachineSize {
+        MachineSize {
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+        }
     }
 }
 
@@ -155,7 +163,7 @@ mod tests {
         WarmMachine {
             format: FORMAT,
             qemu_version: "QEMU emulator version 7.2.22".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             cpus: 2,
             memory_mib: 1024,
             args: vec![],
@@ -163,15 +171,22 @@ mod tests {
         }
     }
 
+    fn size(cpus: u32) -> MachineSize {
+        MachineSize {
+            cpus,
+            memory_mib: 1024,
+        }
+    }
+
     #[test]
     fn resumes_only_the_same_machine_on_the_same_qemu() {
         let w = saved();
         assert_eq!(
-            w.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024),
+            w.check("QEMU emulator version 7.2.22", Accel::Tcg, size(2)),
             Ok(())
         );
         let err = w
-            .check("QEMU emulator version 8.0.0", Accel::Tcg, 2, 1024)
+            .check("QEMU emulator version 8.0.0", Accel::Tcg, size(2))
             .unwrap_err();
         assert!(
             err.to_string()
@@ -179,11 +194,11 @@ mod tests {
             "{err}"
         );
         let err = w
-            .check("QEMU emulator version 7.2.22", Accel::Kvm, 2, 1024)
+            .check("QEMU emulator version 7.2.22", Accel::Kvm, size(2))
             .unwrap_err();
         assert_eq!(err.to_string(), "it was saved under tcg; this run uses kvm");
         let err = w
-            .check("QEMU emulator version 7.2.22", Accel::Tcg, 4, 1024)
+            .check("QEMU emulator version 7.2.22", Accel::Tcg, size(4))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -194,7 +209,7 @@ mod tests {
             ..saved()
         };
         assert!(matches!(
-            old.check("QEMU emulator version 7.2.22", Accel::Tcg, 2, 1024),
+            old.check("QEMU emulator version 7.2.22", Accel::Tcg, size(2)),
             Err(Mismatch::Format { .. })
         ));
     }
@@ -203,8 +218,7 @@ mod tests {
     fn saving_and_resuming_lines_differ_only_in_instance_parts() {
         let machine = |dir: &str| Machine {
             accel: Accel::Tcg,
-            cpus: 2,
-            memory_mib: 1024,
+            size: size(2),
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
             console: 3,

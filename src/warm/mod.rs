@@ -23,12 +23,15 @@ use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Machine};
+use crate::qemu::args::{Accel, Machine, MachineSize};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
 use crate::qemu::serial::Console;
-use crate::ssh::{self, Target};
+use crate::scratch::Scratch;
+use crate::ssh;
+use crate::store::{self, BakedImage};
+use crate::wait::{Stop, Watch};
 use machine::{Instance, WarmMachine};
 
 /// The warm state's directory inside a store entry.
@@ -40,6 +43,12 @@ const MACHINE: &str = "machine.json";
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the guest agent has to answer after a resume.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU has to exit after `quit`.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a migration's progress is asked.
+const POLL: Duration = Duration::from_millis(50);
+/// How often a resume looks whether the state is in: it takes a fraction of a second.
+const RESUME_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -55,18 +64,18 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ssh(#[from] ssh::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] store::Error),
     #[error("saving or resuming the warm state: QEMU's monitor")]
     Qmp(#[from] qmp::Error),
     #[error("the guest agent did not answer after the resume")]
     Agent(#[from] qga::Error),
     #[error("migration {status}: {detail}")]
     Migration { status: String, detail: String },
-    #[error("QEMU exited ({status}) while {doing}\n{qemu_log}")]
-    Exited {
-        status: String,
-        doing: &'static str,
-        qemu_log: String,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] Stop),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] PathError),
@@ -81,6 +90,9 @@ impl Error {
         match self {
             Error::Disk(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
+            Error::Stopped(stop) => stop.exit_code(),
+            Error::Ssh(e) => e.exit_code(),
+            Error::Store(e) => e.exit_code(),
             Error::Io(_) | Error::Version(_) => crate::exit_code::INTERNAL,
             _ => crate::exit_code::VM_FAILED,
         }
@@ -116,6 +128,27 @@ impl WarmState {
     }
 }
 
+/// The entry's warm state if a run with `accel` and `size` on `qemu` can resume it;
+/// otherwise why it cannot, in words that follow "booting cold: ".
+pub fn fitting(
+    entry: &Path,
+    qemu: &Path,
+    accel: Accel,
+    size: MachineSize,
+) -> Result<Result<WarmState, String>, Error> {
+    let Some(warm) = WarmState::load(entry)? else {
+        return Ok(Err(
+            "the image has no warm state (bake it again with this vmrun to add one)".into(),
+        ));
+    };
+    Ok(
+        match warm.machine.check(&qemu_version(qemu)?, accel, size) {
+            Ok(()) => Ok(warm),
+            Err(mismatch) => Err(format!("the warm state does not fit: {mismatch}")),
+        },
+    )
+}
+
 /// The first line of `qemu --version`, which a saved state must match.
 pub fn qemu_version(qemu: &Path) -> Result<String, Error> {
     let out = Command::new(qemu)
@@ -132,36 +165,32 @@ pub fn qemu_version(qemu: &Path) -> Result<String, Error> {
 
 /// How to reach the provisioned guest and what machine to save.
 pub struct Capture<'a> {
-    /// The store entry being made; its `disk.qcow2` is the provisioned layer.
-    pub entry: &'a Path,
-    pub host_key: String,
-    pub client_key: PathBuf,
+    /// The stored image; its `disk.qcow2` is the provisioned layer.
+    pub image: &'a BakedImage,
     pub accel: Accel,
-    pub cpus: u32,
-    pub memory_mib: u64,
+    pub size: MachineSize,
     pub qemu: &'a Path,
     pub boot_timeout: Duration,
+    /// Where runs' directories are: the capture's sockets and logs go there too, for the
+    /// same short paths and the same reaping after a kill.
+    pub runs: &'a Path,
 }
 
 /// Boots the provisioned image, lets it settle, and saves its state into `entry/warm`.
 pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
-    let dir = c.entry.join(DIR);
+    let dir = c.image.dir.join(DIR);
     fs::create_dir(&dir).map_err(PathError::at("create", &dir))?;
     let disk = dir.join(DISK);
-    Overlay::create(&disk, &c.entry.join(DISK))?;
-    // Sockets need short paths (108 bytes); the entry's may be long.
-    let scratch = tempfile::Builder::new()
-        .prefix("vmrun-warm-")
-        .tempdir()
-        .map_err(PathError::at("create", Path::new("/tmp")))?;
+    Overlay::create(&disk, &c.image.disk())?;
+    // Sockets need short paths (108 bytes), as runs' do; the entry's may be long.
+    let scratch = Scratch::new_in(c.runs, ".warm-")?;
     let port = crate::qemu::port::free_loopback_port()
         .map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
     let serial_log = scratch.path().join("serial.log");
     let console = Console::to_log(&serial_log).map_err(PathError::at("create", &serial_log))?;
     let machine = Machine {
         accel: c.accel,
-        cpus: c.cpus,
-        memory_mib: c.memory_mib,
+        size: c.size,
         disk,
         seed: None,
         console: console.fd(),
@@ -188,15 +217,12 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         c.qemu,
         line.clone(),
     )?;
-    let mut vm = QemuProcess::spawn(&program, &args, &qemu_log, console)?;
+    let vm = QemuProcess::spawn(&program, &args, &qemu_log, console)?;
+    let watch = Watch::qemu(&vm);
 
     sink(Event::Detail("booting the baked image".into()));
-    let target = Target {
-        port,
-        host_key: c.host_key.clone(),
-        client_key: c.client_key.clone(),
-    };
-    let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &|| false)?;
+    let target = c.image.ssh_target(port)?;
+    let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &watch)?;
     sink(Event::Detail(
         "settling (systemctl is-system-running --wait), dropping caches".into(),
     ));
@@ -206,7 +232,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         &mut std::io::sink(),
         &mut std::io::sink(),
         Some(Instant::now() + c.boot_timeout),
-        &|| false,
+        &watch,
     )?;
     drop(session);
     // Runs set the clock through the agent: it must be up in the saved machine.
@@ -221,16 +247,18 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         crate::ssh::sh_quote(&state.to_string_lossy())
     );
     qmp.execute("migrate", Some(json!({ "uri": uri })))?;
-    wait_for_migration(&mut qmp, &mut vm, &qemu_log)?;
+    wait_for_migration(&mut qmp, &watch)?;
     qmp.execute("quit", None)?;
-    vm.wait_timeout(Duration::from_secs(30))?;
+    Watch::signals().until(Instant::now() + QUIT_TIMEOUT, POLL, || {
+        Ok::<_, Stop>(vm.exited())
+    })?;
 
     let saved = WarmMachine {
         format: machine::FORMAT,
         qemu_version: qemu_version(c.qemu)?,
-        accel: machine::accel_name(c.accel).to_owned(),
-        cpus: c.cpus,
-        memory_mib: c.memory_mib,
+        accel: c.accel,
+        cpus: c.size.cpus,
+        memory_mib: c.size.memory_mib,
         args: line
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -248,90 +276,76 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     Ok(saved)
 }
 
-fn wait_for_migration(qmp: &mut Qmp, vm: &mut QemuProcess, qemu_log: &Path) -> Result<(), Error> {
-    let deadline = Instant::now() + MIGRATION_TIMEOUT;
-    loop {
+fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
+    let mut status = String::new();
+    let done = watch.until(Instant::now() + MIGRATION_TIMEOUT, POLL, || {
         let info = qmp.execute("query-migrate", None)?;
-        let status = info
+        status = info
             .get("status")
             .and_then(|s| s.as_str())
             .unwrap_or("unknown")
             .to_owned();
         match status.as_str() {
-            "completed" => return Ok(()),
-            "failed" | "cancelled" => {
-                let detail = info
+            "completed" => Ok(Some(())),
+            "failed" | "cancelled" => Err(Error::Migration {
+                status: status.clone(),
+                detail: info
                     .get("error-desc")
                     .and_then(|d| d.as_str())
                     .unwrap_or("no detail")
-                    .to_owned();
-                return Err(Error::Migration { status, detail });
-            }
-            _ => {}
+                    .to_owned(),
+            }),
+            _ => Ok(None),
         }
-        if let Some(exit) = vm.try_wait()? {
-            return Err(exited(exit, "saving the state", qemu_log));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Migration {
-                status,
-                detail: format!("not done after {}s", MIGRATION_TIMEOUT.as_secs()),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn exited(status: std::process::ExitStatus, doing: &'static str, qemu_log: &Path) -> Error {
-    let qemu_log = fs::read_to_string(qemu_log)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Error::Exited {
-        status: status.to_string(),
-        doing,
-        qemu_log,
-    }
+    })?;
+    done.ok_or_else(|| Error::Migration {
+        status,
+        detail: format!("not done after {}s", MIGRATION_TIMEOUT.as_secs()),
+    })
 }
 
 /// After QEMU was started with `-incoming`: waits until the saved state is loaded and lets
 /// the guest run. The guest then still has the saved clock and random state: see
-/// [`refresh_clone`].
-pub fn resume(vm: &mut QemuProcess, qmp_path: &Path, qemu_log: &Path) -> Result<(), Error> {
+/// [`refresh_clone`]. `watch` watches the resuming QEMU.
+pub fn resume(qmp_path: &Path, watch: &Watch) -> Result<(), Error> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
-    let mut qmp = loop {
-        match Qmp::connect(qmp_path) {
-            Ok(qmp) => break qmp,
-            Err(_) if Instant::now() < deadline => {
-                if let Some(status) = vm.try_wait()? {
-                    return Err(exited(status, "loading the state", qemu_log));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => return Err(e.into()),
+    let mut last = None;
+    let qmp = watch.until(deadline, RESUME_POLL, || match Qmp::connect(qmp_path) {
+        Ok(qmp) => Ok(Some(qmp)),
+        Err(e) => {
+            last = Some(e);
+            Ok::<_, Error>(None)
         }
+    })?;
+    let Some(mut qmp) = qmp else {
+        return Err(last.map_or(
+            Error::Migration {
+                status: "not started".into(),
+                detail: "QEMU's monitor did not answer".into(),
+            },
+            Error::from,
+        ));
     };
     // The state was saved from a stopped guest, so it loads paused: `cont` once it is in.
-    loop {
-        let status = qmp.execute("query-status", None)?;
-        match status.get("status").and_then(|s| s.as_str()) {
-            Some("running") => return Ok(()),
-            Some("paused") | Some("postmigrate") => {
-                qmp.execute("cont", None)?;
-                return Ok(());
-            }
-            _ => {}
+    let mut status = serde_json::Value::Null;
+    let loaded = watch.until(deadline, RESUME_POLL, || {
+        status = qmp.execute("query-status", None)?;
+        Ok::<_, Error>(match status.get("status").and_then(|s| s.as_str()) {
+            Some("running") => Some(false),
+            Some("paused") | Some("postmigrate") => Some(true),
+            _ => None,
+        })
+    })?;
+    match loaded {
+        Some(true) => {
+            qmp.execute("cont", None)?;
+            Ok(())
         }
-        if let Some(exit) = vm.try_wait()? {
-            return Err(exited(exit, "loading the state", qemu_log));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Migration {
-                status: status.to_string(),
-                detail: "the guest did not start after loading".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        Some(false) => Ok(()),
+        None => Err(Error::Migration {
+            status: status.to_string(),
+            detail: "the guest did not start after loading".into(),
+        }),
     }
 }
 

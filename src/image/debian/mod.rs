@@ -14,10 +14,13 @@ use crate::events::{Sink, phase};
 use crate::external::ExternalError;
 use crate::image::mbr::MbrError;
 use crate::path_error::PathError;
+use crate::scratch::Scratch;
 use crate::tools::MissingTool;
 
 /// Bumped whenever the builder's output changes for the same inputs.
 const BUILDER_REVISION: u32 = 1;
+/// The prefix of a build's working directory beside the images.
+const BUILD_PREFIX: &str = ".debian-build-";
 
 /// Packages on top of mmdebstrap's minbase: what a cloud image has and vmrun needs.
 const PACKAGES: &[&str] = &[
@@ -107,6 +110,11 @@ impl DebianImage {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Removes what builds in `cache_dir` by killed vmruns left; their names.
+    pub fn reap(cache_dir: &Path) -> Vec<String> {
+        crate::scratch::reap(cache_dir, BUILD_PREFIX)
+    }
+
     /// The image in `cache_dir`, built first if it is not there. Concurrent callers (several
     /// test processes, several vmrun calls) wait on one lock and build it once.
     pub fn ensure_cached(&self, cache_dir: &Path, sink: Sink) -> Result<PathBuf, Error> {
@@ -120,10 +128,7 @@ impl DebianImage {
         let lock = File::create(&lock_path).map_err(PathError::at("create", &lock_path))?;
         lock.lock().map_err(PathError::at("lock", &lock_path))?;
         if !path.exists() {
-            let work = tempfile::Builder::new()
-                .prefix(".debian-build-")
-                .tempdir_in(cache_dir)
-                .map_err(PathError::at("create a build directory in", cache_dir))?;
+            let work = Scratch::new_in(cache_dir, BUILD_PREFIX)?;
             let built = work.path().join("disk.qcow2");
             self.build(work.path(), &built, sink)?;
             fs::rename(&built, &path).map_err(PathError::at("move the built image to", &path))?;

@@ -23,6 +23,7 @@ use super::probe_guest::{self, MARKER};
 use crate::qemu::args::{self, Accel};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::Console;
+use crate::wait::{Stop, Watch};
 
 /// How long the probe guest gets, from QEMU's start to its marker. Under working KVM it
 /// needs well under a second, under TCG about one.
@@ -45,6 +46,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Qemu(#[from] process::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stopped(#[from] Stop),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,39 +150,47 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
 
     let started = Instant::now();
     let mut vm = QemuProcess::spawn(qemu, &args, &qemu_log, console)?;
-    let outcome = loop {
-        let exited = vm.try_wait()?;
+    // QEMU's exit is part of the verdict here, so the wait watches only for a stop request.
+    let verdict = Watch::signals().until(started + timeout, POLL, || {
+        let exited = vm.exited();
         let serial = read_lossy(&serial_log);
         if serial.lines().any(|line| line == MARKER) {
-            break Outcome::Passed;
+            return Ok(Some(Outcome::Passed));
         }
         if serial.lines().any(|line| line == probe_guest::WRONG_RESULT) {
-            break Outcome::Failed("the probe guest's 64-bit work gave a wrong result".into());
+            return Ok(Some(Outcome::Failed(
+                "the probe guest's 64-bit work gave a wrong result".into(),
+            )));
         }
-        if let Some(status) = exited {
-            break Outcome::Failed(exited_early(status, &serial, &read_lossy(&qemu_log)));
+        if let Some(exited) = exited {
+            let why = exited_early(exited.status, &serial, &read_lossy(&qemu_log));
+            return Ok(Some(Outcome::Failed(why)));
         }
         let log = read_lossy(&qemu_log);
-        if let Some(line) = log.lines().find(|line| line.contains("KVM internal error")) {
-            break Outcome::Failed(format!(
-                "QEMU reported \"{}\" after the probe guest {}",
-                line.trim(),
-                progress(&serial)
-            ));
-        }
-        if started.elapsed() >= timeout {
-            break Outcome::Failed(timed_out(&serial, timeout));
-        }
-        std::thread::sleep(POLL);
-    };
+        Ok::<_, Error>(
+            log.lines()
+                .find(|line| line.contains("KVM internal error"))
+                .map(|line| {
+                    Outcome::Failed(format!(
+                        "QEMU reported \"{}\" after the probe guest {}",
+                        line.trim(),
+                        progress(&serial)
+                    ))
+                }),
+        )
+    })?;
+    let outcome =
+        verdict.unwrap_or_else(|| Outcome::Failed(timed_out(&read_lossy(&serial_log), timeout)));
     let elapsed = started.elapsed();
     // After its marker the guest ends QEMU itself at once (isa-debug-exit).
-    let grace = if outcome == Outcome::Passed {
-        EXIT_GRACE
-    } else {
-        Duration::ZERO
+    let exit = match outcome {
+        Outcome::Passed => Watch::signals()
+            .until(Instant::now() + EXIT_GRACE, POLL, || {
+                Ok::<_, Error>(vm.exited())
+            })?
+            .and_then(|exited| exited.status.code()),
+        Outcome::Failed(_) => vm.exited().and_then(|exited| exited.status.code()),
     };
-    let exit = vm.wait_timeout(grace)?.and_then(|status| status.code());
     // Gone before its directory is, and its console complete.
     vm.kill()?;
     Ok(Report {
@@ -242,7 +254,8 @@ fn timed_out(serial: &str, timeout: Duration) -> String {
 
 fn exited_early(status: ExitStatus, serial: &str, qemu_log: &str) -> String {
     let mut reason = format!(
-        "QEMU exited ({status}) after the probe guest {}",
+        "QEMU exited ({}) after the probe guest {}",
+        crate::child::describe(status),
         progress(serial)
     );
     if let Some(line) = qemu_complaint(qemu_log) {

@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM end a run cleanly: the handler only records the signal; every wait in
-//! the run checks [`received`] and tears down, and vmrun exits with 128 + the signal.
+//! SIGINT and SIGTERM end vmrun cleanly: the handler only records the signal; every wait
+//! (see [`crate::wait`]) checks [`received`], the work tears down what it made, and vmrun
+//! exits with 128 + the signal.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -28,6 +29,15 @@ pub fn received() -> Option<i32> {
     match RECEIVED.load(Ordering::SeqCst) {
         0 => None,
         signal => Some(signal),
+    }
+}
+
+/// The signal's name, as `kill -l` spells it with `SIG`.
+pub fn name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".to_owned(),
+        libc::SIGTERM => "SIGTERM".to_owned(),
+        other => format!("signal {other}"),
     }
 }
 

@@ -1,0 +1,41 @@
+//! The image `vmrun test` runs on when vmrun.yaml's `image:` names a source: found in the
+//! store under its name, else baked first (and from then on found).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{BakeRequest, Error, bake};
+use crate::config::{Config, ImageSpec};
+use crate::events::Sink;
+use crate::image::source::ImageSource;
+use crate::paths::Home;
+use crate::qemu::args::Accel;
+use crate::store::{BakedImage, Store};
+
+/// How long a bake started by `vmrun test` may take.
+const TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `spec`'s baked image, baking it with `config`'s `bake:` and `vm:` sections if the store
+/// does not have it yet.
+pub fn image(
+    spec: &ImageSpec,
+    config: &Config,
+    home: &Home,
+    accel: Accel,
+    qemu: &Path,
+    sink: Sink,
+) -> Result<BakedImage, Error> {
+    if let Ok(image) = Store::new(home).get(&spec.source) {
+        return Ok(image);
+    }
+    let source = ImageSource::parse(&spec.source, spec.sha256.as_deref())?;
+    let request = BakeRequest {
+        name: source.default_name(),
+        source,
+        bake: config.bake.clone(),
+        size: config.vm.size_or_default(),
+        accel,
+        timeout: TIMEOUT,
+    };
+    Ok(bake(&request, home, qemu, sink)?.image)
+}

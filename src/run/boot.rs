@@ -1,0 +1,103 @@
+//! How a run's VM comes up: booted cold from the image's disk, or resumed from the image's
+//! warm state. Each way knows the disk the run's overlay goes on, how QEMU is started for
+//! it, and what must happen once QEMU runs.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::Error;
+use super::run_dir::RunDir;
+use crate::net::isolate;
+use crate::path_error::PathError;
+use crate::qemu::args::{Machine, command_line};
+use crate::qemu::process::QemuProcess;
+use crate::qemu::serial::Console;
+use crate::store::BakedImage;
+use crate::wait::{Stop, Watch};
+use crate::warm::{self, WarmState, machine::Instance};
+
+/// How long a cold QEMU is watched right after its start: a forward that cannot bind makes
+/// it exit at once, and the run then tries another port.
+const START_CHECK: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone)]
+pub enum Boot {
+    Cold,
+    Resume(WarmState),
+}
+
+impl Boot {
+    /// The disk the run's overlay is made on.
+    pub fn base_disk(&self, image: &BakedImage) -> PathBuf {
+        match self {
+            Boot::Cold => image.disk(),
+            Boot::Resume(warm) => warm.disk.clone(),
+        }
+    }
+
+    /// Starts QEMU for `machine`, in the run's isolated network, with QEMU's log, monitor
+    /// and agent sockets in the run's directory.
+    pub(super) fn spawn(
+        &self,
+        machine: &Machine,
+        dir: &RunDir,
+        qemu: &Path,
+        console: Console,
+    ) -> Result<QemuProcess, Error> {
+        let launch =
+            |args| isolate::command(machine.network, dir.path(), &machine.forwards, qemu, args);
+        let log = dir.file("qemu.log");
+        Ok(match self {
+            Boot::Cold => {
+                let (program, args) = launch(command_line(machine))?;
+                QemuProcess::spawn(&program, &args, &log, console)?
+            }
+            Boot::Resume(warm) => {
+                let state = std::fs::File::open(&warm.state)
+                    .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
+                let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
+                let instance = Instance {
+                    qmp: &qmp,
+                    guest_agent: &agent,
+                    generation: &warm::machine::new_generation(),
+                    incoming: Some(state.as_raw_fd()),
+                };
+                let (program, args) = launch(warm::machine::command_line(machine, &instance))?;
+                QemuProcess::spawn_passing(&program, &args, &log, console, state.as_fd())?
+            }
+        })
+    }
+
+    /// What follows QEMU's start: a cold QEMU is given a moment to fail to bind its
+    /// forward; a resumed one loads its state and is let run.
+    pub(super) fn started(&self, process: &QemuProcess, dir: &RunDir) -> Result<(), Error> {
+        match self {
+            Boot::Cold => {
+                let deadline = Instant::now() + START_CHECK;
+                match Watch::signals().until(deadline, START_CHECK / 6, || {
+                    Ok::<_, Stop>(process.exited())
+                })? {
+                    Some(exited) => Err(Stop::QemuExited(exited).into()),
+                    None => Ok(()),
+                }
+            }
+            Boot::Resume(_) => {
+                warm::resume(&dir.file("qmp.sock"), &Watch::qemu(process)).map_err(Error::Resume)
+            }
+        }
+    }
+
+    /// A resumed clone's refresh (its clock and randomness, through the guest agent), begun
+    /// in the background so it overlaps the SSH handshake; `None` for a cold boot.
+    pub(super) fn refresh(&self, dir: &RunDir) -> Option<JoinHandle<Result<(), warm::Error>>> {
+        match self {
+            Boot::Cold => None,
+            Boot::Resume(_) => {
+                let agent = dir.file("qga.sock");
+                Some(std::thread::spawn(move || warm::refresh_clone(&agent)))
+            }
+        }
+    }
+}
