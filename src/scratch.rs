@@ -3,9 +3,10 @@
 //! as long as the vmrun that made it lives, and removed when dropped. A vmrun killed before
 //! that (kill -9, a crash) leaves it unlocked: the next vmrun call's [`reap`] removes it.
 //!
-//! A directory is locked just after it is made; a reaper that looks in between sees it
-//! unlocked but brand new, so only directories unlocked *and* older than [`GRACE`] count as
-//! left behind.
+//! A directory is made under a name ending in [`NEW`], locked, and only then renamed to its
+//! own name: under its own name it is never unlocked while in use. One still named `*.new`
+//! may be in that moment between making and locking, so it counts as left behind only when
+//! it is also older than [`GRACE`] (a vmrun killed in that moment).
 
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
@@ -14,8 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::path_error::{PathError, create_private_dir};
 
-/// How old an unlocked directory must be before it counts as left behind.
+/// How old an unlocked `*.new` directory must be before it counts as left behind.
 const GRACE: Duration = Duration::from_secs(10);
+/// The suffix of a directory between its making and its lock.
+const NEW: &str = ".new";
 
 /// A temporary directory (0700) that lives as long as this value, and no longer than vmrun.
 #[derive(Debug)]
@@ -29,13 +32,10 @@ pub struct Scratch {
 impl Scratch {
     /// A new directory in `parent` (made 0700 if missing) named `prefix` + random letters.
     pub fn new_in(parent: &Path, prefix: &str) -> Result<Scratch, PathError> {
-        create_private_dir(parent)?;
         loop {
-            let path = parent.join(format!("{prefix}{}", crate::random::hex(6)));
-            match fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Scratch::lock(path),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(PathError::at("create", &path)(e)),
+            match Scratch::named(parent, &format!("{prefix}{}", crate::random::hex(6))) {
+                Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                made => return made,
             }
         }
     }
@@ -44,16 +44,27 @@ impl Scratch {
     pub fn named(parent: &Path, name: &str) -> Result<Scratch, PathError> {
         create_private_dir(parent)?;
         let path = parent.join(name);
+        let refuse_existing = || match path.exists() {
+            true => Err(PathError::at("create", &path)(
+                std::io::ErrorKind::AlreadyExists.into(),
+            )),
+            false => Ok(()),
+        };
+        refuse_existing()?;
+        let new = parent.join(format!("{name}{NEW}"));
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&path)
-            .map_err(PathError::at("create", &path))?;
-        Scratch::lock(path)
-    }
-
-    fn lock(path: PathBuf) -> Result<Scratch, PathError> {
-        let locked =
-            File::open(&path).and_then(|dir| dir.try_lock().map(|()| dir).map_err(Into::into));
+            .create(&new)
+            .map_err(PathError::at("create", &new))?;
+        let locked = File::open(&new)
+            .and_then(|dir| dir.try_lock().map(|()| dir).map_err(Into::into))
+            .map_err(PathError::at("lock", &new))
+            .and_then(|lock| {
+                // rename(2) would replace an empty directory made meanwhile: refuse instead.
+                refuse_existing()?;
+                fs::rename(&new, &path).map_err(PathError::at("create", &path))?;
+                Ok(lock)
+            });
         match locked {
             Ok(lock) => Ok(Scratch {
                 path,
@@ -61,8 +72,8 @@ impl Scratch {
                 keep: false,
             }),
             Err(e) => {
-                let _ = fs::remove_dir(&path);
-                Err(PathError::at("lock", &path)(e))
+                let _ = fs::remove_dir(&new);
+                Err(e)
             }
         }
     }
@@ -94,7 +105,7 @@ impl Drop for Scratch {
 pub enum State {
     /// Its maker is alive (or it is too new to tell).
     InUse,
-    /// Unlocked and older than [`GRACE`]: its maker is gone.
+    /// Unlocked (and, named `*.new`, older than [`GRACE`]): its maker is gone.
     LeftBehind,
 }
 
@@ -107,6 +118,9 @@ pub fn state(dir: &Path) -> State {
         return State::InUse;
     }
     let _ = handle.unlock();
+    if !dir.as_os_str().to_string_lossy().ends_with(NEW) {
+        return State::LeftBehind;
+    }
     let age = handle
         .metadata()
         .and_then(|m| m.modified())
@@ -165,7 +179,6 @@ mod tests {
             0o700
         );
         fs::write(path.join("disk"), "x").unwrap();
-        age(&path, GRACE * 2);
         assert_eq!(state(&path), State::InUse);
         assert!(
             reap(parent.path(), ".staging-").is_empty(),
@@ -176,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn only_old_unlocked_directories_with_the_prefix_are_reaped() {
+    fn unlocked_directories_with_the_prefix_are_reaped_but_a_new_one_only_when_old() {
         let parent = tempfile::tempdir().unwrap();
         let make = |name: &str, old: bool| {
             let dir = parent.path().join(name);
@@ -187,12 +200,18 @@ mod tests {
             }
             dir
         };
-        let left = make(".staging-old", true);
-        let fresh = make(".staging-new", false);
-        let other = make("keep-old", true);
-        assert_eq!(reap(parent.path(), ".staging-"), [".staging-old"]);
-        assert!(!left.exists());
-        assert!(fresh.exists(), "a directory too new to judge was reaped");
+        let left = make(".staging-a", false);
+        let being_made = make(".staging-b.new", false);
+        let killed_while_made = make(".staging-c.new", true);
+        let other = make("keep", true);
+        let mut reaped = reap(parent.path(), ".staging-");
+        reaped.sort();
+        assert_eq!(reaped, [".staging-a", ".staging-c.new"]);
+        assert!(!left.exists() && !killed_while_made.exists());
+        assert!(
+            being_made.exists(),
+            "a directory too new to judge was reaped"
+        );
         assert!(other.exists(), "a directory without the prefix was reaped");
     }
 
