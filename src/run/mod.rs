@@ -38,6 +38,8 @@ use crate::warm;
 pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
 /// How long sync waits for the master connection before connecting on its own.
 const MASTER_WAIT: Duration = Duration::from_secs(5);
+/// How long after a broken connection QEMU's exit may take to be seen.
+const EXIT_SEEN: Duration = Duration::from_secs(1);
 /// Console lines shown when a boot fails.
 const TAIL_LINES: usize = 25;
 
@@ -162,6 +164,7 @@ pub fn run_once(
         Ok(dir) => {
             let mut vm = None;
             let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
+                .map_err(|e| explained(e, vm.as_ref()))
                 .unwrap_or_else(|e| match e.stop() {
                     Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
                     _ => {
@@ -180,6 +183,21 @@ pub fn run_once(
     };
     report.outcome = Some(outcome);
     report
+}
+
+/// `error`, or QEMU's exit when that is what caused it: a connection to the guest breaks
+/// when QEMU dies, a moment before QEMU can be seen gone.
+fn explained(error: Error, vm: Option<&QemuProcess>) -> Error {
+    let Some(vm) = vm.filter(|_| error.stop().is_none()) else {
+        return error;
+    };
+    let exited = Watch::signals().until(Instant::now() + EXIT_SEEN, EXIT_SEEN / 10, || {
+        Ok::<_, Stop>(vm.exited())
+    });
+    match exited {
+        Ok(Some(exited)) => Error::Stopped(Stop::QemuExited(exited)),
+        _ => error,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -298,9 +316,10 @@ fn start_qemu(
         dir.record_qemu_pid(process.pid())?;
         match plan.boot.started(&process, dir) {
             Ok(()) => return Ok((process, port)),
-            Err(e) => match process.exited() {
-                Some(exited) if crate::qemu::port::is_forward_conflict(&exited.log) => {}
-                _ => return Err(e),
+            Err(e) => match explained(e, Some(&process)) {
+                Error::Stopped(Stop::QemuExited(exited))
+                    if crate::qemu::port::is_forward_conflict(&exited.log) => {}
+                e => return Err(e),
             },
         }
     }

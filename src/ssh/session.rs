@@ -195,11 +195,7 @@ impl Session {
         // timeout allows: after an abandon that is the short one.
         drop(channel);
         self.inner.set_timeout(millis(REQUEST_TIMEOUT));
-        // A connection lost because QEMU exited is reported as that.
-        outcome.map_err(|e| match watch.check() {
-            Err(stop) => stop.into(),
-            Ok(()) => e,
-        })
+        outcome
     }
 
     /// Passes output on until the channel closes, the deadline passes, or `watch` stops it.
