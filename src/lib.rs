@@ -13,6 +13,7 @@ pub mod events;
 pub mod exit_code;
 pub mod external;
 pub mod guest_text;
+pub mod hex;
 pub mod human_size;
 pub mod image;
 pub mod name;

@@ -131,7 +131,7 @@ impl SeedIso {
             }
         }
         let digest = hash.finalize();
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&digest[..8]);
         Cow::Owned(format!("instance-id: iid-{hex}\nlocal-hostname: vmrun\n").into_bytes())
     }
 }

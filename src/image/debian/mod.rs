@@ -104,7 +104,7 @@ impl DebianImage {
             h.update(text);
             h.update("\0");
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&h.finalize())
     }
 
     /// The image in `cache_dir`, built first if it is not there. Concurrent callers (several

@@ -144,7 +144,7 @@ fn key(url: &str, expected: Option<&str>) -> String {
     hasher.update(url.as_bytes());
     hasher.update([0]);
     hasher.update(expected.unwrap_or("").as_bytes());
-    let mut key = format!("{:x}", hasher.finalize());
+    let mut key = crate::hex::encode(&hasher.finalize());
     key.truncate(16);
     key
 }
