@@ -25,6 +25,7 @@ pub mod qemu;
 pub mod random;
 pub mod run;
 pub mod seed;
+pub mod sha256;
 pub mod ssh;
 pub mod store;
 pub mod sync;

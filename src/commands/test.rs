@@ -183,8 +183,7 @@ fn resolve_image(
     if let Ok(image) = store.get(&spec.source) {
         return Ok(image);
     }
-    let source =
-        ImageSource::parse(&spec.source, spec.sha256.as_deref()).map_err(bake::Error::from)?;
+    let source = ImageSource::parse(&spec.source, spec.sha256).map_err(bake::Error::from)?;
     let request = BakeRequest {
         name: source.default_name(),
         source,
