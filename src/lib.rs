@@ -16,6 +16,7 @@ pub mod guest_text;
 pub mod hex;
 pub mod human_size;
 pub mod image;
+pub mod lock_file;
 pub mod name;
 pub mod net;
 pub mod path_error;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
+use crate::atomic_file::{self, Existing, NewFile};
 use crate::disk::{self, DiskFormat};
 use crate::events::{Event, Sink, phase};
 use crate::image::debian::{self, DebianImage};
@@ -215,23 +216,14 @@ fn import_file(
         }
     }
     let digest = phase(sink, &format!("import {}", path.display()), || {
-        let staging = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempfile_in(dir)
-            .map_err(PathError::at("create a file in", dir))?;
-        let digest = copy_hashing(path, staging.as_file(), sink)?;
+        let mut staging = NewFile::in_dir(dir)?;
+        let digest = copy_hashing(path, staging.file(), sink)?;
         check_expected(path, expected, digest)?;
         let imported = dir.join(format!("{digest}.{}", format.name()));
-        staging.persist(&imported).map_err(|e| {
-            Error::Io(PathError {
-                action: "write",
-                path: imported,
-                source: e.error,
-            })
-        })?;
+        staging.commit(&imported, Existing::Replace)?;
         Ok::<_, Error>(digest)
     })?;
-    fs::write(&memo, digest.to_string()).map_err(PathError::at("write", &memo))?;
+    atomic_file::write(&memo, digest.to_string().as_bytes())?;
     Ok(LocalSource {
         path: dir.join(format!("{digest}.{}", format.name())),
         digest: digest.to_string(),

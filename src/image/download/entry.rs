@@ -7,14 +7,16 @@
 //! - `lock`: held by the one process downloading; never deleted, since unlinking a lock file
 //!   lets a waiter and a newcomer hold two different locks.
 
-use std::fs::{self, File, TryLockError};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
 use super::{Error, Fetched};
+use crate::atomic_file;
 use crate::events::{Event, Sink};
+use crate::lock_file::LockFile;
 use crate::sha256::Sha256;
 
 pub(super) struct Entry {
@@ -58,33 +60,14 @@ impl Entry {
     }
 
     /// Creates the entry's directory and takes its lock, waiting (and saying so) while
-    /// another process holds it. The lock lasts as long as the returned file is open.
-    pub fn lock(&self, url: &str, sink: Sink) -> Result<File, Error> {
+    /// another process holds it. The lock lasts as long as the returned guard lives.
+    pub fn lock(&self, url: &str, sink: Sink) -> Result<LockFile, Error> {
         fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
-        let path = self.dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io("open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                sink(Event::Notice(format!(
-                    "waiting for another vmrun downloading {url}"
-                )));
-                file.lock().map_err(Error::io("lock", &path))?;
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    action: "lock",
-                    path,
-                    source,
-                });
-            }
-        }
-        Ok(file)
+        Ok(LockFile::acquire(&self.dir.join("lock"), || {
+            sink(Event::Notice(format!(
+                "waiting for another vmrun downloading {url}"
+            )))
+        })?)
     }
 
     /// Length of the unfinished download (0 when there is none).
@@ -126,13 +109,7 @@ impl Entry {
         let (part, image) = (self.part(), self.image());
         fs::rename(&part, &image).map_err(Error::io("rename", &part))?;
         remove(&self.validator_file())?;
-        let digest_file = self.digest_file();
-        let staged = self.dir.join("image.sha256.part");
-        let write = |file: &mut File| writeln!(file, "{sha256}").and_then(|()| file.sync_all());
-        File::create(&staged)
-            .and_then(|mut file| write(&mut file))
-            .map_err(Error::io("write", &staged))?;
-        fs::rename(&staged, &digest_file).map_err(Error::io("rename", &staged))?;
+        atomic_file::write(&self.digest_file(), format!("{sha256}\n").as_bytes())?;
         Ok(Fetched {
             path: image,
             sha256,

@@ -5,6 +5,7 @@ use miette::Diagnostic;
 use ureq::http::StatusCode;
 
 use crate::exit_code;
+use crate::path_error::PathError;
 use crate::sha256::Sha256;
 
 /// Why an image could not be downloaded. Every message names the URL or the file at fault.
@@ -68,6 +69,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Error {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {

@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::path_error::PathError;
+
 /// The file's name inside the facts directory.
 pub const FILE: &str = "kvm-verdict";
 
@@ -95,8 +97,11 @@ pub enum LoadError {
 pub enum StoreError {
     #[error("cannot encode it as JSON: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("cannot write `{}`: {source}", .path.display())]
-    Write { path: PathBuf, source: io::Error },
+    #[error("{error}: {}", .error.source)]
+    Write {
+        #[from]
+        error: PathError,
+    },
 }
 
 impl VerdictKey {
@@ -156,16 +161,11 @@ impl Verdict {
     /// a concurrent vmrun reads either verdict, never half of one.
     pub fn store(&self, facts_dir: &Path) -> Result<(), StoreError> {
         let json = serde_json::to_string_pretty(self)? + "\n";
-        let path = Self::path(facts_dir);
-        let write = |source| StoreError::Write {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(facts_dir).map_err(write)?;
-        let mut file = crate::atomic_file::temp_beside(&path, ".kvm-verdict-").map_err(write)?;
-        std::io::Write::write_all(&mut file, json.as_bytes()).map_err(write)?;
-        file.persist(&path).map_err(|e| write(e.error))?;
-        Ok(())
+        std::fs::create_dir_all(facts_dir).map_err(PathError::at("create", facts_dir))?;
+        Ok(crate::atomic_file::write(
+            &Self::path(facts_dir),
+            json.as_bytes(),
+        )?)
     }
 }
 
