@@ -230,7 +230,10 @@ vmrun-bake-720486f1e984bc44 failed: ('locale', ProcessExecutionError(\"Unexpecte
             console.push_str(&format!("[ 2.0] cloud-init[9]: apt line {i}\n"));
         }
         console.push_str(&format!("[ 2.1] cloud-init[9]: {}\n", "x".repeat(5000)));
-        console.push_str("[ 3.0] cloud-init[9]: util.py[WARNING]: Running module package-update-upgrade-install (<module>) failed\n");
+        console.push_str(
+            "[ 3.0] cloud-init[9]: util.py[WARNING]: Running module \
+             package-update-upgrade-install (<module>) failed\n",
+        );
         let failures = module_failures(&console);
         assert_eq!(failures.len(), 1);
         let failure = &failures[0];

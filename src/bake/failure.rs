@@ -53,7 +53,8 @@ pub fn help(errors: &str, serial_log: &Path) -> String {
         .collect();
     if lines.is_empty() {
         lines.push(format!(
-            "the whole console is in {}; cloud-init's own log is /var/log/cloud-init.log in the guest",
+            "the whole console is in {}; cloud-init's own log is /var/log/cloud-init.log \
+             in the guest",
             serial_log.display()
         ));
     }
@@ -139,7 +140,8 @@ mod tests {
 [   36.5] cloud-init[361]: Cloud-init v. 22.4.2 running 'modules:config' at Wed, 02 Dec 2026
 [   36.6] cloud-init[361]: *** update-locale: Error: invalid locale settings:  LANG=en_US.UTF-8
 [   36.7] cloud-init[361]: \x1b]0;owned\x07 2026-12-02 00:34:43,277 - a guest's escape
-[   36.8] cloud-init[361]: 2026-12-02 00:34:43,277 - util.py[WARNING]: Running module locale (<module 'cloudinit.config.cc_locale'>) failed
+[   36.8] cloud-init[361]: 2026-12-02 00:34:43,277 - util.py[WARNING]: Running module locale \
+(<module 'cloudinit.config.cc_locale'>) failed
 [   72.8] reboot: Power down
 ";
 

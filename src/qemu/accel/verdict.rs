@@ -320,7 +320,8 @@ mod tests {
 
     #[test]
     fn an_older_vmruns_text_file_is_ignored_with_one_line() {
-        let old = "# vmrun: whether KVM runs guests on this host. Delete this file to check again.\n\
+        let old = "# vmrun: whether KVM runs guests on this host. Delete this file to check \
+                   again.\n\
                    format=1\n\
                    kvm.rdev=2792\n\
                    usable=no\n";
