@@ -10,7 +10,8 @@ try:
         errors = json.load(f)["v1"]["errors"]
 except Exception as e:
     errors = ["no cloud-init result: %s" % e]
-print("; ".join(str(e).replace("\n", " ") for e in errors))
+# One line: an error's line breaks, real or escaped as in a repr, become spaces.
+print("; ".join(str(e).replace("\\n", " ").replace("\n", " ") for e in errors))
 PY
 )
 if [ -z "$errors" ]; then
@@ -21,6 +22,7 @@ if [ -z "$errors" ]; then
     sync
     echo "$marker ok" > /dev/ttyS0
 else
-    echo "$marker failed: $errors" > /dev/ttyS0
+    # printf, not echo: dash's echo turns a `\n` in the errors into a line break.
+    printf '%s failed: %s\n' "$marker" "$errors" > /dev/ttyS0
 fi
 exit 0

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::net::Network;
 use crate::net::forward::Forward;
+use crate::sha256::Sha256;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,9 +61,9 @@ pub struct BakeArgs {
     /// A local qcow2/raw file, an http(s) URL, or debian:bookworm; default: `image:` in vmrun.yaml.
     #[arg(long, value_name = "PATH|URL|debian:bookworm")]
     pub image: Option<String>,
-    /// Expected sha256 of the source image (checked after download or import).
+    /// Expected sha256 of the source image, 64 hex digits (checked after download or import).
     #[arg(long, value_name = "HEX")]
-    pub sha256: Option<String>,
+    pub sha256: Option<Sha256>,
     /// Name for the baked image; default: derived from the source (e.g. debian-bookworm).
     #[arg(long)]
     pub name: Option<String>,
@@ -261,6 +262,24 @@ mod tests {
         };
         assert_eq!(args.repeat, Some(3));
         assert_eq!(args.command, ["pytest", "-x"]);
+    }
+
+    #[test]
+    fn bake_sha256_is_parsed_before_anything_runs() {
+        let digest = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+        let cli =
+            Cli::try_parse_from(["vmrun", "bake", "--image", "d.img", "--sha256", digest]).unwrap();
+        let Command::Bake(args) = cli.command else {
+            panic!("not bake")
+        };
+        assert_eq!(args.sha256, Some(Sha256::of("test")));
+        let err = Cli::try_parse_from(["vmrun", "bake", "--image", "d.img", "--sha256", "ABC"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid sha256 `ABC`: expected 64 hex digits"),
+            "{err}"
+        );
     }
 
     #[test]

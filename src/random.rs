@@ -2,10 +2,7 @@
 
 /// `bytes` random bytes as lowercase hex (2 × `bytes` digits).
 pub fn hex(bytes: usize) -> String {
-    self::bytes(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&self::bytes(bytes))
 }
 
 /// `count` random bytes.

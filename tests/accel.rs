@@ -159,8 +159,10 @@ fn auto_decides_once_and_remembers() {
     }
     events.take();
 
-    let verdict = Verdict::load(&facts).expect("a verdict was stored");
-    eprintln!("{}", verdict.to_text());
+    let verdict = Verdict::load(&facts)
+        .unwrap()
+        .expect("a verdict was stored");
+    eprintln!("{verdict:?}");
     assert_eq!(verdict.usable, expected == Accel::Kvm);
     assert_eq!(
         verdict.key,
@@ -244,18 +246,24 @@ fn a_changed_key_checks_again() {
     assert_eq!(runs(&count), 2, "a changed QEMU binary is probed again");
 
     // So is another /dev/kvm (a new boot, a reloaded module): the stored key says another inode.
-    let mut stored = Verdict::load(&facts).unwrap();
+    let mut stored = Verdict::load(&facts).unwrap().unwrap();
     stored.key.kvm_ino ^= 1;
     stored.store(&facts).unwrap();
     assert_eq!(auto(&events), Accel::Tcg);
     assert_eq!(runs(&count), 3, "a changed /dev/kvm is probed again");
 
-    // A verdict file that cannot be parsed is no verdict.
-    std::fs::write(Verdict::path(&facts), "garbage\n").unwrap();
+    // A verdict file that cannot be parsed (here: an older vmrun's text) is no verdict.
+    events.take();
+    std::fs::write(Verdict::path(&facts), "format=1\nusable=yes\n").unwrap();
     assert_eq!(auto(&events), Accel::Tcg);
     assert_eq!(runs(&count), 4);
     assert!(
-        Verdict::load(&facts).is_some(),
+        events.take().iter().any(|e| matches!(e, Event::Detail(text)
+            if text.starts_with("ignoring the KVM verdict") && text.ends_with("; checking again"))),
+        "the ignored file is mentioned"
+    );
+    assert!(
+        Verdict::load(&facts).unwrap().is_some(),
         "and is replaced by a good one"
     );
 }
@@ -497,5 +505,5 @@ fn a_probe_that_cannot_run_is_no_verdict() {
         notices[0].starts_with(&expected) && notices[0].ends_with("; using TCG"),
         "{notices:?}"
     );
-    assert_eq!(Verdict::load(&facts), None);
+    assert!(Verdict::load(&facts).unwrap().is_none());
 }

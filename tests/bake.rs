@@ -262,7 +262,16 @@ fn failed_provisioning_shows_why_and_registers_nothing() {
         err.contains("scripts_user") || err.contains("scripts-user"),
         "names the failed module: {err}"
     );
-    assert!(err.contains("last lines of the serial console"), "{err}");
+    assert!(
+        squeezed(&err).contains(&squeezed(
+            "cloud-init module `scripts-user` failed; its lines on the serial console"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("failing-{token}")),
+        "the command's own output: {err}"
+    );
     let images = images_json();
     assert!(
         !images
@@ -270,6 +279,82 @@ fn failed_provisioning_shows_why_and_registers_nothing() {
             .unwrap()
             .iter()
             .any(|i| i["name"] == "bake-fails")
+    );
+}
+
+/// An error report without whitespace and the frame miette draws: its wrapping may cut a
+/// line anywhere, even inside a word.
+fn squeezed(report: &str) -> String {
+    report
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '│')
+        .collect()
+}
+
+#[test]
+fn a_failed_locale_module_shows_its_own_lines_and_how_to_override_it() {
+    common::guest_image();
+    let project = tempfile::tempdir().unwrap();
+    // As on a Debian image with the `locales` package but no locale generated: locale-gen
+    // generates nothing, and update-locale refuses cloud-init's default, en_US.UTF-8 (vmrun's
+    // own image has no `locales` and skips the module; the bake's files stand in for it,
+    // written before cloud-init's config stage runs the module).
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        r#"bake:
+  files:
+    - path: /usr/sbin/locale-gen
+      permissions: "0755"
+      content: |
+        #!/bin/sh
+        echo "Generating locales (this might take a while)..."
+        echo "Generation complete."
+    - path: /usr/sbin/update-locale
+      permissions: "0755"
+      content: |
+        #!/bin/sh
+        echo "*** update-locale: Error: invalid locale settings:  LANG=en_US.UTF-8" >&2
+        exit 1
+  user-data:
+    locale: en_US.UTF-8
+"#,
+    )
+    .unwrap();
+    let out = vmrun(
+        project.path(),
+        &[
+            "bake",
+            "--image",
+            "debian:bookworm",
+            "--name",
+            "bake-locale",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(vmrun::exit_code::IMAGE_FAILED as i32),
+        "{err}"
+    );
+    let report = squeezed(&err);
+    for expected in [
+        // cloud-init's error, whole: it spans several lines in the guest.
+        "cloud-init failed while provisioning: ('locale', ProcessExecutionError(",
+        "Command: ['update-locale', '--locale-file=/etc/default/locale', 'LANG=en_US.UTF-8'] \
+         Exit code: 1",
+        // The module's own lines, which say why.
+        "cloud-init module `locale` failed; its lines on the serial console",
+        "Generating locales (this might take a while)...",
+        "*** update-locale: Error: invalid locale settings:  LANG=en_US.UTF-8",
+        // How to fix or skip it.
+        "`bake: {user-data: {locale: C.UTF-8}}`",
+        "`bake: {user-data: {locale: false}}`",
+    ] {
+        assert!(report.contains(&squeezed(expected)), "{expected}: {err}");
+    }
+    assert!(
+        !err.contains("reboot: Power down"),
+        "the shutdown after the failure explains nothing: {err}"
     );
 }
 

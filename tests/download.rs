@@ -8,24 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use vmrun::events::Event;
 use vmrun::exit_code;
 use vmrun::image::download::{Error, Fetched, fetch};
+use vmrun::sha256::Sha256;
 
 use http_server::{Server, generated_body};
 
 /// A few MiB, not a multiple of any buffer size.
 const LEN: usize = 3 * 1024 * 1024 + 12_345;
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
 /// Calls `fetch`, keeping the events it emitted.
 fn fetch_recorded(
     url: &str,
-    expected: Option<&str>,
+    expected: Option<Sha256>,
     cache: &Path,
 ) -> (Result<Fetched, Error>, Vec<Event>) {
     let events = Mutex::new(Vec::new());
@@ -33,7 +29,7 @@ fn fetch_recorded(
     (result, events.into_inner().unwrap())
 }
 
-fn fetch_ok(url: &str, expected: Option<&str>, cache: &Path) -> Fetched {
+fn fetch_ok(url: &str, expected: Option<Sha256>, cache: &Path) -> Fetched {
     match fetch(url, expected, cache, &|_| {}) {
         Ok(fetched) => fetched,
         Err(err) => panic!("fetch {url}: {:?}", miette::Report::new(err)),
@@ -81,16 +77,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[test]
 fn full_download_is_verified_and_kept() {
     let body = generated_body(LEN, 1);
-    let digest = sha256_hex(&body);
+    let digest = Sha256::of(&body);
     let server = Server::start(body.clone());
     let cache = tempfile::tempdir().unwrap();
 
     // Any case of the expected digest will do; the result is lowercase.
-    let fetched = fetch_ok(
-        &server.url("/disk.img"),
-        Some(&digest.to_uppercase()),
-        cache.path(),
-    );
+    let upper = digest.to_string().to_uppercase().parse().unwrap();
+    let fetched = fetch_ok(&server.url("/disk.img"), Some(upper), cache.path());
 
     assert_eq!(fetched.sha256, digest);
     assert!(fetched.path.starts_with(cache.path()));
@@ -100,7 +93,7 @@ fn full_download_is_verified_and_kept() {
         "downloaded bytes differ"
     );
     let kept = fs::read_to_string(fetched.path.with_file_name("image.sha256")).unwrap();
-    assert_eq!(kept.trim(), digest);
+    assert_eq!(kept.trim(), digest.to_string());
     let names: Vec<_> = files_in(cache.path())
         .iter()
         .map(|f| f.file_name().unwrap().to_owned())
@@ -119,13 +112,13 @@ fn full_download_is_verified_and_kept() {
 #[test]
 fn second_call_is_served_from_the_cache_without_a_request() {
     let body = generated_body(LEN, 2);
-    let digest = sha256_hex(&body);
+    let digest = Sha256::of(&body);
     let server = Server::start(body);
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/disk.img");
 
-    let first = fetch_ok(&url, Some(&digest), cache.path());
-    let (second, events) = fetch_recorded(&url, Some(&digest), cache.path());
+    let first = fetch_ok(&url, Some(digest), cache.path());
+    let (second, events) = fetch_recorded(&url, Some(digest), cache.path());
 
     assert_eq!(second.unwrap(), first);
     assert_eq!(server.requests().len(), 1, "the second call made a request");
@@ -145,14 +138,14 @@ fn second_call_is_served_from_the_cache_without_a_request() {
 #[test]
 fn cut_download_resumes_with_a_range_request() {
     let body = generated_body(LEN, 3);
-    let digest = sha256_hex(&body);
+    let digest = Sha256::of(&body);
     let server = Server::start(body.clone());
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/disk.img");
     let cut = 1024 * 1024 + 7;
     server.cut_next_after(cut);
 
-    let err = fetch(&url, Some(&digest), cache.path(), &|_| {}).unwrap_err();
+    let err = fetch(&url, Some(digest), cache.path(), &|_| {}).unwrap_err();
     assert!(matches!(err, Error::Interrupted { .. }), "{err:?}");
     assert!(err.to_string().contains(&url), "{err}");
     assert_eq!(err.exit_code(), exit_code::IMAGE_FAILED);
@@ -163,7 +156,7 @@ fn cut_download_resumes_with_a_range_request() {
         "every byte that arrived is kept"
     );
 
-    let (fetched, events) = fetch_recorded(&url, Some(&digest), cache.path());
+    let (fetched, events) = fetch_recorded(&url, Some(digest), cache.path());
     let fetched = fetched.unwrap();
 
     let requests = server.requests();
@@ -211,7 +204,7 @@ fn server_ignoring_ranges_restarts_from_zero() {
         fs::read(&fetched.path).unwrap() == body,
         "restarted file is not byte-exact"
     );
-    assert_eq!(fetched.sha256, sha256_hex(&body));
+    assert_eq!(fetched.sha256, Sha256::of(&body));
 }
 
 #[test]
@@ -238,7 +231,7 @@ fn changed_file_restarts_instead_of_splicing_two_versions() {
         fs::read(&fetched.path).unwrap() == new,
         "not the new file, byte for byte"
     );
-    assert_eq!(fetched.sha256, sha256_hex(&new));
+    assert_eq!(fetched.sha256, Sha256::of(&new));
 }
 
 #[test]
@@ -264,17 +257,19 @@ fn range_past_the_end_restarts_cleanly() {
 #[test]
 fn wrong_sha256_names_both_digests_and_leaves_no_file() {
     let body = generated_body(LEN, 9);
-    let actual = sha256_hex(&body);
-    let wrong = sha256_hex(b"something else");
+    let actual = Sha256::of(&body);
+    let wrong = Sha256::of(b"something else");
     let server = Server::start(body);
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/disk.img");
 
-    let err = fetch(&url, Some(&wrong), cache.path(), &|_| {}).unwrap_err();
+    let err = fetch(&url, Some(wrong), cache.path(), &|_| {}).unwrap_err();
 
     let text = err.to_string();
     assert!(
-        text.contains(&url) && text.contains(&wrong) && text.contains(&actual),
+        text.contains(&url)
+            && text.contains(&wrong.to_string())
+            && text.contains(&actual.to_string()),
         "{text}"
     );
     assert_eq!(err.exit_code(), exit_code::IMAGE_FAILED);
@@ -285,7 +280,7 @@ fn wrong_sha256_names_both_digests_and_leaves_no_file() {
     assert_eq!(names, ["lock"], "the bad file must be gone");
 
     // Nothing was kept to be found later: the next call downloads (and fails) again.
-    fetch(&url, Some(&wrong), cache.path(), &|_| {}).unwrap_err();
+    fetch(&url, Some(wrong), cache.path(), &|_| {}).unwrap_err();
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -398,7 +393,7 @@ fn non_http_url_is_rejected_without_a_request() {
 #[test]
 fn concurrent_fetches_of_one_url_download_once() {
     let body = generated_body(LEN, 13);
-    let digest = sha256_hex(&body);
+    let digest = Sha256::of(&body);
     let server = Server::start(body.clone());
     // About 200 chunks at 1 ms: long enough that the second fetch finds the lock taken.
     server.chunk_delay(Duration::from_millis(1));
@@ -409,7 +404,7 @@ fn concurrent_fetches_of_one_url_download_once() {
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 scope.spawn(|| {
-                    let (fetched, events) = fetch_recorded(&url, Some(&digest), cache.path());
+                    let (fetched, events) = fetch_recorded(&url, Some(digest), cache.path());
                     (fetched.unwrap(), events)
                 })
             })

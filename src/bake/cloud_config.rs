@@ -220,6 +220,46 @@ mod tests {
         assert!(doc.get("packages").is_none() && doc.get("runcmd").is_none());
     }
 
+    /// The hook's failure line, as `sh` on this host prints it for a result.json holding
+    /// `errors` (the paths it reads and writes moved to a temporary directory).
+    fn verdict_line(errors: &serde_json::Value) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let result = dir.path().join("result.json");
+        let console = dir.path().join("console");
+        std::fs::write(
+            &result,
+            serde_json::json!({"v1": {"errors": errors}}).to_string(),
+        )
+        .unwrap();
+        let script = VERDICT_SCRIPT
+            .replace("/run/cloud-init/result.json", result.to_str().unwrap())
+            .replace("/dev/ttyS0", console.to_str().unwrap());
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script, "sh", "vmrun-bake-1234"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(console).unwrap()
+    }
+
+    #[test]
+    fn the_verdict_is_one_line_whatever_the_errors_hold() {
+        // As cloud-init 22.4 records a failed `locale` module: a repr with `\n` escapes.
+        let locale = "('locale', ProcessExecutionError(\"Unexpected error while running \
+                      command.\\nCommand: ['update-locale', 'LANG=en_US.UTF-8']\\nExit code: 1\")";
+        assert_eq!(
+            verdict_line(&serde_json::json!([locale, "two\nlines"])),
+            "vmrun-bake-1234 failed: ('locale', ProcessExecutionError(\"Unexpected error while \
+             running command. Command: ['update-locale', 'LANG=en_US.UTF-8'] Exit code: 1\"); \
+             two lines\n"
+        );
+        assert_eq!(
+            verdict_line(&serde_json::json!(["100% \\t %s"])),
+            "vmrun-bake-1234 failed: 100% \\t %s\n",
+            "printed as it is"
+        );
+    }
+
     #[test]
     fn bake_section_becomes_packages_runcmd_and_files() {
         let bake = BakeConfig {

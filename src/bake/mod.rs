@@ -4,6 +4,7 @@
 
 pub mod cloud_config;
 mod console;
+mod failure;
 mod keys;
 pub mod on_demand;
 
@@ -68,8 +69,9 @@ pub enum Error {
     Isolate(#[from] isolate::Error),
     #[error(
         "cloud-init failed while provisioning: {errors}\n{}",
-        console_tail(serial_log)
+        failure::report(serial_log).unwrap_or_else(|| console_tail(serial_log))
     )]
+    #[diagnostic(help("{}", failure::help(errors, serial_log)))]
     Provisioning { errors: String, serial_log: PathBuf },
     #[error(
         "the guest stopped ({status}) without reporting that provisioning finished\n{}",

@@ -28,7 +28,7 @@ pub fn image(
     if let Ok(image) = Store::new(home).get(&spec.source) {
         return Ok(image);
     }
-    let source = ImageSource::parse(&spec.source, spec.sha256.as_deref())?;
+    let source = ImageSource::parse(&spec.source, spec.sha256)?;
     let request = BakeRequest {
         name: source.default_name(),
         source,

@@ -19,18 +19,15 @@ pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
     let cwd = std::env::current_dir().map_err(Error::CurrentDir)?;
     let config = config::load_default(args.config.as_deref(), &cwd)?;
     let (spec, sha256) = match (&args.image, &config.image) {
-        (Some(image), _) => (image.clone(), args.sha256.clone()),
-        (None, Some(image)) => (
-            image.source.clone(),
-            args.sha256.clone().or(image.sha256.clone()),
-        ),
+        (Some(image), _) => (image.clone(), args.sha256),
+        (None, Some(image)) => (image.source.clone(), args.sha256.or(image.sha256)),
         (None, None) => {
             return Err(Error::Usage(
                 "no image to bake: give --image, or `image:` in vmrun.yaml".into(),
             ));
         }
     };
-    let source = ImageSource::parse(&spec, sha256.as_deref()).map_err(bake::Error::from)?;
+    let source = ImageSource::parse(&spec, sha256).map_err(bake::Error::from)?;
     let name = args.name.clone().unwrap_or_else(|| source.default_name());
     name::check("image", &name)?;
     let timeout =

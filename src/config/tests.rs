@@ -242,7 +242,7 @@ fn bad_sha256() {
     assert_eq!(
         error_at(text),
         (
-            "image.sha256: invalid sha256 `ABC`: expected 64 lowercase hex digits".into(),
+            "image.sha256: invalid sha256 `ABC`: expected 64 hex digits".into(),
             Some((3, 11))
         )
     );
@@ -354,7 +354,7 @@ fn full_config() -> Config {
     Config {
         image: Some(ImageSpec {
             source: "https://example.org/x.qcow2".into(),
-            sha256: Some("0123456789abcdef".repeat(4)),
+            sha256: Some("0123456789abcdef".repeat(4).parse().unwrap()),
         }),
         vm: VmConfig {
             cpus: Some(2),

@@ -7,13 +7,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
+use crate::atomic_file::{self, Existing, NewFile};
 use crate::disk::{self, DiskFormat};
 use crate::events::{Event, Sink, phase};
 use crate::image::debian::{self, DebianImage};
 use crate::image::download;
 use crate::path_error::PathError;
+use crate::sha256::Sha256;
 
 /// Where Debian images built here are kept, in the sources directory.
 const DEBIAN_DIR: &str = "debian";
@@ -29,8 +31,8 @@ pub enum Error {
     #[error("`{}` has sha256 {actual}, not the expected {expected}", path.display())]
     DigestMismatch {
         path: PathBuf,
-        expected: String,
-        actual: String,
+        expected: Sha256,
+        actual: Sha256,
     },
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -67,11 +69,11 @@ pub enum ImageSource {
     Debian(String),
     Url {
         url: String,
-        sha256: Option<String>,
+        sha256: Option<Sha256>,
     },
     File {
         path: PathBuf,
-        sha256: Option<String>,
+        sha256: Option<Sha256>,
     },
 }
 
@@ -84,8 +86,7 @@ pub struct LocalSource {
 
 impl ImageSource {
     /// `debian:SUITE`, an http(s) URL, or a path; `sha256` is the expected digest, if given.
-    pub fn parse(spec: &str, sha256: Option<&str>) -> Result<ImageSource, Error> {
-        let sha256 = sha256.map(str::to_owned);
+    pub fn parse(spec: &str, sha256: Option<Sha256>) -> Result<ImageSource, Error> {
         if let Some(suite) = spec.strip_prefix("debian:") {
             if suite != "bookworm" {
                 return Err(Error::UnsupportedSuite(suite.to_owned()));
@@ -161,16 +162,15 @@ impl ImageSource {
                 })
             }
             ImageSource::Url { url, sha256 } => {
-                let fetched =
-                    download::fetch(url, sha256.as_deref(), &sources_dir.join("downloads"), sink)?;
+                let fetched = download::fetch(url, *sha256, &sources_dir.join("downloads"), sink)?;
                 check_standalone(&fetched.path)?;
                 Ok(LocalSource {
                     path: fetched.path,
-                    digest: fetched.sha256,
+                    digest: fetched.sha256.to_string(),
                 })
             }
             ImageSource::File { path, sha256 } => {
-                import_file(path, sha256.as_deref(), &sources_dir.join("files"), sink)
+                import_file(path, *sha256, &sources_dir.join("files"), sink)
             }
         }
     }
@@ -195,7 +195,7 @@ fn check_standalone(path: &Path) -> Result<DiskFormat, Error> {
 /// unchanged file again reads nothing.
 fn import_file(
     path: &Path,
-    expected: Option<&str>,
+    expected: Option<Sha256>,
     dir: &Path,
     sink: Sink,
 ) -> Result<LocalSource, Error> {
@@ -209,50 +209,41 @@ fn import_file(
         meta.size(),
         meta.mtime_nsec() + meta.mtime() * 1_000_000_000
     );
-    let memo = dir.join(format!(
-        "{}.digest",
-        hex(&Sha256::digest(identity.as_bytes()))
-    ));
-    if let Ok(digest) = fs::read_to_string(&memo) {
+    let memo = dir.join(format!("{}.digest", Sha256::of(identity)));
+    let remembered = fs::read_to_string(&memo)
+        .ok()
+        .and_then(|text| text.parse::<Sha256>().ok());
+    if let Some(digest) = remembered {
         let imported = dir.join(format!("{digest}.{}", format.name()));
         if imported.exists() {
-            check_expected(path, expected, &digest)?;
+            check_expected(path, expected, digest)?;
             return Ok(LocalSource {
                 path: imported,
-                digest,
+                digest: digest.to_string(),
             });
         }
     }
     let digest = phase(sink, &format!("import {}", path.display()), || {
-        let staging = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempfile_in(dir)
-            .map_err(PathError::at("create a file in", dir))?;
-        let digest = copy_hashing(path, staging.as_file(), sink)?;
-        check_expected(path, expected, &digest)?;
+        let mut staging = NewFile::in_dir(dir)?;
+        let digest = copy_hashing(path, staging.file(), sink)?;
+        check_expected(path, expected, digest)?;
         let imported = dir.join(format!("{digest}.{}", format.name()));
-        staging.persist(&imported).map_err(|e| {
-            Error::Io(PathError {
-                action: "write",
-                path: imported,
-                source: e.error,
-            })
-        })?;
+        staging.commit(&imported, Existing::Replace)?;
         Ok::<_, Error>(digest)
     })?;
-    fs::write(&memo, &digest).map_err(PathError::at("write", &memo))?;
+    atomic_file::write(&memo, digest.to_string().as_bytes())?;
     Ok(LocalSource {
         path: dir.join(format!("{digest}.{}", format.name())),
-        digest,
+        digest: digest.to_string(),
     })
 }
 
-fn check_expected(path: &Path, expected: Option<&str>, actual: &str) -> Result<(), Error> {
+fn check_expected(path: &Path, expected: Option<Sha256>, actual: Sha256) -> Result<(), Error> {
     match expected {
         Some(expected) if expected != actual => Err(Error::DigestMismatch {
             path: path.to_owned(),
-            expected: expected.to_owned(),
-            actual: actual.to_owned(),
+            expected,
+            actual,
         }),
         _ => Ok(()),
     }
@@ -260,11 +251,11 @@ fn check_expected(path: &Path, expected: Option<&str>, actual: &str) -> Result<(
 
 /// Copies `from` into `to` and returns the sha256 of the contents. Runs of zeros are skipped,
 /// not written, so a sparse raw disk stays sparse.
-fn copy_hashing(from: &Path, mut to: &File, sink: Sink) -> Result<String, Error> {
+fn copy_hashing(from: &Path, mut to: &File, sink: Sink) -> Result<Sha256, Error> {
     const CHUNK: usize = 1 << 20;
     let mut input = File::open(from).map_err(PathError::at("read", from))?;
     let total = input.metadata().map_err(PathError::at("read", from))?.len();
-    let mut hasher = Sha256::new();
+    let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     loop {
@@ -287,7 +278,7 @@ fn copy_hashing(from: &Path, mut to: &File, sink: Sink) -> Result<String, Error>
         });
     }
     to.set_len(done).map_err(PathError::at("write", from))?;
-    Ok(hex(&hasher.finalize()))
+    Ok(Sha256::finish(hasher))
 }
 
 fn read_full(input: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -299,10 +290,6 @@ fn read_full(input: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -319,10 +306,10 @@ mod tests {
             matches!(ImageSource::parse("debian:sid", None), Err(Error::UnsupportedSuite(s)) if s == "sid")
         );
         assert_eq!(
-            ImageSource::parse("https://h/x.qcow2", Some("ab")).unwrap(),
+            ImageSource::parse("https://h/x.qcow2", Some(Sha256::of("x"))).unwrap(),
             ImageSource::Url {
                 url: "https://h/x.qcow2".into(),
-                sha256: Some("ab".into())
+                sha256: Some(Sha256::of("x"))
             }
         );
         assert_eq!(
@@ -361,14 +348,40 @@ mod tests {
             "copy of 64 MiB with one non-zero MiB is sparse"
         );
         let events = std::sync::Mutex::new(0);
-        let again = import_file(&raw, Some(&first.digest), &sources, &|_| {
+        // The digest as a user may paste it, in capitals: the same digest.
+        let upper = first.digest.to_ascii_uppercase().parse().unwrap();
+        let again = import_file(&raw, Some(upper), &sources, &|_| {
             *events.lock().unwrap() += 1
         })
         .unwrap();
         assert_eq!(again, first);
         assert_eq!(*events.lock().unwrap(), 0, "second import read nothing");
-        let wrong = import_file(&raw, Some("00"), &sources, &|_| {}).unwrap_err();
-        assert!(wrong.to_string().contains("not the expected 00"), "{wrong}");
+        let other = Sha256::of("other");
+        let wrong = import_file(&raw, Some(other), &sources, &|_| {}).unwrap_err();
+        assert!(
+            wrong.to_string().ends_with(&format!(
+                "has sha256 {}, not the expected {other}",
+                first.digest
+            )),
+            "{wrong}"
+        );
+    }
+
+    #[test]
+    fn an_upper_case_digest_matches_on_the_first_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        let f = File::create(&raw).unwrap();
+        f.set_len(1 << 20).unwrap();
+        f.write_all_at(b"\x55\xaa", 510).unwrap();
+        drop(f);
+        let digest = Sha256::of(fs::read(&raw).unwrap());
+        let upper = digest.to_string().to_ascii_uppercase().parse().unwrap();
+        let source = ImageSource::parse(raw.to_str().unwrap(), Some(upper)).unwrap();
+        let local = source
+            .materialize(&dir.path().join("sources"), &|_| {})
+            .unwrap();
+        assert_eq!(local.digest, digest.to_string());
     }
 
     use std::os::unix::fs::FileExt;

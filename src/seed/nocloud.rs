@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::Error;
 use super::iso9660::{IsoImage, Timestamp};
+use crate::atomic_file::{Existing, NewFile};
+use crate::path_error::PathError;
 
 /// The volume label cloud-init's NoCloud datasource looks for.
 const VOLUME_ID: &str = "cidata";
@@ -77,19 +79,21 @@ impl SeedIso {
     pub fn write_to(&self, path: &Path) -> Result<(), Error> {
         let meta_data = self.rendered_meta_data();
         let image = self.image(&meta_data)?;
-        let write_error = |source| Error::WriteOutput {
-            path: path.to_owned(),
-            source,
+        let write_error = |e: PathError| Error::WriteOutput {
+            path: e.path,
+            source: e.source,
         };
-        let temp = crate::atomic_file::temp_beside(path, ".vmrun-seed-").map_err(write_error)?;
-        let mut out = BufWriter::new(temp);
+        let mut new = NewFile::beside(path).map_err(write_error)?;
+        let mut out = BufWriter::new(new.file());
         image
             .write(&mut out)
             .and_then(|()| out.flush())
-            .map_err(write_error)?;
-        let temp = out.into_inner().map_err(|e| write_error(e.into_error()))?;
-        temp.persist(path).map_err(|e| write_error(e.error))?;
-        Ok(())
+            .map_err(|source| Error::WriteOutput {
+                path: path.to_owned(),
+                source,
+            })?;
+        drop(out);
+        new.commit(path, Existing::Replace).map_err(write_error)
     }
 
     fn image<'s>(&'s self, meta_data: &'s [u8]) -> Result<IsoImage<'s>, Error> {
@@ -131,7 +135,7 @@ impl SeedIso {
             }
         }
         let digest = hash.finalize();
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&digest[..8]);
         Cow::Owned(format!("instance-id: iid-{hex}\nlocal-hostname: vmrun\n").into_bytes())
     }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::header::MAX_BACKING_NAME;
 use super::layout::{self, Layout, SECTOR_SIZE};
+use crate::atomic_file::{Existing, NewFile};
 use crate::disk::{Error, backing_chain};
+use crate::path_error::PathError;
 
 /// A fresh qcow2 overlay over a raw or qcow2 base image.
 ///
@@ -29,10 +31,9 @@ impl Overlay {
     /// The base must be a raw or qcow2 image, and so must every backing file under it, each
     /// passing the reader's checks ([`backing_chain`] decides): QEMU opens the whole chain
     /// under the overlay, so this is where an image that would reach a host file, or needs
-    /// a key, is refused, however it got here. The overlay is
-    /// written to a temporary file beside `path` and renamed into place, so `path` either
-    /// does not exist or is complete; an existing `path` is never replaced
-    /// ([`Error::AlreadyExists`]). It is not fsynced: overlays are cheap to recreate.
+    /// a key, is refused, however it got here. The overlay is written as an
+    /// [`atomic_file`](crate::atomic_file), so `path` either does not exist or is complete;
+    /// an existing `path` is never replaced ([`Error::AlreadyExists`]).
     pub fn create(path: &Path, backing: &Path) -> Result<Overlay, Error> {
         Self::create_inner(path, backing, None)
     }
@@ -113,28 +114,26 @@ impl Overlay {
     }
 }
 
-/// Writes `layout` to a temporary file in `path`'s directory and renames it to `path`,
-/// refusing to replace an existing file. On failure the temporary file is removed.
+/// Writes `layout` as a new file at `path` ([`atomic_file`](crate::atomic_file)), refusing to
+/// replace an existing file.
 fn write_new(path: &Path, layout: &Layout) -> Result<(), Error> {
-    let write_error = |source| Error::Write {
-        path: path.to_owned(),
-        source,
+    let write_error = |e: PathError| match e.source.kind() {
+        io::ErrorKind::AlreadyExists => Error::AlreadyExists { path: e.path },
+        _ => Error::Write {
+            path: e.path,
+            source: e.source,
+        },
     };
-    let temp = crate::atomic_file::temp_beside(path, ".vmrun-overlay-").map_err(write_error)?;
-    for (offset, bytes) in &layout.pieces {
-        temp.as_file()
-            .write_all_at(bytes, *offset)
-            .map_err(write_error)?;
-    }
-    temp.as_file().set_len(layout.len).map_err(write_error)?;
-    temp.persist_noclobber(path)
-        .map_err(|e| match e.error.kind() {
-            io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                path: path.to_owned(),
-            },
-            _ => write_error(e.error),
-        })?;
-    Ok(())
+    let mut new = NewFile::beside(path).map_err(write_error)?;
+    let file = new.file();
+    layout
+        .pieces
+        .iter()
+        .try_for_each(|(offset, bytes)| file.write_all_at(bytes, *offset))
+        .and_then(|()| file.set_len(layout.len))
+        .map_err(PathError::at("write", path))
+        .map_err(write_error)?;
+    new.commit(path, Existing::Keep).map_err(write_error)
 }
 
 #[cfg(test)]

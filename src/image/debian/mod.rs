@@ -5,14 +5,15 @@
 mod disk;
 mod rootfs;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::events::{Sink, phase};
+use crate::events::{Event, Sink, phase};
 use crate::external::ExternalError;
 use crate::image::mbr::MbrError;
+use crate::lock_file::LockFile;
 use crate::path_error::PathError;
 use crate::scratch::Scratch;
 use crate::tools::MissingTool;
@@ -107,7 +108,7 @@ impl DebianImage {
             h.update(text);
             h.update("\0");
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&h.finalize())
     }
 
     /// Removes what builds in `cache_dir` by killed vmruns left; their names.
@@ -125,8 +126,12 @@ impl DebianImage {
         }
         fs::create_dir_all(cache_dir).map_err(PathError::at("create", cache_dir))?;
         let lock_path = cache_dir.join(format!(".debian-{}.lock", &key[..16]));
-        let lock = File::create(&lock_path).map_err(PathError::at("create", &lock_path))?;
-        lock.lock().map_err(PathError::at("lock", &lock_path))?;
+        let _lock = LockFile::acquire(&lock_path, || {
+            sink(Event::Notice(format!(
+                "waiting for another vmrun building debian:{}",
+                self.suite
+            )))
+        })?;
         if !path.exists() {
             let work = Scratch::new_in(cache_dir, BUILD_PREFIX)?;
             let built = work.path().join("disk.qcow2");

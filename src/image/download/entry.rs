@@ -7,23 +7,26 @@
 //! - `lock`: held by the one process downloading; never deleted, since unlinking a lock file
 //!   lets a waiter and a newcomer hold two different locks.
 
-use std::fs::{self, File, TryLockError};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::{Error, Fetched};
+use crate::atomic_file;
 use crate::events::{Event, Sink};
+use crate::lock_file::LockFile;
+use crate::sha256::Sha256;
 
 pub(super) struct Entry {
     dir: PathBuf,
 }
 
 impl Entry {
-    /// The entry for `url` verified against `expected` (lowercase hex): a different expected
-    /// digest is a different entry, so a corrected digest never meets a file kept for a wrong one.
-    pub fn new(cache_dir: &Path, url: &str, expected: Option<&str>) -> Entry {
+    /// The entry for `url` verified against `expected`: a different expected digest is a
+    /// different entry, so a corrected digest never meets a file kept for a wrong one.
+    pub fn new(cache_dir: &Path, url: &str, expected: Option<Sha256>) -> Entry {
         Entry {
             dir: cache_dir.join(format!("url-{}", key(url, expected))),
         }
@@ -50,39 +53,21 @@ impl Entry {
         let sha256 = fs::read_to_string(self.digest_file())
             .ok()?
             .trim()
-            .to_owned();
+            .parse()
+            .ok()?;
         let path = self.image();
-        (is_sha256(&sha256) && path.is_file()).then_some(Fetched { path, sha256 })
+        path.is_file().then_some(Fetched { path, sha256 })
     }
 
     /// Creates the entry's directory and takes its lock, waiting (and saying so) while
-    /// another process holds it. The lock lasts as long as the returned file is open.
-    pub fn lock(&self, url: &str, sink: Sink) -> Result<File, Error> {
+    /// another process holds it. The lock lasts as long as the returned guard lives.
+    pub fn lock(&self, url: &str, sink: Sink) -> Result<LockFile, Error> {
         fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
-        let path = self.dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io("open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                sink(Event::Notice(format!(
-                    "waiting for another vmrun downloading {url}"
-                )));
-                file.lock().map_err(Error::io("lock", &path))?;
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(Error::Io {
-                    action: "lock",
-                    path,
-                    source,
-                });
-            }
-        }
-        Ok(file)
+        Ok(LockFile::acquire(&self.dir.join("lock"), || {
+            sink(Event::Notice(format!(
+                "waiting for another vmrun downloading {url}"
+            )))
+        })?)
     }
 
     /// Length of the unfinished download (0 when there is none).
@@ -120,40 +105,27 @@ impl Entry {
     }
 
     /// Turns the verified part into the finished image, then marks the entry complete.
-    pub fn commit(&self, sha256: &str) -> Result<Fetched, Error> {
+    pub fn commit(&self, sha256: Sha256) -> Result<Fetched, Error> {
         let (part, image) = (self.part(), self.image());
         fs::rename(&part, &image).map_err(Error::io("rename", &part))?;
         remove(&self.validator_file())?;
-        let digest_file = self.digest_file();
-        let staged = self.dir.join("image.sha256.part");
-        let write = |file: &mut File| writeln!(file, "{sha256}").and_then(|()| file.sync_all());
-        File::create(&staged)
-            .and_then(|mut file| write(&mut file))
-            .map_err(Error::io("write", &staged))?;
-        fs::rename(&staged, &digest_file).map_err(Error::io("rename", &staged))?;
+        atomic_file::write(&self.digest_file(), format!("{sha256}\n").as_bytes())?;
         Ok(Fetched {
             path: image,
-            sha256: sha256.to_owned(),
+            sha256,
         })
     }
 }
 
-/// 16 hex digits of sha256(url, NUL, expected digest or nothing).
-fn key(url: &str, expected: Option<&str>) -> String {
-    let mut hasher = Sha256::new();
+/// 16 hex digits of sha256(url, NUL, expected digest in lowercase hex or nothing).
+fn key(url: &str, expected: Option<Sha256>) -> String {
+    let mut hasher = sha2::Sha256::new();
     hasher.update(url.as_bytes());
     hasher.update([0]);
-    hasher.update(expected.unwrap_or("").as_bytes());
-    let mut key = format!("{:x}", hasher.finalize());
+    hasher.update(expected.map(|e| e.to_string()).unwrap_or_default());
+    let mut key = crate::hex::encode(&hasher.finalize());
     key.truncate(16);
     key
-}
-
-pub(super) fn is_sha256(digest: &str) -> bool {
-    digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn remove(path: &Path) -> Result<(), Error> {
@@ -173,6 +145,10 @@ mod tests {
 
     const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
+    fn digest() -> Sha256 {
+        DIGEST.parse().unwrap()
+    }
+
     #[test]
     fn key_depends_on_url_and_expected_digest() {
         let plain = key("https://example.org/a.img", None);
@@ -180,9 +156,16 @@ mod tests {
         assert!(plain.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(plain, key("https://example.org/a.img", None));
         assert_ne!(plain, key("https://example.org/b.img", None));
-        assert_ne!(plain, key("https://example.org/a.img", Some(DIGEST)));
+        assert_ne!(plain, key("https://example.org/a.img", Some(digest())));
         // The NUL keeps "url + digest" from colliding with a longer URL.
-        assert_ne!(key("ab", Some("c")), key("a", Some("bc")));
+        assert_ne!(key(&format!("a{DIGEST}"), None), key("a", Some(digest())));
+        // Entries downloaded by earlier versions keep their keys: the digest is hashed as
+        // lowercase hex, however the user wrote it.
+        let upper = DIGEST.to_ascii_uppercase().parse().unwrap();
+        assert_eq!(
+            key("https://example.org/a.img", Some(upper)),
+            "17751f30b6e51059"
+        );
     }
 
     #[test]
@@ -199,16 +182,13 @@ mod tests {
         assert_eq!(entry.validator().as_deref(), Some("\"v1\""));
         assert!(entry.complete().is_none());
 
-        let fetched = entry.commit(DIGEST).unwrap();
+        let fetched = entry.commit(digest()).unwrap();
         assert_eq!(fetched.path, entry.image());
         assert_eq!(fs::read(&fetched.path).unwrap(), b"data");
         assert_eq!(entry.part_len().unwrap(), 0);
         assert_eq!(entry.validator(), None);
         let found = entry.complete().unwrap();
-        assert_eq!(
-            (found.path, found.sha256),
-            (fetched.path, DIGEST.to_owned())
-        );
+        assert_eq!((found.path, found.sha256), (fetched.path, digest()));
 
         fs::write(entry.digest_file(), "not a digest\n").unwrap();
         assert!(entry.complete().is_none());

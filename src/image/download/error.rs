@@ -5,6 +5,8 @@ use miette::Diagnostic;
 use ureq::http::StatusCode;
 
 use crate::exit_code;
+use crate::path_error::PathError;
+use crate::sha256::Sha256;
 
 /// Why an image could not be downloaded. Every message names the URL or the file at fault.
 #[derive(Debug, thiserror::Error, Diagnostic)]
@@ -12,10 +14,6 @@ pub enum Error {
     #[error("cannot download `{url}`: {reason}")]
     #[diagnostic(code(vmrun::download::bad_url))]
     BadUrl { url: String, reason: &'static str },
-
-    #[error("`{digest}` is not a sha256 digest (64 hex digits)")]
-    #[diagnostic(code(vmrun::download::bad_digest))]
-    BadDigest { digest: String },
 
     #[error("cannot fetch `{url}`")]
     #[diagnostic(code(vmrun::download::request))]
@@ -59,8 +57,8 @@ pub enum Error {
     )]
     DigestMismatch {
         url: String,
-        expected: String,
-        actual: String,
+        expected: Sha256,
+        actual: Sha256,
     },
 
     #[error("cannot {action} `{}`", .path.display())]
@@ -73,11 +71,21 @@ pub enum Error {
     },
 }
 
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Error {
+        Error::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// The documented exit code for this failure (see `exit_code`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::BadUrl { .. } | Error::BadDigest { .. } => exit_code::BAD_INPUT,
+            Error::BadUrl { .. } => exit_code::BAD_INPUT,
             _ => exit_code::IMAGE_FAILED,
         }
     }

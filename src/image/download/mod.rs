@@ -21,6 +21,7 @@ use ureq::http::Uri;
 pub use error::Error;
 
 use crate::events::{Event, Sink, phase};
+use crate::sha256::Sha256;
 use entry::Entry;
 use transfer::Outcome;
 
@@ -29,26 +30,24 @@ use transfer::Outcome;
 pub struct Fetched {
     /// The finished file, `<cache_dir>/url-<key>/image`.
     pub path: PathBuf,
-    /// Its sha256, lowercase hex: verified when one was expected, computed while it arrived.
-    pub sha256: String,
+    /// Its sha256: verified when one was expected, computed while it arrived.
+    pub sha256: Sha256,
 }
 
 /// Downloads `url` (http or https) into `cache_dir`, or finds it there from an earlier call.
 ///
-/// `expected_sha256` (hex, any case) is checked before the file is kept; a mismatch deletes
+/// `expected` is checked before the file is kept; a mismatch deletes
 /// it. The cache entry is keyed by the URL and the expected digest, so a finished entry is
 /// returned with no network access at all (and an `Event::Notice`). A download runs as the
 /// phase "download URL" and reports `Event::Bytes` as data arrives. Concurrent calls for the
 /// same entry, in this process or others, download once: the others wait and find it cached.
 pub fn fetch(
     url: &str,
-    expected_sha256: Option<&str>,
+    expected: Option<Sha256>,
     cache_dir: &Path,
     sink: Sink,
 ) -> Result<Fetched, Error> {
     check_url(url)?;
-    let expected = expected_sha256.map(normalize_digest).transpose()?;
-    let expected = expected.as_deref();
     let entry = Entry::new(cache_dir, url, expected);
     if let Some(found) = cached(&entry, url, sink) {
         return Ok(found);
@@ -72,7 +71,7 @@ pub fn fetch(
                 }
             }
         };
-        entry.commit(&sha256)
+        entry.commit(sha256)
     })
 }
 
@@ -100,16 +99,6 @@ fn check_url(url: &str) -> Result<(), Error> {
         return bad("the URL names no host");
     }
     Ok(())
-}
-
-fn normalize_digest(digest: &str) -> Result<String, Error> {
-    let normalized = digest.trim().to_ascii_lowercase();
-    match entry::is_sha256(&normalized) {
-        true => Ok(normalized),
-        false => Err(Error::BadDigest {
-            digest: digest.to_owned(),
-        }),
-    }
 }
 
 fn agent() -> Agent {
@@ -150,16 +139,6 @@ mod tests {
         ] {
             let err = check_url(url).unwrap_err();
             assert!(err.to_string().contains(url), "{err}");
-            assert_eq!(err.exit_code(), exit_code::BAD_INPUT);
-        }
-    }
-
-    #[test]
-    fn digests_are_normalized_to_lowercase_hex() {
-        let upper = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
-        assert_eq!(normalize_digest(upper).unwrap(), upper.to_ascii_lowercase());
-        for bad in ["", "abc", &upper[1..], &format!("{}g", &upper[1..])] {
-            let err = normalize_digest(bad).unwrap_err();
             assert_eq!(err.exit_code(), exit_code::BAD_INPUT);
         }
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use ureq::Agent;
 use ureq::http::{HeaderMap, Response, StatusCode, header};
 
@@ -14,10 +14,11 @@ use super::content_range::ContentRange;
 use super::entry::Entry;
 use super::progress::Progress;
 use crate::events::{Event, Sink};
+use crate::sha256::Sha256;
 
 pub(super) enum Outcome {
     /// The whole file is in the part and matched the expected digest (if any); its sha256.
-    Complete(String),
+    Complete(Sha256),
     /// The part cannot be continued (the file changed, or the server answered another range):
     /// discard it and ask again from the start.
     StartOver,
@@ -36,7 +37,7 @@ struct Placement {
 pub(super) fn get(
     agent: &Agent,
     url: &str,
-    expected: Option<&str>,
+    expected: Option<Sha256>,
     entry: &Entry,
     offset: u64,
     sink: Sink,
@@ -112,13 +113,13 @@ pub(super) fn get(
 fn receive(
     response: Response<ureq::Body>,
     url: &str,
-    expected: Option<&str>,
+    expected: Option<Sha256>,
     entry: &Entry,
     Placement { start, total }: Placement,
     sink: Sink,
-) -> Result<String, Error> {
+) -> Result<Sha256, Error> {
     let path = entry.part();
-    let mut hasher = Sha256::new();
+    let mut hasher = sha2::Sha256::new();
     let file = if start == 0 {
         File::create(&path).map_err(Error::io("create", &path))?
     } else {
@@ -171,12 +172,12 @@ fn receive(
             total,
         });
     }
-    let actual = format!("{:x}", hasher.finalize());
+    let actual = Sha256::finish(hasher);
     if let Some(expected) = expected.filter(|&expected| expected != actual) {
         entry.discard_part()?;
         return Err(Error::DigestMismatch {
             url: url.to_owned(),
-            expected: expected.to_owned(),
+            expected,
             actual,
         });
     }

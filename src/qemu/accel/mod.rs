@@ -180,7 +180,11 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
             return Accel::Tcg;
         }
     };
-    if let Some(known) = Verdict::load(facts_dir).filter(|v| v.key == key) {
+    let stored = Verdict::load(facts_dir).unwrap_or_else(|e| {
+        sink(Event::Detail(format!("{e}; checking again")));
+        None
+    });
+    if let Some(known) = stored.filter(|v| v.key == key) {
         if known.usable {
             return Accel::Kvm;
         }
@@ -221,8 +225,7 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
     };
     if let Err(e) = verdict.store(facts_dir) {
         sink(Event::Detail(format!(
-            "cannot remember the KVM verdict in {}: {e}",
-            facts_dir.display()
+            "cannot remember the KVM verdict: {e}"
         )));
     }
     if verdict.usable {

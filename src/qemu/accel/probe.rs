@@ -113,10 +113,7 @@ pub fn fingerprint() -> String {
         hash.update([0]);
     }
     hash.update(TIMEOUT.as_millis().to_le_bytes());
-    hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&hash.finalize()[..8])
 }
 
 /// Boots the probe guest under `accel` (with vmrun's arguments for it) and waits up to

@@ -19,9 +19,9 @@ pub const STAGES: [(&str, &str); 3] = [
     ("long", "long mode"),
 ];
 
-/// Its exit through isa-debug-exit: QEMU exits with `(value << 1) | 1`.
+/// Its exit through isa-debug-exit once [`MARKER`] is out: QEMU exits with `(value << 1) | 1`.
+/// (A wrong result exits with 0x11, but [`WRONG_RESULT`] on COM1 already says so.)
 pub const EXIT_OK: i32 = (0x10 << 1) | 1;
-pub const EXIT_WRONG_RESULT: i32 = (0x11 << 1) | 1;
 
 /// The size of the disk image it is written to. SeaBIOS does not boot an AHCI disk smaller
 /// than one cylinder (63 * 16 sectors); the rest of the file is a hole.

@@ -4,46 +4,51 @@
 //! a new boot, module reload or permission change makes a new one), the host kernel, the
 //! QEMU binary (path, size, mtime) and the probe itself. Any change and the probe runs again.
 //!
-//! The file is text, one `name=value` a line; bytes outside printable ASCII and `\` are
-//! written as `\xHH`:
+//! The file is JSON, like vmrun's other state files; delete it to check again:
 //! ```text
-//! # vmrun: whether KVM runs guests on this host. Delete this file to check again.
-//! format=1
-//! kvm.rdev=2792
-//! kvm.ino=88
-//! kvm.ctime=1763841853.123456789
-//! kernel.release=6.1.0-27-amd64
-//! kernel.version=#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)
-//! qemu.path=/usr/bin/qemu-system-x86_64
-//! qemu.size=18622592
-//! qemu.mtime=1731002580.000000000
-//! probe=0f3c9a1b2d4e5f60
-//! usable=no
-//! reason=the probe guest reached long mode but did not finish in 5 s ...
-//! probe_ms=5003
-//! checked_at=1763900000
+//! {
+//!   "key": {
+//!     "kvm_rdev": 2792,
+//!     "kvm_ino": 88,
+//!     "kvm_ctime": { "secs": 1763841853, "nanos": 123456789 },
+//!     "kernel_release": "6.1.0-27-amd64",
+//!     "kernel_version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)",
+//!     "qemu_path": "/usr/bin/qemu-system-x86_64",
+//!     "qemu_size": 18622592,
+//!     "qemu_mtime": { "secs": 1731002580, "nanos": 0 },
+//!     "probe": "0f3c9a1b2d4e5f60"
+//!   },
+//!   "usable": false,
+//!   "reason": "the probe guest reached long mode but did not finish in 5 s ...",
+//!   "probe_ms": 5003,
+//!   "checked_at": 1763900000
+//! }
 //! ```
+//! A file that does not parse (an older vmrun's `name=value` text, a torn or edited file) is
+//! no verdict: [`Verdict::load`] says why in one line and the probe runs again, replacing it.
 
-use std::collections::HashMap;
-use std::ffi::{CStr, OsString};
-use std::io::{self, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::CStr;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::path_error::PathError;
 
 /// The file's name inside the facts directory.
 pub const FILE: &str = "kvm-verdict";
 
-const FORMAT: &str = "1";
-
 /// What a verdict holds for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VerdictKey {
     pub kvm_rdev: u64,
     pub kvm_ino: u64,
     pub kvm_ctime: Timestamp,
     pub kernel_release: String,
     pub kernel_version: String,
+    /// A path that is not UTF-8 cannot be stored: such a host is probed on every call.
     pub qemu_path: PathBuf,
     pub qemu_size: u64,
     pub qemu_mtime: Timestamp,
@@ -52,13 +57,15 @@ pub struct VerdictKey {
 }
 
 /// Seconds and nanoseconds, as stat gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Timestamp {
     pub secs: i64,
     pub nanos: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Verdict {
     pub key: VerdictKey,
     pub usable: bool,
@@ -68,6 +75,33 @@ pub struct Verdict {
     pub probe_ms: u64,
     /// When, in seconds since the Unix epoch.
     pub checked_at: u64,
+}
+
+/// Why a stored verdict is not trusted. One line, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the KVM verdict `{}`: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "ignoring the KVM verdict `{}` (an older vmrun's or a damaged file): {source}",
+        .path.display()
+    )]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Why a verdict could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot encode it as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("{error}: {}", .error.source)]
+    Write {
+        #[from]
+        error: PathError,
+    },
 }
 
 impl VerdictKey {
@@ -108,115 +142,30 @@ impl Verdict {
         facts_dir.join(FILE)
     }
 
-    /// The stored verdict, whatever key it holds for; `None` when there is none or it cannot
-    /// be read or parsed (the probe then simply runs again).
-    pub fn load(facts_dir: &Path) -> Option<Verdict> {
-        let bytes = std::fs::read(Self::path(facts_dir)).ok()?;
-        Verdict::parse(std::str::from_utf8(&bytes).ok()?)
+    /// The stored verdict, whatever key it holds for; `Ok(None)` when there is none. A file
+    /// that cannot be read or parsed is an error that says why in one line; it is no verdict
+    /// either, and the next [`store`](Self::store) replaces it.
+    pub fn load(facts_dir: &Path) -> Result<Option<Verdict>, LoadError> {
+        let path = Self::path(facts_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(LoadError::Read { path, source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LoadError::Parse { path, source })
     }
 
     /// Writes the verdict whole or not at all (a temporary file renamed over the old one), so
     /// a concurrent vmrun reads either verdict, never half of one.
-    pub fn store(&self, facts_dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(facts_dir)?;
-        let mut file = tempfile::NamedTempFile::new_in(facts_dir)?;
-        file.write_all(self.to_text().as_bytes())?;
-        file.persist(Self::path(facts_dir)).map_err(|e| e.error)?;
-        Ok(())
-    }
-
-    pub fn to_text(&self) -> String {
-        let k = &self.key;
-        let mut text = String::from(
-            "# vmrun: whether KVM runs guests on this host. Delete this file to check again.\n",
-        );
-        let mut line = |name: &str, value: &[u8]| {
-            text.push_str(name);
-            text.push('=');
-            text.push_str(&escape(value));
-            text.push('\n');
-        };
-        line("format", FORMAT.as_bytes());
-        line("kvm.rdev", k.kvm_rdev.to_string().as_bytes());
-        line("kvm.ino", k.kvm_ino.to_string().as_bytes());
-        line("kvm.ctime", k.kvm_ctime.to_string().as_bytes());
-        line("kernel.release", k.kernel_release.as_bytes());
-        line("kernel.version", k.kernel_version.as_bytes());
-        line("qemu.path", k.qemu_path.as_os_str().as_bytes());
-        line("qemu.size", k.qemu_size.to_string().as_bytes());
-        line("qemu.mtime", k.qemu_mtime.to_string().as_bytes());
-        line("probe", k.probe.as_bytes());
-        line("usable", if self.usable { b"yes" } else { b"no" });
-        line("reason", self.reason.as_bytes());
-        line("probe_ms", self.probe_ms.to_string().as_bytes());
-        line("checked_at", self.checked_at.to_string().as_bytes());
-        text
-    }
-
-    /// Parses [`to_text`](Self::to_text)'s output; `None` for anything else (another format,
-    /// a missing or malformed field).
-    pub fn parse(text: &str) -> Option<Verdict> {
-        let mut fields: HashMap<&str, Vec<u8>> = HashMap::new();
-        for line in text.lines() {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (name, value) = line.split_once('=')?;
-            fields.insert(name, unescape(value)?);
-        }
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .and_then(|v| String::from_utf8(v.clone()).ok())
-        };
-        let number = |name: &str| text(name)?.parse::<u64>().ok();
-        let time = |name: &str| text(name)?.parse::<Timestamp>().ok();
-        if text("format")? != FORMAT {
-            return None;
-        }
-        let key = VerdictKey {
-            kvm_rdev: number("kvm.rdev")?,
-            kvm_ino: number("kvm.ino")?,
-            kvm_ctime: time("kvm.ctime")?,
-            kernel_release: text("kernel.release")?,
-            kernel_version: text("kernel.version")?,
-            qemu_path: PathBuf::from(OsString::from_vec(fields.get("qemu.path")?.clone())),
-            qemu_size: number("qemu.size")?,
-            qemu_mtime: time("qemu.mtime")?,
-            probe: text("probe")?,
-        };
-        let usable = match text("usable")?.as_str() {
-            "yes" => true,
-            "no" => false,
-            _ => return None,
-        };
-        Some(Verdict {
-            key,
-            usable,
-            reason: text("reason")?,
-            probe_ms: number("probe_ms")?,
-            checked_at: number("checked_at")?,
-        })
-    }
-}
-
-impl std::fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:09}", self.secs, self.nanos)
-    }
-}
-
-impl std::str::FromStr for Timestamp {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Timestamp, ()> {
-        let (secs, nanos) = s.split_once('.').ok_or(())?;
-        if nanos.len() != 9 {
-            return Err(());
-        }
-        Ok(Timestamp {
-            secs: secs.parse().map_err(|_| ())?,
-            nanos: nanos.parse().map_err(|_| ())?,
-        })
+    pub fn store(&self, facts_dir: &Path) -> Result<(), StoreError> {
+        let json = serde_json::to_string_pretty(self)? + "\n";
+        std::fs::create_dir_all(facts_dir).map_err(PathError::at("create", facts_dir))?;
+        Ok(crate::atomic_file::write(
+            &Self::path(facts_dir),
+            json.as_bytes(),
+        )?)
     }
 }
 
@@ -235,37 +184,6 @@ fn uname() -> io::Result<(String, String)> {
             .into_owned()
     };
     Ok((field(&name.release), field(&name.version)))
-}
-
-fn escape(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &b in value {
-        if (0x20..0x7f).contains(&b) && b != b'\\' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-fn unescape(value: &str) -> Option<Vec<u8>> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let hex = value
-                .get(i + 2..i + 4)
-                .filter(|_| bytes.get(i + 1) == Some(&b'x'))?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -298,103 +216,162 @@ mod tests {
         }
     }
 
+    fn stored(v: &Verdict) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        v.store(dir.path()).unwrap();
+        std::fs::read_to_string(Verdict::path(dir.path())).unwrap()
+    }
+
+    fn load_text(text: &str) -> Result<Option<Verdict>, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(Verdict::path(dir.path()), text).unwrap();
+        Verdict::load(dir.path())
+    }
+
     #[test]
-    fn text_format() {
+    fn json_format() {
         assert_eq!(
-            verdict().to_text(),
-            "# vmrun: whether KVM runs guests on this host. Delete this file to check again.\n\
-             format=1\n\
-             kvm.rdev=2792\n\
-             kvm.ino=88\n\
-             kvm.ctime=1763841853.000000005\n\
-             kernel.release=6.1.0-27-amd64\n\
-             kernel.version=#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)\n\
-             qemu.path=/usr/bin/qemu-system-x86_64\n\
-             qemu.size=18622592\n\
-             qemu.mtime=1731002580.000000000\n\
-             probe=0f3c9a1b2d4e5f60\n\
-             usable=no\n\
-             reason=the probe guest reached protected mode, then made no progress in 5 s\n\
-             probe_ms=5003\n\
-             checked_at=1763900000\n"
+            stored(&verdict()),
+            r##"{
+  "key": {
+    "kvm_rdev": 2792,
+    "kvm_ino": 88,
+    "kvm_ctime": {
+      "secs": 1763841853,
+      "nanos": 5
+    },
+    "kernel_release": "6.1.0-27-amd64",
+    "kernel_version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)",
+    "qemu_path": "/usr/bin/qemu-system-x86_64",
+    "qemu_size": 18622592,
+    "qemu_mtime": {
+      "secs": 1731002580,
+      "nanos": 0
+    },
+    "probe": "0f3c9a1b2d4e5f60"
+  },
+  "usable": false,
+  "reason": "the probe guest reached protected mode, then made no progress in 5 s",
+  "probe_ms": 5003,
+  "checked_at": 1763900000
+}
+"##
         );
     }
 
     #[test]
     fn round_trips() {
-        assert_eq!(Verdict::parse(&verdict().to_text()), Some(verdict()));
+        assert_eq!(load_text(&stored(&verdict())).unwrap(), Some(verdict()));
         let usable = Verdict {
             usable: true,
             reason: String::new(),
             ..verdict()
         };
-        assert_eq!(Verdict::parse(&usable.to_text()), Some(usable));
+        assert_eq!(load_text(&stored(&usable)).unwrap(), Some(usable));
     }
 
     #[test]
-    fn odd_bytes_in_values_round_trip() {
+    fn odd_characters_in_values_round_trip() {
         let mut v = verdict();
-        v.key.qemu_path = PathBuf::from(OsString::from_vec(b"/opt/q\\e=mu\n\xff/bin".to_vec()));
-        v.reason = "line one\nline two \\ done".into();
-        let text = v.to_text();
+        v.key.qemu_path = "/opt/q\\e=mu\n\u{1}é/bin".into();
+        v.reason = "line one\nline two \\ done \"quoted\"".into();
+        let text = stored(&v);
         assert!(
-            text.contains("qemu.path=/opt/q\\x5ce=mu\\x0a\\xff/bin\n"),
+            text.contains(r#""qemu_path": "/opt/q\\e=mu\n\u0001é/bin","#),
             "{text}"
         );
         assert_eq!(
             text.lines().count(),
-            15,
+            stored(&verdict()).lines().count(),
             "a value spilled onto another line"
         );
-        assert_eq!(Verdict::parse(&text), Some(v));
+        assert_eq!(load_text(&text).unwrap(), Some(v));
+    }
+
+    #[test]
+    fn a_qemu_path_that_is_not_utf8_is_not_stored() {
+        use std::os::unix::ffi::OsStringExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = verdict();
+        v.key.qemu_path = std::ffi::OsString::from_vec(b"/opt/\xff/qemu".to_vec()).into();
+        let err = v.store(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Encode(_)), "{err}");
+        assert!(
+            Verdict::load(dir.path()).unwrap().is_none(),
+            "nothing was written"
+        );
     }
 
     #[test]
     fn anything_else_is_no_verdict() {
-        let text = verdict().to_text();
-        assert_eq!(Verdict::parse(&text.replace("format=1", "format=2")), None);
-        assert_eq!(
-            Verdict::parse(&text.replace("usable=no", "usable=maybe")),
-            None
+        let text = stored(&verdict());
+        let rejected = |text: &str| match load_text(text) {
+            Err(LoadError::Parse { .. }) => {}
+            other => panic!("{other:?} for {text}"),
+        };
+        rejected(&text.replace("\"usable\": false", "\"usable\": \"maybe\""));
+        rejected(&text.replace("    \"kvm_ino\": 88,\n", ""));
+        rejected(&text.replace("\"kvm_ino\": 88", "\"kvm_ino\": \"x\""));
+        rejected(&text.replace("\"nanos\": 5\n", "\"nanos\": 5, \"extra\": 1\n"));
+        rejected(&text.replace("\"probe_ms\"", "\"probe ms\""));
+        rejected(&text[..text.len() / 2]);
+        rejected("");
+    }
+
+    #[test]
+    fn an_older_vmruns_text_file_is_ignored_with_one_line() {
+        let old = "# vmrun: whether KVM runs guests on this host. Delete this file to check \
+                   again.\n\
+                   format=1\n\
+                   kvm.rdev=2792\n\
+                   usable=no\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(Verdict::path(dir.path()), old).unwrap();
+        let err = Verdict::load(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "ignoring the KVM verdict `{}` (an older vmrun's or a damaged file): ",
+                Verdict::path(dir.path()).display()
+            )),
+            "{message}"
         );
-        assert_eq!(Verdict::parse(&text.replace("kvm.ino=88\n", "")), None);
+        assert_eq!(message.lines().count(), 1, "{message}");
+        verdict().store(dir.path()).unwrap();
         assert_eq!(
-            Verdict::parse(&text.replace("kvm.ino=88", "kvm.ino=x")),
-            None
+            Verdict::load(dir.path()).unwrap(),
+            Some(verdict()),
+            "replaced"
         );
-        assert_eq!(
-            Verdict::parse(&text.replace("kvm.ctime=1763841853.000000005", "kvm.ctime=1763841853")),
-            None
-        );
-        assert_eq!(
-            Verdict::parse(&text.replace("reason=the", "reason=\\q")),
-            None
-        );
-        assert_eq!(
-            Verdict::parse(&text.replace("usable=no", "usable no")),
-            None
-        );
-        assert_eq!(Verdict::parse(""), None);
     }
 
     #[test]
     fn store_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let facts = dir.path().join("host");
-        assert_eq!(Verdict::load(&facts), None);
+        assert_eq!(Verdict::load(&facts).unwrap(), None);
         verdict().store(&facts).unwrap();
-        assert_eq!(Verdict::load(&facts), Some(verdict()));
+        assert_eq!(Verdict::load(&facts).unwrap(), Some(verdict()));
         let usable = Verdict {
             usable: true,
             ..verdict()
         };
         usable.store(&facts).unwrap();
-        assert_eq!(Verdict::load(&facts), Some(usable));
+        assert_eq!(Verdict::load(&facts).unwrap(), Some(usable));
         assert_eq!(
             std::fs::read_dir(&facts).unwrap().count(),
             1,
             "a temporary file was left behind"
         );
+    }
+
+    #[test]
+    fn an_unreadable_file_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(Verdict::path(dir.path())).unwrap();
+        let err = Verdict::load(dir.path()).unwrap_err();
+        assert!(matches!(err, LoadError::Read { .. }), "{err}");
+        assert!(err.to_string().contains(FILE), "{err}");
     }
 
     #[test]
