@@ -19,6 +19,7 @@ use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink, phase};
 use crate::guest_text;
 use crate::image::source::{self, ImageSource};
+use crate::lock_file::LockFile;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::paths::Home;
@@ -263,7 +264,7 @@ pub fn cache_key(
         size.memory_mib
     ));
     h.update(cloud_config::cache_material(bake)?);
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::sha256::Sha256::finish(h).to_string())
 }
 
 /// Gives the entry its warm state if it has none yet (a fresh bake, or an entry whose
@@ -278,9 +279,11 @@ fn ensure_warm(
     if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
         return Ok(());
     }
-    let lock_path = image.dir.join("warm.lock");
-    let lock = fs::File::create(&lock_path).map_err(PathError::at("create", &lock_path))?;
-    lock.lock().map_err(PathError::at("lock", &lock_path))?;
+    let _lock = LockFile::acquire(&image.dir.join("warm.lock"), || {
+        sink(Event::Detail(
+            "waiting for another vmrun saving this image's warm state".into(),
+        ))
+    })?;
     if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
         return Ok(());
     }

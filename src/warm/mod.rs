@@ -267,12 +267,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
             .map_err(PathError::at("read", &state))?
             .len(),
     };
+    // Its presence says the state is complete: written whole or not at all.
     let path = dir.join(MACHINE);
-    fs::write(
-        &path,
-        serde_json::to_string_pretty(&saved).expect("serializes") + "\n",
-    )
-    .map_err(PathError::at("write", &path))?;
+    let json = serde_json::to_string_pretty(&saved).expect("serializes") + "\n";
+    crate::atomic_file::write(&path, json.as_bytes())?;
     Ok(saved)
 }
 
