@@ -9,7 +9,7 @@ pub mod signals;
 mod summary;
 
 pub use output::PrefixedLines;
-pub use run_dir::reap_orphans;
+pub use run_dir::{reap_orphans, run_ids, ssh_config};
 pub use summary::{Outcome, Phase, RunReport, summary_table};
 
 use std::collections::BTreeMap;
@@ -137,8 +137,10 @@ pub fn run_once(
     sink: Sink,
 ) -> RunReport {
     let mut report = RunReport::new(id);
-    let outcome = match run_dir::RunDir::create(runs, id) {
-        Ok(dir) => {
+    // Its image stays in the store while the run lives: `images rm` is refused meanwhile.
+    let dir = run_dir::RunDir::create(runs, id).and_then(|d| Ok((plan.image.hold(id)?, d)));
+    let outcome = match dir {
+        Ok((_reference, dir)) => {
             let mut vm = None;
             let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
                 .unwrap_or_else(|e| {
