@@ -44,7 +44,8 @@ mod tests {
 
     #[test]
     fn whole_command_line() {
-        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), "db");
+        let db = crate::name::VmName::new("db").unwrap();
+        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), &db);
         let record = VmRecord {
             name: "db".into(),
             image: "base".into(),

@@ -15,10 +15,10 @@ use crate::qemu::args::Accel;
 #[serde(deny_unknown_fields)]
 pub struct VmRecord {
     pub name: String,
-    /// The baked image's name. `Store::remove` reads this key: an image a VM stands on is
-    /// not removed.
+    /// The baked image's name, as given at create (a later bake may move the name).
     pub image: String,
-    /// The store entry the disk's backing file is in (a later bake may move the name).
+    /// The store entry the disk's backing file is in, which the VM holds (see
+    /// `super::image_reference`).
     pub image_key: String,
     pub cpus: u32,
     pub memory_mib: u64,
@@ -139,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_names_its_image_where_the_store_looks() {
+    fn round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.json");
         record().save(&path).unwrap();
