@@ -188,6 +188,12 @@ fn ssh(name: &str, args: &[&str]) -> String {
     stdout(&ok(vmrun(&command)))
 }
 
+/// `text` with its words joined by single spaces: miette wraps long messages in a box.
+fn words(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().filter(|w| *w != "│").collect();
+    words.join(" ")
+}
+
 fn state(name: &str) -> Value {
     entry(name)["state"].clone()
 }
@@ -474,11 +480,19 @@ fn images_are_held_by_key_while_used(vm: &str) -> String {
         "--name",
         &alias,
     ]));
-    fails_with(
-        &vmrun(&["images", "rm", &alias]),
-        vmrun::exit_code::BAD_INPUT,
-        &format!("image `{alias}` is in use by VM `{vm}`"),
-    );
+    let in_use_by = |holders: &str| {
+        let out = vmrun(&["images", "rm", &alias]);
+        assert_eq!(
+            out.status.code(),
+            Some(vmrun::exit_code::BAD_INPUT as i32),
+            "{}",
+            stderr(&out)
+        );
+        let said = words(&stderr(&out));
+        let expected = format!("image `{alias}` is in use by {holders} help:");
+        assert!(said.contains(&expected), "expected `{expected}` in: {said}");
+    };
+    in_use_by(&format!("VM `{vm}`"));
     let project = tempfile::tempdir().unwrap();
     let mut run = Command::new(VMRUN)
         .args(["test", "--image", &alias, "--", "sleep", "300"])
@@ -494,26 +508,11 @@ fn images_are_held_by_key_while_used(vm: &str) -> String {
         .map_while(Result::ok)
         .find_map(|line| common::run_id(&line))
         .expect("the run names itself on stderr");
-    let refused = vmrun(&["images", "rm", &alias]);
-    fails_with(
-        &refused,
-        vmrun::exit_code::BAD_INPUT,
-        &format!("run `{id}`"),
-    );
-    assert!(stderr(&refused).contains(&format!("VM `{vm}`")));
+    in_use_by(&format!("VM `{vm}`, run `{id}`"));
+    // SIGKILL: the run cannot let go itself; its lock goes with the process.
     run.kill().unwrap();
     run.wait().unwrap();
-    let after = vmrun(&["images", "rm", &alias]);
-    fails_with(
-        &after,
-        vmrun::exit_code::BAD_INPUT,
-        &format!("image `{alias}` is in use by VM `{vm}`"),
-    );
-    assert!(
-        !stderr(&after).contains("run `"),
-        "a killed run still holds the image: {}",
-        stderr(&after)
-    );
+    in_use_by(&format!("VM `{vm}`"));
     alias
 }
 
