@@ -159,16 +159,24 @@ pub struct SshArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Create and start a VM.
+    /// Create and start a VM; returns when its guest answers SSH.
     Create(VmCreateArgs),
+    /// Start a VM; returns when its guest answers SSH.
     Start {
         name: String,
+        /// Return once QEMU runs, without waiting for the guest to answer SSH.
+        #[arg(long)]
+        no_wait: bool,
     },
     Stop {
         name: String,
     },
+    /// Stop and start a VM; returns when its guest answers SSH.
     Restart {
         name: String,
+        /// Return once QEMU runs, without waiting for the guest to answer SSH.
+        #[arg(long)]
+        no_wait: bool,
     },
     Delete {
         name: String,
@@ -241,6 +249,9 @@ pub struct VmCreateArgs {
     /// What the guest may reach: none, outbound (the outside world, not the host) or host.
     #[arg(long, value_name = "NETWORK", default_value_t = Network::Outbound)]
     pub network: Network,
+    /// Return once QEMU runs, without waiting for the guest to answer SSH.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Names users give to images and VMs: checked before anything is written, because they
-//! become file names, systemd unit names and symlinks.
+//! Names users give to images, VMs and snapshots: checked before anything is written,
+//! because they become file names, systemd unit names and symlinks. A checked name is a type
+//! ([`VmName`], [`SnapshotTag`]): the command line checks once, and the code it hands the
+//! name to cannot be given an unchecked one, so it never checks again.
 
 /// Longest name: leaves room in a unit name (`vmrun-NAME.service`) and socket paths.
 const MAX_LEN: usize = 48;
@@ -37,6 +39,43 @@ pub fn check(kind: &'static str, name: &str) -> Result<(), InvalidName> {
     Ok(())
 }
 
+/// A name of `kind` that passed [`check`]; made only by `new`.
+macro_rules! checked_name {
+    ($(#[$doc:meta])* $type:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $type(String);
+
+        impl $type {
+            pub fn new(name: &str) -> Result<$type, InvalidName> {
+                check($kind, name)?;
+                Ok($type(name.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_name!(
+    /// A persistent VM's name: its directories, unit and socket paths are made from it.
+    VmName,
+    "vm"
+);
+checked_name!(
+    /// A snapshot's tag, as QEMU's `savevm` stores it in the VM's disk.
+    SnapshotTag,
+    "snapshot"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +105,14 @@ mod tests {
             check("vm", &"x".repeat(49)).unwrap_err().reason,
             "it is longer than 48 characters"
         );
+    }
+
+    #[test]
+    fn checked_names_are_made_only_from_good_names() {
+        assert_eq!(VmName::new("db").unwrap().as_str(), "db");
+        assert_eq!(VmName::new("db").unwrap().to_string(), "db");
+        let err = VmName::new("a/b").unwrap_err();
+        assert_eq!((err.kind, err.name.as_str()), ("vm", "a/b"));
+        assert_eq!(SnapshotTag::new("../s").unwrap_err().kind, "snapshot");
     }
 }

@@ -20,6 +20,10 @@ pub enum Stop {
     Signal(i32),
     #[error(transparent)]
     QemuExited(#[from] Exited),
+    /// A QEMU that vmrun watches without being its parent (a persistent VM's, which systemd
+    /// runs) is gone: how it ended, in systemd's words.
+    #[error("QEMU exited ({0})")]
+    Ended(String),
 }
 
 impl Stop {
@@ -27,7 +31,7 @@ impl Stop {
     pub fn exit_code(&self) -> u8 {
         match self {
             Stop::Signal(signal) => signals::exit_code(*signal),
-            Stop::QemuExited(_) => crate::exit_code::VM_FAILED,
+            Stop::QemuExited(_) | Stop::Ended(_) => crate::exit_code::VM_FAILED,
         }
     }
 }
@@ -37,17 +41,34 @@ impl Stop {
 #[derive(Clone, Copy)]
 pub struct Watch<'a> {
     qemu: Option<&'a QemuProcess>,
+    /// For a QEMU that is not vmrun's child: says when it is gone.
+    gone: Option<&'a dyn Fn() -> Option<Stop>>,
 }
 
 impl<'a> Watch<'a> {
     /// A wait that depends on no VM (a download, a process of its own).
     pub fn signals() -> Watch<'static> {
-        Watch { qemu: None }
+        Watch {
+            qemu: None,
+            gone: None,
+        }
     }
 
     /// A wait on something `qemu` does or runs.
     pub fn qemu(qemu: &'a QemuProcess) -> Watch<'a> {
-        Watch { qemu: Some(qemu) }
+        Watch {
+            qemu: Some(qemu),
+            gone: None,
+        }
+    }
+
+    /// A wait on a QEMU that vmrun did not start itself: `gone` says when it is gone (it is
+    /// asked at every look, so it should be cheap or remember its last answer a while).
+    pub fn until_gone(gone: &'a dyn Fn() -> Option<Stop>) -> Watch<'a> {
+        Watch {
+            qemu: None,
+            gone: Some(gone),
+        }
     }
 
     /// `Err` once the wait must end early. A stop request wins over QEMU's exit: Ctrl-C
@@ -56,8 +77,11 @@ impl<'a> Watch<'a> {
         if let Some(signal) = signals::received() {
             return Err(Stop::Signal(signal));
         }
-        match self.qemu.and_then(QemuProcess::exited) {
-            Some(exited) => Err(Stop::QemuExited(exited)),
+        if let Some(exited) = self.qemu.and_then(QemuProcess::exited) {
+            return Err(Stop::QemuExited(exited));
+        }
+        match self.gone.and_then(|gone| gone()) {
+            Some(stop) => Err(stop),
             None => Ok(()),
         }
     }

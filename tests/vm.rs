@@ -180,20 +180,22 @@ fn wait_for_addresses(name: &str) -> Vec<String> {
     })
 }
 
-/// `vmrun vm ssh NAME -- ARGS`, retried while sshd is still starting.
+/// `vmrun vm ssh NAME -- ARGS`, once: a VM that is still booting is waited for by vmrun.
+#[track_caller]
 fn ssh(name: &str, args: &[&str]) -> String {
     let mut command = vec!["vm", "ssh", name, "--"];
     command.extend(args);
-    let mut last = String::new();
-    wait_for(
-        &format!("`{}` over vm ssh", args.join(" ")),
-        Duration::from_secs(120),
-        || {
-            let out = vmrun(&command);
-            last = stderr(&out);
-            out.status.success().then(|| stdout(&out))
-        },
-    )
+    stdout(&ok(vmrun(&command)))
+}
+
+/// `text` with its words joined by single spaces: miette wraps long messages in a box.
+fn words(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().filter(|w| *w != "│").collect();
+    words.join(" ")
+}
+
+fn state(name: &str) -> Value {
+    entry(name)["state"].clone()
 }
 
 /// GET `path` from 127.0.0.1:`port`; `None` until something answers with HTTP.
@@ -258,15 +260,22 @@ fn a_vm_lives_from_create_to_delete() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let _cleanup = Cleanup(name.clone());
     let (won, lost) = if a.status.success() { (a, b) } else { (b, a) };
-    ok(won);
+    let won = ok(won);
     fails_with(&lost, vmrun::exit_code::BAD_INPUT, "already exists");
     phase("created");
+    // `vm create` returns when the VM can be used: no sleep, no retry.
+    ok(vmrun(&["vm", "ssh", &name, "--", "true"]));
+    assert!(
+        stderr(&won).contains(": running, SSH on"),
+        "{}",
+        stderr(&won)
+    );
 
     let unit_file = unit_dir().join(format!("vmrun-{name}.service"));
     let layout = vmrun::vm::VmLayout::new(
         &vmrun::paths::Home::under(&common::test_home()),
         &unit_dir(),
-        &name,
+        &vmrun::vm::VmName::new(&name).unwrap(),
     );
     assert!(unit_file.is_file());
     fails_with(
@@ -277,8 +286,10 @@ fn a_vm_lives_from_create_to_delete() {
     fails_with(
         &vmrun(&["images", "rm", image]),
         vmrun::exit_code::BAD_INPUT,
-        "used by persistent VM",
+        &format!("is in use by VM `{name}`"),
     );
+    let alias = images_are_held_by_key_while_used(&name);
+    phase("images rm refused while a VM or a run uses the image");
 
     let vm = entry(&name);
     assert_eq!(vm["state"], "running", "{vm}");
@@ -400,11 +411,16 @@ fn a_vm_lives_from_create_to_delete() {
         "is not running",
     );
 
-    ok(vmrun(&["vm", "start", &name]));
-    assert_eq!(entry(&name)["state"], "running");
+    // --no-wait returns while the guest boots; `vm ssh` then waits for it.
+    let start = ok(vmrun(&["vm", "start", &name, "--no-wait"]));
+    assert!(stderr(&start).contains("booting"), "{}", stderr(&start));
+    assert_eq!(state(&name), "booting");
+    ssh(&name, &["true"]);
+    assert_eq!(state(&name), "running");
     wait_for_addresses(&name);
     phase("started again");
     ok(vmrun(&["vm", "restart", &name]));
+    assert_eq!(state(&name), "running");
     wait_for_addresses(&name);
     phase("restarted");
     // The forward is part of the VM now, not only of the QEMU it was added to.
@@ -445,6 +461,59 @@ fn a_vm_lives_from_create_to_delete() {
         "no VM named",
     );
     ok(vmrun(&["images", "--json"]));
+    // Nothing holds the image now: the alias goes (the entry stays: `image` names it).
+    ok(vmrun(&["images", "rm", &alias]));
+    ok(vmrun(&["images", "--json"]));
+}
+
+/// `images rm` counts what uses an image by its key, not by the name it was reached by: with
+/// VM `vm` running on `image`, another name for the same entry (a second bake of the same
+/// inputs) is refused too, and so it is while a `vmrun test` run uses it, naming the run;
+/// once that run is killed with SIGKILL, it no longer holds anything. Returns the alias.
+fn images_are_held_by_key_while_used(vm: &str) -> String {
+    use std::io::BufRead;
+    let alias = vm_name("alias");
+    ok(vmrun(&[
+        "bake",
+        "--image",
+        "debian:bookworm",
+        "--name",
+        &alias,
+    ]));
+    let in_use_by = |holders: &str| {
+        let out = vmrun(&["images", "rm", &alias]);
+        assert_eq!(
+            out.status.code(),
+            Some(vmrun::exit_code::BAD_INPUT as i32),
+            "{}",
+            stderr(&out)
+        );
+        let said = words(&stderr(&out));
+        let expected = format!("image `{alias}` is in use by {holders} help:");
+        assert!(said.contains(&expected), "expected `{expected}` in: {said}");
+    };
+    in_use_by(&format!("VM `{vm}`"));
+    let project = tempfile::tempdir().unwrap();
+    let mut run = Command::new(VMRUN)
+        .args(["test", "--image", &alias, "--", "sleep", "300"])
+        .current_dir(project.path())
+        .env("VMRUN_HOME", common::test_home())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let id = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| common::run_id(&line))
+        .expect("the run names itself on stderr");
+    in_use_by(&format!("VM `{vm}`, run `{id}`"));
+    // SIGKILL: the run cannot let go itself; its lock goes with the process.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    in_use_by(&format!("VM `{vm}`"));
+    alias
 }
 
 fn systemctl(args: &[&str]) -> Output {
@@ -514,7 +583,7 @@ fn a_failed_create_leaves_nothing_behind() {
     let layout = vmrun::vm::VmLayout::new(
         &vmrun::paths::Home::under(&common::test_home()),
         &unit_dir(),
-        &name,
+        &vmrun::vm::VmName::new(&name).unwrap(),
     );
     assert!(!layout.state.exists(), "{} is left", layout.state.display());
     assert!(

@@ -42,9 +42,12 @@ impl Row {
 }
 
 pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
-    let store = Store::new(&Home::from_env()?);
+    let home = Home::from_env()?;
+    let store = Store::new(&home);
     match args.command {
         Some(ImagesCommand::Rm { name }) => {
+            // VMs made before vmrun kept image references are counted too.
+            crate::vm::adopt_image_references(&home)?;
             store.remove(&name)?;
             eprintln!("removed image `{name}`");
         }

@@ -7,23 +7,13 @@ use std::process::{Command, ExitCode};
 use crate::cli::SshArgs;
 use crate::error::Error;
 use crate::paths::Home;
-use crate::ssh::{ClientFiles, GUEST_HOST, sh_quote};
+use crate::ssh::{GUEST_HOST, sh_quote};
 use crate::tools;
 
 pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
     let runs = Home::from_env()?.runs();
-    let config = runs
-        .join(&args.run_id)
-        .join("ssh")
-        .join(ClientFiles::SSH_CONFIG);
-    if args.run_id.contains('/') || !config.is_file() {
-        let live: Vec<String> = std::fs::read_dir(&runs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
+    let Some(config) = crate::run::ssh_config(&runs, &args.run_id) else {
+        let live = crate::run::run_ids(&runs);
         let known = if live.is_empty() {
             "none".to_owned()
         } else {
@@ -33,7 +23,7 @@ pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
             "no live run `{}` with a reachable VM (live runs: {known}); runs stay up only while `vmrun test` runs, e.g. with --keep",
             args.run_id
         )));
-    }
+    };
     let ssh = tools::find("ssh")?;
     let mut command = Command::new(ssh);
     command.arg("-F").arg(&config);

@@ -12,7 +12,9 @@ use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::tools;
 use crate::ui::Ui;
-use crate::vm::{self, CreateRequest, Forward, Stopped, VmState, VmStatus, Vms};
+use crate::vm::{
+    self, CreateRequest, Forward, SnapshotTag, Stopped, VmName, VmState, VmStatus, Vms,
+};
 
 pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
     if let VmCommand::Powerdown { qmp, agent } = &command {
@@ -25,21 +27,26 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
         let status = vm::run_qemu(console, argv)?;
         return Ok(exit_like(status));
     }
-    if let Some(name) = vm_name(&command) {
-        name::check("vm", name)?;
-    }
+    // Checked once, here: `crate::vm` takes only checked names.
+    let name = vm_name(&command).map(VmName::new).transpose()?;
     let ui = Ui::for_stderr();
     let sink = |event| ui.render(event);
-    match command {
-        VmCommand::Create(args) => create(args, &sink),
-        VmCommand::Start { name } => {
-            match open()?.start(&name, &sink)? {
-                true => eprintln!("started VM `{name}`"),
-                false => eprintln!("VM `{name}` is already running"),
+    match (command, name) {
+        (VmCommand::Create(args), Some(name)) => create(args, name, &sink),
+        (VmCommand::Start { no_wait, .. }, Some(name)) => {
+            let vms = open()?;
+            let started = vms.start(&name, &sink)?;
+            if !no_wait {
+                vms.wait_until_ready(&name, &sink)?;
+            }
+            match (started, no_wait) {
+                (true, false) => eprintln!("started VM `{name}`"),
+                (true, true) => eprintln!("started VM `{name}`; it is booting"),
+                (false, _) => eprintln!("VM `{name}` is already running"),
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Stop { name } => {
+        (VmCommand::Stop { .. }, Some(name)) => {
             match open()?.stop(&name, &sink)? {
                 Stopped::Clean => eprintln!("stopped VM `{name}` (the guest powered off)"),
                 Stopped::Killed { result } => eprintln!(
@@ -55,21 +62,27 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Restart { name } => {
-            open()?.restart(&name, &sink)?;
-            eprintln!("restarted VM `{name}`");
+        (VmCommand::Restart { no_wait, .. }, Some(name)) => {
+            let vms = open()?;
+            vms.restart(&name, &sink)?;
+            if no_wait {
+                eprintln!("restarted VM `{name}`; it is booting");
+            } else {
+                vms.wait_until_ready(&name, &sink)?;
+                eprintln!("restarted VM `{name}`");
+            }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Delete { name } => {
+        (VmCommand::Delete { .. }, Some(name)) => {
             open()?.delete(&name, &sink)?;
             eprintln!("deleted VM `{name}`");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Status { name } => {
+        (VmCommand::Status { .. }, Some(name)) => {
             print!("{}", status_text(&open()?.status(&name)?));
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::List { json } => {
+        (VmCommand::List { json }, _) => {
             let vms = open()?.list()?;
             if json {
                 println!(
@@ -81,7 +94,7 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Logs { name } => {
+        (VmCommand::Logs { .. }, Some(name)) => {
             let log = open()?.serial_log(&name)?;
             match std::fs::File::open(&log) {
                 Ok(mut file) => {
@@ -100,15 +113,15 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Ssh { name, command } => {
-            let mut ssh = open()?.ssh_command(&name, &command)?;
+        (VmCommand::Ssh { command, .. }, Some(name)) => {
+            let mut ssh = open()?.ssh_command(&name, &command, &sink)?;
             let source = ssh.exec();
             Err(Error::Exec {
                 program: "ssh",
                 source,
             })
         }
-        VmCommand::Forward { name, action, spec } => {
+        (VmCommand::Forward { action, spec, .. }, Some(name)) => {
             let forward: Forward = spec.parse().map_err(Error::Usage)?;
             let vms = open()?;
             let live = if action == "add" {
@@ -125,10 +138,10 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             eprintln!("{done} forward {forward} for VM `{name}` ({when})");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Snapshot { name, action, tag } => {
+        (VmCommand::Snapshot { action, tag, .. }, Some(name)) => {
             snapshot(&name, &action, tag.as_deref(), &sink)
         }
-        VmCommand::Enable { name } => {
+        (VmCommand::Enable { .. }, Some(name)) => {
             let enabled = open()?.enable(&name)?;
             eprintln!(
                 "VM `{name}` now starts with the systemd user manager of `{}`",
@@ -147,21 +160,21 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Disable { name } => {
+        (VmCommand::Disable { .. }, Some(name)) => {
             open()?.disable(&name)?;
             eprintln!("VM `{name}` no longer starts with the systemd user manager");
             Ok(ExitCode::SUCCESS)
         }
-        VmCommand::Powerdown { .. } | VmCommand::Qemu { .. } => unreachable!("handled above"),
+        (command, _) => unreachable!("{command:?}: handled above, or has a name"),
     }
 }
 
 fn vm_name(command: &VmCommand) -> Option<&str> {
     match command {
         VmCommand::Create(args) => Some(&args.name),
-        VmCommand::Start { name }
+        VmCommand::Start { name, .. }
         | VmCommand::Stop { name }
-        | VmCommand::Restart { name }
+        | VmCommand::Restart { name, .. }
         | VmCommand::Delete { name }
         | VmCommand::Status { name }
         | VmCommand::Logs { name }
@@ -178,7 +191,7 @@ fn open() -> Result<Vms, Error> {
     Ok(Vms::open(Home::from_env()?)?)
 }
 
-fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Error> {
+fn create(args: VmCreateArgs, name: VmName, sink: crate::events::Sink) -> Result<ExitCode, Error> {
     let forwards = args
         .forward
         .iter()
@@ -206,7 +219,7 @@ fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Err
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
     let request = CreateRequest {
-        name: args.name.clone(),
+        name,
         image,
         cpus: args.cpus,
         memory,
@@ -216,15 +229,23 @@ fn create(args: VmCreateArgs, sink: crate::events::Sink) -> Result<ExitCode, Err
         qemu,
     };
     let record = vms.create(&request, sink)?;
-    eprintln!(
-        "created VM `{}` from image `{}`: running; `vmrun vm ssh {0}` once it has booted (SSH on 127.0.0.1:{})",
-        record.name, record.image, record.ssh_port
-    );
+    if args.no_wait {
+        eprintln!(
+            "created VM `{}` from image `{}`: booting; `vmrun vm ssh {0}` waits for it (SSH on 127.0.0.1:{})",
+            record.name, record.image, record.ssh_port
+        );
+    } else {
+        vms.wait_until_ready(&request.name, sink)?;
+        eprintln!(
+            "created VM `{}` from image `{}`: running, SSH on 127.0.0.1:{} (vmrun vm ssh {0})",
+            record.name, record.image, record.ssh_port
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn snapshot(
-    name: &str,
+    name: &VmName,
     action: &str,
     tag: Option<&str>,
     sink: crate::events::Sink,
@@ -244,10 +265,11 @@ fn snapshot(
     }
     let tag = tag
         .ok_or_else(|| Error::Usage(format!("`vmrun vm snapshot {name} {action}` needs a TAG")))?;
+    let tag = SnapshotTag::new(tag)?;
     match action {
-        "save" => vms.save_snapshot(name, tag, sink)?,
-        "load" => vms.load_snapshot(name, tag, sink)?,
-        _ => vms.delete_snapshot(name, tag)?,
+        "save" => vms.save_snapshot(name, &tag, sink)?,
+        "load" => vms.load_snapshot(name, &tag, sink)?,
+        _ => vms.delete_snapshot(name, &tag)?,
     }
     let done = match action {
         "save" => "saved",

@@ -12,7 +12,7 @@ mod summary;
 
 pub use boot::Boot;
 pub use output::PrefixedLines;
-pub use run_dir::reap_orphans;
+pub use run_dir::{reap_orphans, run_ids, ssh_config};
 pub use summary::{Failure, Outcome, Phase, RunReport, summary_table};
 
 use std::collections::BTreeMap;
@@ -51,9 +51,6 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Disk(#[from] disk::Error),
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Store(#[from] crate::store::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Qemu(#[from] process::Error),
@@ -99,7 +96,6 @@ impl Error {
         }
         match self {
             Error::Disk(e) => e.exit_code(),
-            Error::Store(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Sync(e) => e.exit_code(),
             Error::Qemu(_) | Error::Stopped(_) | Error::NoPort { .. } | Error::NotReady { .. } => {
@@ -160,8 +156,10 @@ pub fn run_once(
     sink: Sink,
 ) -> RunReport {
     let mut report = RunReport::new(id);
-    let outcome = match run_dir::RunDir::create(runs, id) {
-        Ok(dir) => {
+    // Its image stays in the store while the run lives: `images rm` is refused meanwhile.
+    let dir = run_dir::RunDir::create(runs, id).and_then(|d| Ok((plan.image.hold(id)?, d)));
+    let outcome = match dir {
+        Ok((_reference, dir)) => {
             let mut vm = None;
             let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
                 .map_err(|e| explained(e, vm.as_ref()))

@@ -11,7 +11,7 @@ pub use crate::path_error::PathError as Error;
 use crate::scratch::{self, Scratch};
 
 const QEMU_PID: &str = "qemu.pid";
-/// The system ssh's configuration for reaching the run's guest (see `ssh::ClientFiles`).
+/// The run's `crate::ssh::ClientFiles`, written once its VM is up.
 const SSH_DIR: &str = "ssh";
 
 /// A live run's directory; removed when dropped.
@@ -52,6 +52,32 @@ impl RunDir {
         let mut f = File::create(&path).map_err(Error::at("write", &path))?;
         writeln!(f, "{pid}").map_err(Error::at("write", &path))
     }
+}
+
+/// The ssh_config of run `id` in `runs`, once its VM is up; `None` for anything else
+/// (no such run, a run still booting, an id that is not a plain name).
+pub fn ssh_config(runs: &Path, id: &str) -> Option<PathBuf> {
+    if id.is_empty() || id.starts_with('.') || id.contains('/') {
+        return None;
+    }
+    let config = runs
+        .join(id)
+        .join(SSH_DIR)
+        .join(crate::ssh::ClientFiles::SSH_CONFIG);
+    config.is_file().then_some(config)
+}
+
+/// The ids of the runs in `runs` (a killed run's stays until the next call reaps it).
+pub fn run_ids(runs: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.ends_with(".new"))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Removes what runs of a vmrun that is gone left in `runs`, ending their QEMU first (only a
@@ -111,6 +137,24 @@ mod tests {
         assert!(dir.exists());
         drop(run);
         assert!(!runs.path().join("aaaa").exists());
+    }
+
+    #[test]
+    fn a_runs_ssh_config_is_found_by_id_only() {
+        let runs = tempfile::tempdir().unwrap();
+        let run = RunDir::create(runs.path(), "dddd").unwrap();
+        assert_eq!(ssh_config(runs.path(), "dddd"), None, "not up yet");
+        let target = crate::ssh::Target {
+            port: 2222,
+            host_key: "ssh-ed25519 AAAA".into(),
+            client_key: "/k".into(),
+        };
+        let files = crate::ssh::ClientFiles::write(&run.file(SSH_DIR), &target).unwrap();
+        assert_eq!(ssh_config(runs.path(), "dddd"), Some(files.ssh_config));
+        for other in ["", "eeee", "dddd/ssh", "../x", ".dddd.new"] {
+            assert_eq!(ssh_config(runs.path(), other), None, "{other}");
+        }
+        assert_eq!(run_ids(runs.path()), ["dddd"]);
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! Baked images: content-addressed entries under `store/<key>`, immutable once written, and
 //! names under `images/<name>`, each a symlink to an entry that a new bake swaps atomically.
 //! A run that opened the previous entry keeps using it while a new one takes the name.
+//!
+//! What uses an entry is recorded by key, not by name ([`references`]): persistent VMs
+//! register theirs, live runs hold theirs, and an entry goes only when no name and no holder
+//! is left.
 
 mod manifest;
+mod references;
 
 pub use manifest::Manifest;
+use references::References;
+pub use references::{Holder, Reference};
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -14,7 +21,6 @@ use crate::name::{self, InvalidName};
 use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::scratch::Scratch;
-use crate::ssh::Target;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
@@ -24,9 +30,13 @@ pub enum Error {
     #[error("no baked image named `{name}`")]
     #[diagnostic(help("{}", if known.is_empty() { "bake one: vmrun bake --image debian:bookworm --name NAME".to_owned() } else { format!("baked images: {}", known.join(", ")) }))]
     NotFound { name: String, known: Vec<String> },
-    #[error("image `{name}` is used by persistent VM(s) {}", vms.join(", "))]
-    #[diagnostic(help("delete them first: vmrun vm delete NAME"))]
-    InUse { name: String, vms: Vec<String> },
+    #[error("image `{name}` is in use by {}", holders.join(", "))]
+    #[diagnostic(help(
+        "a VM keeps its image until it is deleted (vmrun vm delete NAME); a `vmrun test` run until it ends"
+    ))]
+    InUse { name: String, holders: Vec<String> },
+    #[error("the store has no entry {key} (its image was removed)")]
+    NoEntry { key: String },
     #[error("the store entry {} is damaged: {reason}", dir.display())]
     Damaged { dir: PathBuf, reason: String },
     #[error(transparent)]
@@ -38,7 +48,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         use crate::exit_code::{BAD_INPUT, INTERNAL};
         match self {
-            Error::InvalidName(_) | Error::NotFound { .. } | Error::InUse { .. } => BAD_INPUT,
+            Error::InvalidName(_)
+            | Error::NotFound { .. }
+            | Error::InUse { .. }
+            | Error::NoEntry { .. } => BAD_INPUT,
             Error::Damaged { .. } | Error::Io(_) => INTERNAL,
         }
     }
@@ -70,16 +83,34 @@ impl BakedImage {
         self.dir.join(Self::CLIENT_KEY)
     }
 
-    /// How to reach a VM of this image whose SSH is forwarded to `port` on loopback: its
-    /// pinned host key and vmrun's client key.
-    pub fn ssh_target(&self, port: u16) -> Result<Target, Error> {
+    /// Where the guest's SSH is reached through `port` and how it is recognised: the pinned
+    /// host key and vmrun's client key.
+    pub fn ssh_target(&self, port: u16) -> Result<crate::ssh::Target, PathError> {
         let path = self.host_key();
         let host_key = fs::read_to_string(&path).map_err(PathError::at("read", &path))?;
-        Ok(Target {
+        Ok(crate::ssh::Target {
             port,
             host_key: host_key.trim().to_owned(),
             client_key: self.client_key(),
         })
+    }
+
+    /// Holds this entry for live run `run_id` until the returned reference is dropped or the
+    /// process dies: `images rm` refuses to remove it meanwhile. Fails when the entry was
+    /// removed since it was opened.
+    pub fn hold(&self, run_id: &str) -> Result<Reference, PathError> {
+        let store = self.dir.parent().unwrap_or(&self.dir);
+        let references = References::new(store);
+        let _order = references.shared()?;
+        let manifest = self.dir.join(Self::MANIFEST);
+        if !manifest.exists() {
+            return Err(PathError {
+                action: "hold",
+                path: manifest,
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        references.hold(&self.manifest.key, run_id)
     }
 
     fn load(dir: &Path) -> Result<BakedImage, Error> {
@@ -120,7 +151,7 @@ const STAGING: &str = ".staging-";
 pub struct Store {
     entries: PathBuf,
     names: PathBuf,
-    vms: PathBuf,
+    references: References,
 }
 
 impl Store {
@@ -128,7 +159,7 @@ impl Store {
         Store {
             entries: home.store(),
             names: home.images(),
-            vms: home.vms(),
+            references: References::new(&home.store()),
         }
     }
 
@@ -171,6 +202,8 @@ impl Store {
     /// Points `name` at the entry `key`, replacing what it pointed at in one rename.
     pub fn set_name(&self, name: &str, key: &str) -> Result<(), Error> {
         name::check("image", name)?;
+        let _order = self.references.shared()?;
+        self.require_entry(key)?;
         crate::path_error::create_private_dir(&self.names)?;
         let link = self.names.join(name);
         let temp = self.names.join(format!(".{name}.{}", std::process::id()));
@@ -230,47 +263,93 @@ impl Store {
         Ok(images)
     }
 
-    /// Removes the name, and its entry when no other name points at it. Refused while a
-    /// persistent VM was made from the image.
+    /// Removes the name, and its entry when no other name points at it. Refused while a VM
+    /// or a live run holds the entry the name points at (an entry the name pointed at before
+    /// a later bake is not the name's: it stays while held, see [`Store::release`]).
     pub fn remove(&self, name: &str) -> Result<(), Error> {
+        name::check("image", name)?;
+        // Resolved under the order: a bake cannot move the name meanwhile.
+        let _order = self.references.exclusive()?;
         let image = self.get(name)?;
-        let vms = self.vms_using(name)?;
-        if !vms.is_empty() {
+        let key = &image.manifest.key;
+        let holders = self.references.holders(key)?;
+        if !holders.is_empty() {
             return Err(Error::InUse {
                 name: name.to_owned(),
-                vms,
+                holders: holders.iter().map(Holder::to_string).collect(),
             });
         }
         let link = self.names.join(name);
         fs::remove_file(&link).map_err(PathError::at("remove", &link))?;
-        if !self.list()?.iter().any(|n| n.image.dir == image.dir) {
-            fs::remove_dir_all(&image.dir).map_err(PathError::at("remove", &image.dir))?;
+        self.remove_if_unused(key, &image.dir)
+    }
+
+    /// Registers a persistent holder of entry `key` (a VM at create); again is harmless.
+    /// Fails when the entry is gone.
+    pub fn register(&self, key: &str, holder: &Holder) -> Result<(), Error> {
+        let _order = self.references.shared()?;
+        self.require_entry(key)?;
+        Ok(self.references.add(key, holder)?)
+    }
+
+    /// Ends `holder`'s registration (a VM at delete). An entry left with no name and no
+    /// holder is removed: it was an earlier bake of a name that has moved on, kept only for
+    /// its holders.
+    pub fn release(&self, key: &str, holder: &Holder) -> Result<(), Error> {
+        let _order = self.references.exclusive()?;
+        self.references.remove(key, holder)?;
+        if !self.references.holders(key)?.is_empty() || !self.names_of(key)?.is_empty() {
+            return Ok(());
         }
+        self.remove_if_unused(key, &self.entries.join(key))
+    }
+
+    /// Removes entry `key` (in `dir`) unless a name points at it; the caller holds the
+    /// exclusive order and found no holders.
+    fn remove_if_unused(&self, key: &str, dir: &Path) -> Result<(), Error> {
+        if !self.names_of(key)?.is_empty() {
+            return Ok(());
+        }
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PathError::at("remove", dir)(e).into());
+            }
+            _ => {}
+        }
+        self.references.forget(key);
         Ok(())
     }
 
-    /// Persistent VMs whose record (`vms/<vm>/vm.json`) names the image.
-    fn vms_using(&self, image: &str) -> Result<Vec<String>, Error> {
-        let Ok(entries) = fs::read_dir(&self.vms) else {
-            return Ok(Vec::new());
+    fn require_entry(&self, key: &str) -> Result<(), Error> {
+        match self.entries.join(key).join(BakedImage::MANIFEST).exists() {
+            true => Ok(()),
+            false => Err(Error::NoEntry {
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    /// The names pointing at entry `key`.
+    fn names_of(&self, key: &str) -> Result<Vec<String>, Error> {
+        let entries = match fs::read_dir(&self.names) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(PathError::at("read", &self.names)(e).into()),
         };
-        let mut users = Vec::new();
-        for entry in entries.flatten() {
-            let record = entry.path().join("vm.json");
-            let Ok(text) = fs::read_to_string(&record) else {
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(PathError::at("read", &self.names))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
                 continue;
-            };
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Damaged {
-                    dir: entry.path(),
-                    reason: format!("vm.json: {e}"),
-                })?;
-            if value.get("image").and_then(|v| v.as_str()) == Some(image) {
-                users.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            let target =
+                fs::read_link(entry.path()).map_err(PathError::at("read", &entry.path()))?;
+            if target.file_name().is_some_and(|k| k == key) {
+                names.push(name);
             }
         }
-        users.sort();
-        Ok(users)
+        Ok(names)
     }
 }
 
@@ -350,26 +429,118 @@ mod tests {
     }
 
     #[test]
-    fn remove_keeps_entries_other_names_use_and_refuses_images_of_vms() {
+    fn remove_keeps_entries_other_names_use() {
         let home = tempfile::tempdir().unwrap();
-        let h = Home::under(home.path());
-        let store = Store::new(&h);
+        let store = Store::new(&Home::under(home.path()));
         let entry = stored(&store, "k1");
         store.set_name("a", "k1").unwrap();
         store.set_name("b", "k1").unwrap();
         store.remove("a").unwrap();
         assert!(entry.dir.exists(), "b still uses it");
-        fs::create_dir_all(h.vms().join("db")).unwrap();
-        fs::write(h.vms().join("db/vm.json"), r#"{"image": "b"}"#).unwrap();
-        let err = store.remove("b").unwrap_err();
-        assert!(
-            matches!(&err, Error::InUse { vms, .. } if vms == &["db"]),
-            "{err:?}"
-        );
-        fs::remove_dir_all(h.vms().join("db")).unwrap();
         store.remove("b").unwrap();
         assert!(!entry.dir.exists());
         assert!(store.list().unwrap().is_empty());
+    }
+
+    fn vm(name: &str) -> Holder {
+        Holder::Vm(name.into())
+    }
+
+    #[test]
+    fn remove_is_refused_while_a_vm_or_run_holds_the_key_under_any_name() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let entry = stored(&store, "k1");
+        store.set_name("a", "k1").unwrap();
+        store.set_name("alias", "k1").unwrap();
+        store.register("k1", &vm("db")).unwrap();
+        let run = store.get("a").unwrap().hold("r1").unwrap();
+        let err = store.remove("alias").unwrap_err();
+        assert!(
+            matches!(&err, Error::InUse { holders, .. } if holders == &["VM `db`", "run `r1`"]),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "image `alias` is in use by VM `db`, run `r1`"
+        );
+        store.release("k1", &vm("db")).unwrap();
+        assert!(entry.dir.exists(), "named, and held by the run");
+        assert!(matches!(store.remove("a"), Err(Error::InUse { .. })));
+        drop(run);
+        store.remove("a").unwrap();
+        store.remove("alias").unwrap();
+        assert!(!entry.dir.exists());
+    }
+
+    /// `base` baked again: the VM made from the first bake keeps standing on it.
+    #[test]
+    fn a_repointed_name_goes_but_the_entry_a_vm_holds_stays_until_the_vm_goes() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let old = stored(&store, "k1");
+        store.set_name("base", "k1").unwrap();
+        store.register("k1", &vm("db")).unwrap();
+        let new = stored(&store, "k2");
+        store.set_name("base", "k2").unwrap();
+        store.remove("base").unwrap();
+        assert!(!new.dir.exists(), "nothing held the new bake");
+        assert!(old.dir.exists(), "the VM stands on the old one");
+        assert!(store.list().unwrap().is_empty());
+        store.release("k1", &vm("db")).unwrap();
+        assert!(!old.dir.exists(), "no name and no holder left");
+    }
+
+    #[test]
+    fn releasing_keeps_named_entries_and_entries_held_by_others() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let entry = stored(&store, "k1");
+        store.set_name("base", "k1").unwrap();
+        store.register("k1", &vm("a")).unwrap();
+        store.register("k1", &vm("a")).unwrap();
+        store.register("k1", &vm("b")).unwrap();
+        store.release("k1", &vm("a")).unwrap();
+        store.release("k1", &vm("b")).unwrap();
+        assert!(entry.dir.exists(), "still named");
+        store.register("k1", &vm("c")).unwrap();
+        store.set_name("base", "k1").unwrap();
+        fs::remove_file(home.path().join("state/images/base")).unwrap();
+        store.register("k1", &vm("d")).unwrap();
+        store.release("k1", &vm("c")).unwrap();
+        assert!(entry.dir.exists(), "d still holds it");
+        store.release("k1", &vm("d")).unwrap();
+        assert!(!entry.dir.exists());
+    }
+
+    #[test]
+    fn nothing_holds_or_is_named_after_a_removed_entry() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let entry = stored(&store, "k1");
+        store.set_name("base", "k1").unwrap();
+        store.remove("base").unwrap();
+        assert!(matches!(
+            store.register("k1", &vm("db")),
+            Err(Error::NoEntry { .. })
+        ));
+        assert!(matches!(
+            store.set_name("base", "k1"),
+            Err(Error::NoEntry { .. })
+        ));
+        let err = entry.hold("r1").unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_ssh_target_pins_the_stored_host_key() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::new(&Home::under(home.path()));
+        let entry = stored(&store, "k1");
+        fs::write(entry.host_key(), "ssh-ed25519 AAAA vmrun\n").unwrap();
+        let target = entry.ssh_target(2222).unwrap();
+        assert_eq!(target.host_key, "ssh-ed25519 AAAA vmrun");
+        assert_eq!((target.port, target.client_key), (2222, entry.client_key()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::qemu::{qga, qmp};
 pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
-    InvalidName(#[from] crate::name::InvalidName),
+    Stopped(#[from] crate::wait::Stop),
 
     #[error("no VM named `{name}`")]
     #[diagnostic(help("{}", if known.is_empty() { "create one: vmrun vm create NAME --image IMAGE".to_owned() } else { format!("VMs: {}", known.join(", ")) }))]
@@ -88,6 +88,20 @@ pub enum Error {
         kept: bool,
     },
 
+    /// `console` is the serial console's last lines.
+    #[error(
+        "VM `{name}` did not answer SSH within {waited_secs}s (last attempt: {last})\nlast lines of its serial console:\n{console}"
+    )]
+    #[diagnostic(help(
+        "it keeps running: `vmrun vm ssh {name}` waits for it again, `vmrun vm logs {name}` shows its console"
+    ))]
+    NotReady {
+        name: String,
+        waited_secs: u64,
+        last: String,
+        console: String,
+    },
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Systemd(#[from] super::systemd::Error),
@@ -143,8 +157,8 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::InvalidName(_)
-            | Error::NotFound { .. }
+            Error::Stopped(stop) => stop.exit_code(),
+            Error::NotFound { .. }
             | Error::Exists { .. }
             | Error::UnitTaken { .. }
             | Error::SocketPathTooLong { .. }
@@ -165,6 +179,7 @@ impl Error {
             | Error::ForwardRefused { .. }
             | Error::Snapshot { .. }
             | Error::StartFailed { .. }
+            | Error::NotReady { .. }
             | Error::Systemd(_)
             | Error::Qmp(_)
             | Error::Agent(_)

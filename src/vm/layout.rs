@@ -4,14 +4,17 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::name::VmName;
 use crate::paths::Home;
 
 /// The longest path a unix socket address holds (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// The record's file name in the state directory: a directory holding one is a VM.
+pub const RECORD: &str = "vm.json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmLayout {
-    pub name: String,
+    pub name: VmName,
     /// `state/vms/NAME` (0700).
     pub state: PathBuf,
     /// `run/vms/NAME` (0700): made by the unit before QEMU starts, gone after a reboot.
@@ -21,12 +24,11 @@ pub struct VmLayout {
 }
 
 impl VmLayout {
-    /// `name` must have passed `name::check`.
-    pub fn new(home: &Home, unit_dir: &Path, name: &str) -> VmLayout {
+    pub fn new(home: &Home, unit_dir: &Path, name: &VmName) -> VmLayout {
         VmLayout {
-            name: name.to_owned(),
-            state: home.vms().join(name),
-            runtime: home.runtime.join("vms").join(name),
+            name: name.clone(),
+            state: home.vms().join(name.as_str()),
+            runtime: home.runtime.join("vms").join(name.as_str()),
             unit_file: unit_dir.join(unit_name(name)),
         }
     }
@@ -35,7 +37,7 @@ impl VmLayout {
         unit_name(&self.name)
     }
     pub fn record(&self) -> PathBuf {
-        self.state.join("vm.json")
+        self.state.join(RECORD)
     }
     /// Taken by every command that changes the VM, so they do not interleave.
     pub fn lock(&self) -> PathBuf {
@@ -75,7 +77,7 @@ impl VmLayout {
     }
 }
 
-pub fn unit_name(vm: &str) -> String {
+pub fn unit_name(vm: &VmName) -> String {
     format!("vmrun-{vm}.service")
 }
 
@@ -86,7 +88,8 @@ mod tests {
     #[test]
     fn places() {
         let home = Home::under(Path::new("/v"));
-        let l = VmLayout::new(&home, Path::new("/h/.config/systemd/user"), "db");
+        let db = VmName::new("db").unwrap();
+        let l = VmLayout::new(&home, Path::new("/h/.config/systemd/user"), &db);
         assert_eq!(l.record(), Path::new("/v/state/vms/db/vm.json"));
         assert_eq!(l.qmp_socket(), Path::new("/v/run/vms/db/qmp.sock"));
         assert_eq!(
@@ -96,7 +99,7 @@ mod tests {
         assert_eq!(l.unit(), "vmrun-db.service");
         assert_eq!(l.overlong_socket(), None);
         let deep = Home::under(&Path::new("/v").join("d".repeat(90)));
-        let l = VmLayout::new(&deep, Path::new("/u"), "db");
+        let l = VmLayout::new(&deep, Path::new("/u"), &db);
         assert_eq!(l.overlong_socket(), Some(l.qmp_socket()));
     }
 }

@@ -15,7 +15,7 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
     let forwards = record.all_forwards();
     let mut argv = args::persistent_base_args();
     argv.extend(args::name_args(&record.name));
-    argv.extend(args::accel_args(record.accel.into()));
+    argv.extend(args::accel_args(record.accel));
     argv.extend(args::size_args(record.size()));
     argv.extend(args::disk_args(&layout.disk()));
     argv.extend(args::net_args(&forwards, record.network));
@@ -39,19 +39,19 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
 mod tests {
     use super::*;
     use crate::paths::Home;
-    use crate::vm::record::RecordedAccel;
     use std::path::Path;
 
     #[test]
     fn whole_command_line() {
-        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), "db");
+        let db = crate::name::VmName::new("db").unwrap();
+        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), &db);
         let record = VmRecord {
             name: "db".into(),
             image: "base".into(),
             image_key: "k".into(),
             cpus: 2,
             memory_mib: 1024,
-            accel: RecordedAccel::Tcg,
+            accel: crate::qemu::args::Accel::Tcg,
             ssh_port: 40022,
             forwards: vec!["udp:5353:53".parse().unwrap()],
             network: crate::net::Network::Host,

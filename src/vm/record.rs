@@ -15,14 +15,15 @@ use crate::qemu::args::{Accel, MachineSize};
 #[serde(deny_unknown_fields)]
 pub struct VmRecord {
     pub name: String,
-    /// The baked image's name. `Store::remove` reads this key: an image a VM stands on is
-    /// not removed.
+    /// The baked image's name, as given at create (a later bake may move the name).
     pub image: String,
-    /// The store entry the disk's backing file is in (a later bake may move the name).
+    /// The store entry the disk's backing file is in, which the VM holds (see
+    /// `super::image_reference`).
     pub image_key: String,
     pub cpus: u32,
     pub memory_mib: u64,
-    pub accel: RecordedAccel,
+    /// The accelerator chosen at create, kept so the VM runs the same way every time.
+    pub accel: Accel,
     /// Host port on 127.0.0.1 forwarded to the guest's SSH, chosen free at create.
     pub ssh_port: u16,
     /// The user's forwards, beside the SSH one.
@@ -34,32 +35,6 @@ pub struct VmRecord {
     pub qemu: PathBuf,
     /// Seconds since the Unix epoch.
     pub created: u64,
-}
-
-/// The accelerator chosen at create, kept so the VM runs the same way every time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RecordedAccel {
-    Kvm,
-    Tcg,
-}
-
-impl From<Accel> for RecordedAccel {
-    fn from(accel: Accel) -> Self {
-        match accel {
-            Accel::Kvm => RecordedAccel::Kvm,
-            Accel::Tcg => RecordedAccel::Tcg,
-        }
-    }
-}
-
-impl From<RecordedAccel> for Accel {
-    fn from(accel: RecordedAccel) -> Self {
-        match accel {
-            RecordedAccel::Kvm => Accel::Kvm,
-            RecordedAccel::Tcg => Accel::Tcg,
-        }
-    }
 }
 
 impl VmRecord {
@@ -138,7 +113,7 @@ mod tests {
             image_key: "k".into(),
             cpus: 2,
             memory_mib: 1024,
-            accel: RecordedAccel::Tcg,
+            accel: Accel::Tcg,
             ssh_port: 40022,
             forwards: vec!["8080:80".parse().unwrap()],
             network: Network::Outbound,
@@ -148,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_and_names_its_image_where_the_store_looks() {
+    fn round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.json");
         record().save(&path).unwrap();

@@ -30,7 +30,7 @@ use crate::qemu::qmp::{self, Qmp};
 use crate::qemu::serial::Console;
 use crate::scratch::Scratch;
 use crate::ssh;
-use crate::store::{self, BakedImage};
+use crate::store::BakedImage;
 use crate::wait::{Stop, Watch};
 use machine::{Instance, WarmMachine};
 
@@ -64,9 +64,6 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ssh(#[from] ssh::Error),
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Store(#[from] store::Error),
     #[error("saving or resuming the warm state: QEMU's monitor")]
     Qmp(#[from] qmp::Error),
     #[error("the guest agent did not answer after the resume")]
@@ -92,7 +89,6 @@ impl Error {
             Error::Isolate(e) => e.exit_code(),
             Error::Stopped(stop) => stop.exit_code(),
             Error::Ssh(e) => e.exit_code(),
-            Error::Store(e) => e.exit_code(),
             Error::Io(_) | Error::Version(_) => crate::exit_code::INTERNAL,
             _ => crate::exit_code::VM_FAILED,
         }
