@@ -56,6 +56,8 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
         // Nothing to reach: the guest provisions itself from the seed.
         network: vmrun::net::Network::None,
         forwards: vec![],
+        control: None,
+        persistent: None,
     };
     let mut qemu = QemuProcess::spawn(
         &common::qemu_system(),

@@ -84,6 +84,8 @@ impl Guest {
             // QEMU is started here directly, not through `vmrun isolate`.
             network: Network::None,
             forwards: vec![Forward::ssh(port)],
+            control: None,
+            persistent: None,
         };
         let qemu = QemuProcess::spawn(
             &common::qemu_system(),

@@ -203,6 +203,8 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
         // Provisioning installs packages: the outside world, not the host.
         network: Network::Outbound,
         forwards: vec![],
+        control: None,
+        persistent: None,
     };
     let vm = Booting {
         console,

@@ -1,5 +1,7 @@
-//! Pure functions from a machine description to QEMU's command line. Each piece returns its
-//! own arguments so it can be checked without starting QEMU.
+//! Pure functions from a machine description to QEMU's command line: the one place vmrun's
+//! QEMU command lines are composed (runs, bakes, warm captures and resumes, persistent VMs,
+//! the KVM probe). Each piece returns its own arguments so it can be checked without
+//! starting QEMU.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::RawFd;
@@ -62,11 +64,34 @@ pub struct Machine {
     /// isolated namespace ([`crate::net::isolate`]), where its forwards listen.
     pub network: Network,
     pub forwards: Vec<Forward>,
+    /// The monitor and guest agent of a machine vmrun talks to while it runs.
+    pub control: Option<Control>,
+    /// A persistent VM's name: a guest reboot then resets the machine instead of ending QEMU.
+    pub persistent: Option<String>,
 }
 
-/// The whole command line, in a stable order.
+/// What vmrun reaches a running machine through, and what a saved one resumes from. None of
+/// it is part of a migrated state, so it may differ between the QEMU that saved a warm state
+/// and each one that resumes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub qmp: PathBuf,
+    pub guest_agent: PathBuf,
+    /// A VM generation id (vmgenid) for a warm machine: a new one on every resume makes the
+    /// guest kernel reseed its random number generator.
+    pub generation: Option<String>,
+    /// The descriptor of an open saved state to resume from, which QEMU inherits (reading
+    /// the file itself loads the state in about half the time a `cat` through a pipe takes).
+    pub incoming: Option<RawFd>,
+}
+
+/// The whole command line, in one fixed order: device order decides PCI slots, which must
+/// match between a warm state's saving QEMU and every resuming one.
 pub fn command_line(m: &Machine) -> Vec<OsString> {
-    let mut args = base_args();
+    let mut args = match &m.persistent {
+        None => base_args(),
+        Some(name) => [persistent_base_args(), name_args(name)].concat(),
+    };
     args.extend(accel_args(m.accel));
     args.extend(size_args(m.size));
     args.extend(disk_args(&m.disk));
@@ -76,12 +101,44 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
     args.extend(net_args(&m.forwards, m.network));
     args.extend(serial_args(m.console));
     args.extend(rng_args());
+    if let Some(control) = &m.control {
+        args.extend(qmp_args(&control.qmp));
+        args.extend(guest_agent_args(&control.guest_agent));
+        if let Some(generation) = &control.generation {
+            args.extend([
+                "-device".into(),
+                format!("vmgenid,guid={generation}").into(),
+            ]);
+        }
+        if let Some(fd) = control.incoming {
+            args.extend(["-incoming".into(), format!("fd:{fd}").into()]);
+        }
+    }
     args
+}
+
+/// The KVM probe's machine: vmrun's machine type and `accel` arguments, 64 MiB, the probe
+/// disk on IDE (what SeaBIOS boots without drivers), COM1 into `console`, and isa-debug-exit
+/// so the guest can end QEMU itself.
+pub fn probe_command_line(accel: &[OsString], disk: &Path, console: RawFd) -> Vec<OsString> {
+    let mut line = base_args();
+    line.extend_from_slice(accel);
+    line.extend(["-m".into(), "64M".into()]);
+    line.extend([
+        "-drive".into(),
+        option_list("file=", disk, ",format=raw,if=ide"),
+    ]);
+    line.extend(serial_args(console));
+    line.extend([
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+    ]);
+    line
 }
 
 /// Headless, no default devices, no host config files; a guest reboot ends QEMU so a failed
 /// boot or a guest that panics cannot loop forever.
-pub fn base_args() -> Vec<OsString> {
+fn base_args() -> Vec<OsString> {
     os(&[
         "-nodefaults",
         "-no-user-config",
@@ -101,7 +158,7 @@ pub fn accel_args(accel: Accel) -> Vec<OsString> {
     }
 }
 
-pub fn size_args(size: MachineSize) -> Vec<OsString> {
+fn size_args(size: MachineSize) -> Vec<OsString> {
     vec![
         "-smp".into(),
         size.cpus.to_string().into(),
@@ -110,14 +167,14 @@ pub fn size_args(size: MachineSize) -> Vec<OsString> {
     ]
 }
 
-pub fn disk_args(disk: &Path) -> Vec<OsString> {
+fn disk_args(disk: &Path) -> Vec<OsString> {
     vec![
         "-drive".into(),
         option_list("file=", disk, ",if=virtio,format=qcow2,discard=unmap"),
     ]
 }
 
-pub fn seed_args(seed: &Path) -> Vec<OsString> {
+fn seed_args(seed: &Path) -> Vec<OsString> {
     vec![
         "-drive".into(),
         option_list("file=", seed, ",if=virtio,format=raw,readonly=on"),
@@ -127,7 +184,7 @@ pub fn seed_args(seed: &Path) -> Vec<OsString> {
 /// User networking (netdev `net0`) with host forwards as QEMU's rules (the form
 /// `hostfwd_add net0 RULE` takes at run time too). [`Network::None`] restricts the guest to
 /// those forwards; [`Network::Outbound`] binds them in the isolated namespace.
-pub fn net_args(forwards: &[Forward], network: Network) -> Vec<OsString> {
+fn net_args(forwards: &[Forward], network: Network) -> Vec<OsString> {
     let mut netdev = String::from("user,id=net0");
     if network == Network::None {
         netdev.push_str(",restrict=on");
@@ -141,7 +198,7 @@ pub fn net_args(forwards: &[Forward], network: Network) -> Vec<OsString> {
 
 /// Headless like [`base_args`], but a guest reboot resets the machine instead of ending QEMU:
 /// a long-lived VM comes back from `reboot` in the guest.
-pub fn persistent_base_args() -> Vec<OsString> {
+fn persistent_base_args() -> Vec<OsString> {
     base_args()
         .into_iter()
         .filter(|a| a != "-no-reboot")
@@ -149,12 +206,12 @@ pub fn persistent_base_args() -> Vec<OsString> {
 }
 
 /// The guest's name in QEMU's process title and messages.
-pub fn name_args(name: &str) -> Vec<OsString> {
+fn name_args(name: &str) -> Vec<OsString> {
     vec!["-name".into(), option_list("", Path::new(name), "")]
 }
 
 /// A QMP monitor on a unix socket that QEMU listens on without waiting for a client.
-pub fn qmp_args(socket: &Path) -> Vec<OsString> {
+fn qmp_args(socket: &Path) -> Vec<OsString> {
     vec![
         "-chardev".into(),
         option_list("socket,id=qmp,server=on,wait=off,path=", socket, ""),
@@ -165,7 +222,7 @@ pub fn qmp_args(socket: &Path) -> Vec<OsString> {
 
 /// The guest agent's channel: a virtio-serial port named `org.qemu.guest_agent.0` (which
 /// qemu-guest-agent in the guest opens), backed by a unix socket that QEMU listens on.
-pub fn guest_agent_args(socket: &Path) -> Vec<OsString> {
+fn guest_agent_args(socket: &Path) -> Vec<OsString> {
     vec![
         "-chardev".into(),
         option_list("socket,id=qga0,server=on,wait=off,path=", socket, ""),
@@ -179,7 +236,7 @@ pub fn guest_agent_args(socket: &Path) -> Vec<OsString> {
 /// The serial console into the inherited descriptor `fd`, a pipe vmrun reads: the guest's
 /// console never reaches a file directly, where a guest writing forever would fill the disk.
 /// A `file` chardev opens `/dev/fd/N` anew, which for a pipe is the same pipe.
-pub fn serial_args(fd: RawFd) -> Vec<OsString> {
+fn serial_args(fd: RawFd) -> Vec<OsString> {
     vec![
         "-chardev".into(),
         format!("file,id=serial0,path=/dev/fd/{fd}").into(),
@@ -190,7 +247,7 @@ pub fn serial_args(fd: RawFd) -> Vec<OsString> {
 
 /// A virtio RNG: the guest's kernel seeds its pool from the host at boot instead of waiting
 /// for entropy, which under TCG takes long.
-pub fn rng_args() -> Vec<OsString> {
+fn rng_args() -> Vec<OsString> {
     os(&[
         "-object",
         "rng-random,id=rng0,filename=/dev/urandom",
@@ -232,7 +289,76 @@ mod tests {
             console: 7,
             network: Network::Host,
             forwards: vec![Forward::ssh(40022)],
+            control: None,
+            persistent: None,
         }
+    }
+
+    fn text(line: &[OsString]) -> Vec<String> {
+        line.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_warm_machines_saving_and_resuming_lines_differ_only_in_instance_parts() {
+        let warm = |dir: &str, generation: &str, incoming| Machine {
+            disk: format!("{dir}/disk.qcow2").into(),
+            seed: None,
+            control: Some(Control {
+                qmp: format!("{dir}/qmp.sock").into(),
+                guest_agent: format!("{dir}/qga.sock").into(),
+                generation: Some(generation.into()),
+                incoming,
+            }),
+            ..machine()
+        };
+        let save = command_line(&warm("/a", "g1", None));
+        let resume = command_line(&warm("/b", "g2", Some(9)));
+        assert_eq!(resume.len(), save.len() + 2);
+        let shape = |line: &[OsString]| -> Vec<String> {
+            text(line)
+                .iter()
+                .map(|a| {
+                    a.replace("/a/", "/X/")
+                        .replace("/b/", "/X/")
+                        .replace("g1", "G")
+                        .replace("g2", "G")
+                })
+                .collect()
+        };
+        assert_eq!(shape(&save), shape(&resume[..save.len()]));
+        assert_eq!(text(&resume[save.len()..]), ["-incoming", "fd:9"]);
+        let save = text(&save);
+        let at = |needle: &str| save.iter().position(|a| a.contains(needle)).unwrap();
+        assert!(at("qmp.sock") < at("qga.sock") && at("qga.sock") < at("vmgenid,guid=g1"));
+        assert!(
+            at("virtio-rng-pci") < at("qmp.sock"),
+            "control after the test machine"
+        );
+    }
+
+    #[test]
+    fn a_persistent_machine_is_named_resets_on_reboot_and_has_no_vmgenid() {
+        let kept = Machine {
+            seed: None,
+            control: Some(Control {
+                qmp: "/run/db/qmp.sock".into(),
+                guest_agent: "/run/db/qga.sock".into(),
+                generation: None,
+                incoming: None,
+            }),
+            persistent: Some("db".into()),
+            ..machine()
+        };
+        let line = text(&command_line(&kept));
+        assert!(!line.contains(&"-no-reboot".to_owned()));
+        assert_eq!(
+            line[line.iter().position(|a| a == "-name").unwrap() + 1],
+            "db"
+        );
+        assert!(line.iter().any(|a| a.contains("path=/run/db/qmp.sock")));
+        assert!(!line.iter().any(|a| a.contains("vmgenid")));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::qemu::process::QemuProcess;
 use crate::qemu::serial::Console;
 use crate::store::BakedImage;
 use crate::wait::{Stop, Watch};
-use crate::warm::{self, WarmState, machine::Instance};
+use crate::warm::{self, WarmState, machine};
 
 /// How long a cold QEMU is watched right after its start: a forward that cannot bind makes
 /// it exit at once, and the run then tries another port.
@@ -57,14 +57,11 @@ impl Boot {
             Boot::Resume(warm) => {
                 let state = std::fs::File::open(&warm.state)
                     .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
-                let (qmp, agent) = (dir.file("qmp.sock"), dir.file("qga.sock"));
-                let instance = Instance {
-                    qmp: &qmp,
-                    guest_agent: &agent,
-                    generation: &warm::machine::new_generation(),
-                    incoming: Some(state.as_raw_fd()),
+                let warm_machine = Machine {
+                    control: Some(machine::control(dir.path(), Some(state.as_raw_fd()))),
+                    ..machine.clone()
                 };
-                let (program, args) = launch(warm::machine::command_line(machine, &instance))?;
+                let (program, args) = launch(command_line(&warm_machine))?;
                 QemuProcess::spawn_passing(&program, &args, &log, console, state.as_fd())?
             }
         })
@@ -84,7 +81,8 @@ impl Boot {
                 }
             }
             Boot::Resume(_) => {
-                warm::resume(&dir.file("qmp.sock"), &Watch::qemu(process)).map_err(Error::Resume)
+                let qmp = dir.file(machine::QMP_SOCKET);
+                warm::resume(&qmp, &Watch::qemu(process)).map_err(Error::Resume)
             }
         }
     }
@@ -95,7 +93,7 @@ impl Boot {
         match self {
             Boot::Cold => None,
             Boot::Resume(_) => {
-                let agent = dir.file("qga.sock");
+                let agent = dir.file(machine::AGENT_SOCKET);
                 Some(std::thread::spawn(move || warm::refresh_clone(&agent)))
             }
         }

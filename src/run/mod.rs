@@ -309,6 +309,8 @@ fn start_qemu(
             console: console.fd(),
             network: plan.network,
             forwards: vec![Forward::ssh(port)],
+            control: None,
+            persistent: None,
         };
         let process = plan.boot.spawn(&machine, dir, qemu, console)?;
         dir.record_qemu_pid(process.pid())?;

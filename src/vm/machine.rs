@@ -5,30 +5,35 @@ use std::ffi::OsString;
 use super::layout::VmLayout;
 use super::record::VmRecord;
 use crate::net::isolate;
-use crate::qemu::args;
+use crate::qemu::args::{Control, Machine, command_line};
 
 /// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
 /// its files in the runtime directory) and its arguments: headless, the VM's overlay disk,
 /// user networking with the SSH forward and the user's, the serial console into the pipe the
 /// unit's console writer makes ([`super::console`]), the QMP and guest-agent sockets.
 pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, isolate::Error> {
-    let forwards = record.all_forwards();
-    let mut argv = args::persistent_base_args();
-    argv.extend(args::name_args(&record.name));
-    argv.extend(args::accel_args(record.accel));
-    argv.extend(args::size_args(record.size()));
-    argv.extend(args::disk_args(&layout.disk()));
-    argv.extend(args::net_args(&forwards, record.network));
-    argv.extend(args::serial_args(super::console::CONSOLE_FD));
-    argv.extend(args::rng_args());
-    argv.extend(args::qmp_args(&layout.qmp_socket()));
-    argv.extend(args::guest_agent_args(&layout.agent_socket()));
+    let machine = Machine {
+        accel: record.accel,
+        size: record.size(),
+        disk: layout.disk(),
+        seed: None,
+        console: super::console::CONSOLE_FD,
+        network: record.network,
+        forwards: record.all_forwards(),
+        control: Some(Control {
+            qmp: layout.qmp_socket(),
+            guest_agent: layout.agent_socket(),
+            generation: None,
+            incoming: None,
+        }),
+        persistent: Some(record.name.clone()),
+    };
     let (program, args) = isolate::command(
-        record.network,
+        machine.network,
         &layout.runtime,
-        &forwards,
+        &machine.forwards,
         &record.qemu,
-        argv,
+        command_line(&machine),
     )?;
     Ok(std::iter::once(program.into_os_string())
         .chain(args)

@@ -1,13 +1,12 @@
 //! The machine a warm state belongs to: QEMU's arguments for it (pure), and what a run must
 //! match to resume it.
 
-use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::args::{self, Accel, Machine, MachineSize};
+use crate::qemu::args::{Accel, Control, MachineSize};
 
 /// Bumped whenever the warm machine's arguments change shape: older states then fall back.
 pub const FORMAT: u32 = 1;
@@ -106,36 +105,21 @@ impl WarmMachine {
     }
 }
 
-/// Per-instance parts of a warm machine: they may differ between the saving QEMU and every
-/// resuming one, because none of them is part of the migrated state.
-pub struct Instance<'a> {
-    pub qmp: &'a Path,
-    pub guest_agent: &'a Path,
-    /// The VM generation id: a new one on every resume makes the guest kernel reseed its
-    /// random number generator (the vmgenid driver).
-    pub generation: &'a str,
-    /// The descriptor of the open saved state to resume from, which QEMU inherits (reading
-    /// the file itself loads the state in about half the time a `cat` through a pipe takes);
-    /// `None` when booting to save one.
-    pub incoming: Option<RawFd>,
-}
+/// The monitor's and the guest agent's sockets, in the directory of the QEMU that saves or
+/// resumes a warm state.
+pub const QMP_SOCKET: &str = "qmp.sock";
+pub const AGENT_SOCKET: &str = "qga.sock";
 
-/// The warm machine's command line: the test machine (no seed), a QMP monitor, the guest
-/// agent's channel and a vmgenid device, in one fixed order (device order decides PCI slots,
-/// which must match between saving and resuming).
-pub fn command_line(machine: &Machine, instance: &Instance) -> Vec<OsString> {
-    debug_assert!(machine.seed.is_none(), "a warm machine has no seed drive");
-    let mut line = args::command_line(machine);
-    line.extend(args::qmp_args(instance.qmp));
-    line.extend(args::guest_agent_args(instance.guest_agent));
-    line.extend([
-        "-device".into(),
-        format!("vmgenid,guid={}", instance.generation).into(),
-    ]);
-    if let Some(fd) = instance.incoming {
-        line.extend(["-incoming".into(), format!("fd:{fd}").into()]);
+/// What makes a test machine a warm one: a QMP monitor, the guest agent's channel and a
+/// vmgenid device with a new generation, the sockets in `dir`; `incoming`, the saved state
+/// to resume (`None` when booting to save one).
+pub fn control(dir: &Path, incoming: Option<RawFd>) -> Control {
+    Control {
+        qmp: dir.join(QMP_SOCKET),
+        guest_agent: dir.join(AGENT_SOCKET),
+        generation: Some(new_generation()),
+        incoming,
     }
-    line
 }
 
 /// A random RFC 4122 version-4 UUID, for vmgenid.
@@ -157,7 +141,6 @@ pub fn new_generation() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{Network, forward::Forward};
 
     fn saved() -> WarmMachine {
         WarmMachine {
@@ -212,51 +195,6 @@ mod tests {
             old.check("QEMU emulator version 7.2.22", Accel::Tcg, size(2)),
             Err(Mismatch::Format { .. })
         ));
-    }
-
-    #[test]
-    fn saving_and_resuming_lines_differ_only_in_instance_parts() {
-        let machine = |dir: &str| Machine {
-            accel: Accel::Tcg,
-            size: size(2),
-            disk: format!("{dir}/disk.qcow2").into(),
-            seed: None,
-            console: 3,
-            network: Network::Host,
-            forwards: vec![Forward::ssh(2222)],
-        };
-        let save = command_line(
-            &machine("/a"),
-            &Instance {
-                qmp: Path::new("/a/qmp"),
-                guest_agent: Path::new("/a/qga"),
-                generation: "g1",
-                incoming: None,
-            },
-        );
-        let resume = command_line(
-            &machine("/b"),
-            &Instance {
-                qmp: Path::new("/b/qmp"),
-                guest_agent: Path::new("/b/qga"),
-                generation: "g2",
-                incoming: Some(7),
-            },
-        );
-        assert_eq!(resume.len(), save.len() + 2);
-        let shape = |line: &[OsString]| -> Vec<String> {
-            line.iter()
-                .map(|a| {
-                    a.to_string_lossy()
-                        .replace("/a/", "/X/")
-                        .replace("/b/", "/X/")
-                        .replace("g1", "G")
-                        .replace("g2", "G")
-                })
-                .collect()
-        };
-        assert_eq!(shape(&save), shape(&resume[..save.len()]));
-        assert_eq!(resume[save.len() + 1], "fd:7");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Machine, MachineSize};
+use crate::qemu::args::{Accel, Machine, MachineSize, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
@@ -32,7 +32,7 @@ use crate::scratch::Scratch;
 use crate::ssh;
 use crate::store::BakedImage;
 use crate::wait::{Stop, Watch};
-use machine::{Instance, WarmMachine};
+use machine::WarmMachine;
 
 /// The warm state's directory inside a store entry.
 pub const DIR: &str = "warm";
@@ -195,16 +195,12 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         // lack one. So the same isolated network as the runs' default.
         network: Network::Outbound,
         forwards: vec![Forward::ssh(port)],
+        control: Some(machine::control(scratch.path(), None)),
+        persistent: None,
     };
-    let (qmp_path, agent_path) = (scratch.path().join("qmp"), scratch.path().join("qga"));
-    let generation = machine::new_generation();
-    let instance = Instance {
-        qmp: &qmp_path,
-        guest_agent: &agent_path,
-        generation: &generation,
-        incoming: None,
-    };
-    let line = machine::command_line(&machine, &instance);
+    let qmp_path = scratch.path().join(machine::QMP_SOCKET);
+    let agent_path = scratch.path().join(machine::AGENT_SOCKET);
+    let line = command_line(&machine);
     let qemu_log = scratch.path().join("qemu.log");
     let (program, args) = isolate::command(
         machine.network,

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -79,28 +79,10 @@ impl Report {
     }
 }
 
-/// QEMU's arguments for the probe: the same machine type and accelerator arguments as
-/// vmrun's VMs (`args`), 64 MiB, the probe disk, COM1 into the `console` descriptor, and isa-debug-exit
-/// so the guest can end QEMU itself.
+/// QEMU's arguments for the probe under `accel`, with vmrun's arguments for it (see
+/// [`args::probe_command_line`]).
 pub fn command_line(accel: Accel, disk: &Path, console: RawFd) -> Vec<OsString> {
-    command_line_with(&args::accel_args(accel), disk, console)
-}
-
-/// [`command_line`] with other accelerator arguments (e.g. KVM without `-cpu host`).
-pub fn command_line_with(accel_args: &[OsString], disk: &Path, console: RawFd) -> Vec<OsString> {
-    let mut line = args::base_args();
-    line.extend_from_slice(accel_args);
-    line.extend(["-m".into(), "64M".into()]);
-    let mut drive = OsString::from("file=");
-    drive.push(escape_commas(disk));
-    drive.push(",format=raw,if=ide");
-    line.extend(["-drive".into(), drive]);
-    line.extend(args::serial_args(console));
-    line.extend([
-        "-device".into(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
-    ]);
-    line
+    args::probe_command_line(&args::accel_args(accel), disk, console)
 }
 
 /// Names this probe: its guest, its KVM command line and its timeout. A verdict reached by
@@ -143,7 +125,7 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
         what: format!("create {}", serial_log.display()),
         source,
     })?;
-    let args = command_line_with(accel_args, &disk, console.fd());
+    let args = args::probe_command_line(accel_args, &disk, console.fd());
 
     let started = Instant::now();
     let mut vm = QemuProcess::spawn(qemu, &args, &qemu_log, console)?;
@@ -286,17 +268,6 @@ fn seconds(d: Duration) -> String {
 }
 
 /// QEMU's escape for a comma inside an option list.
-fn escape_commas(path: &Path) -> OsString {
-    let mut bytes = Vec::new();
-    for &b in path.as_os_str().as_bytes() {
-        bytes.push(b);
-        if b == b',' {
-            bytes.push(b',');
-        }
-    }
-    OsString::from_vec(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +282,7 @@ mod tests {
     #[test]
     fn whole_command_line() {
         let kvm: Vec<OsString> = vec!["-accel".into(), "kvm".into()];
-        let line = command_line_with(&kvm, Path::new("/t/probe.img"), 5);
+        let line = args::probe_command_line(&kvm, Path::new("/t/probe.img"), 5);
         assert_eq!(
             joined(&line),
             "-nodefaults -no-user-config -display none -no-reboot -machine q35 \
@@ -328,7 +299,7 @@ mod tests {
         for accel in [Accel::Kvm, Accel::Tcg] {
             assert_eq!(
                 command_line(accel, d, s),
-                command_line_with(&args::accel_args(accel), d, s)
+                args::probe_command_line(&args::accel_args(accel), d, s)
             );
         }
         assert_ne!(

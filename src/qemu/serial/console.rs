@@ -1,6 +1,6 @@
 //! The pipe QEMU writes the serial console into, and the thread that reads it: QEMU inherits
 //! the write end and opens it as `/dev/fd/N` (a `-chardev file`, see
-//! [`crate::qemu::args::serial_args`]); the thread keeps the log capped and, for a watcher
+//! `crate::qemu::args`); the thread keeps the log capped and, for a watcher
 //! that wants them, hands on the console's lines, each cut at a bound.
 
 use std::fs::File;
