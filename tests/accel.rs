@@ -227,7 +227,7 @@ fn a_changed_key_checks_again() {
     let notices = events.notices();
     assert_eq!(notices.len(), 1);
     assert!(
-        notices[0].contains("QEMU exited (exit status: 1)"),
+        notices[0].contains("QEMU exited (exit status 1)"),
         "{notices:?}"
     );
     assert!(
