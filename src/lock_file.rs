@@ -1,7 +1,9 @@
-//! Lock files: one process at a time past a point (building an image, downloading a URL).
-//! The lock is the kernel's advisory `flock` on an open file, so it dies with its process and
-//! a killed vmrun never leaves a stale one. The file itself is never deleted: unlinking a lock
-//! file lets a waiter and a newcomer hold two different locks.
+//! Lock files: one process at a time past a point (building an image, downloading a URL,
+//! changing a VM), or many readers against one writer (the store's references), and a
+//! held lock as proof that its holder lives (a run's reference to its image). The lock is
+//! the kernel's advisory `flock` on an open file, so it dies with its process and a killed
+//! vmrun never leaves a stale one. A mutual-exclusion lock file is never deleted: unlinking
+//! it lets a waiter and a newcomer hold two different locks.
 
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,13 +21,7 @@ impl LockFile {
     /// Locks `path` (created empty, mode 0600, if missing), waiting while another process
     /// holds it; `waiting` is called once, before the wait, so the caller can say so.
     pub fn acquire(path: &Path, waiting: impl FnOnce()) -> Result<LockFile, PathError> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(PathError::at("open", path))?;
+        let file = open(path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -38,6 +34,35 @@ impl LockFile {
         }
         Ok(LockFile { _file: file })
     }
+
+    /// Locks `path` shared: with other shared holders, never with an exclusive one.
+    pub fn shared(path: &Path) -> Result<LockFile, PathError> {
+        let file = open(path)?;
+        file.lock_shared().map_err(PathError::at("lock", path))?;
+        Ok(LockFile { _file: file })
+    }
+}
+
+/// Whether a live process holds a lock on `file` (an open lock file, or a directory).
+pub fn is_held(file: &File, path: &Path) -> Result<bool, PathError> {
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Ok(false)
+        }
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(PathError::at("lock", path)(e)),
+    }
+}
+
+fn open(path: &Path) -> Result<File, PathError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(PathError::at("open", path))
 }
 
 #[cfg(test)]

@@ -114,10 +114,9 @@ pub fn state(dir: &Path) -> State {
     let Ok(handle) = File::open(dir) else {
         return State::InUse; // gone already, or not ours to judge
     };
-    if handle.try_lock().is_err() {
+    if crate::lock_file::is_held(&handle, dir).unwrap_or(true) {
         return State::InUse;
     }
-    let _ = handle.unlock();
     if !dir.as_os_str().to_string_lossy().ends_with(NEW) {
         return State::LeftBehind;
     }

@@ -1,6 +1,7 @@
 //! Files that let the system's ssh (and rsync through it) reach a guest exactly as vmrun's own
 //! connections do: only the pinned host key is accepted, only vmrun's client key is offered.
 
+use crate::path_error::PathError;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -42,11 +43,7 @@ impl ClientFiles {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| Error::Io {
-                action: "create",
-                path: dir.to_owned(),
-                source,
-            })?;
+            .map_err(PathError::at("create", dir))?;
         let files = ClientFiles {
             ssh_config: dir.join(Self::SSH_CONFIG),
             known_hosts: dir.join(Self::KNOWN_HOSTS),
@@ -129,11 +126,7 @@ fn config_path(path: &Path) -> Result<String, Error> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |source| Error::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| Error::Io(PathError::at("write", path)(source));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -95,13 +95,9 @@ pub enum Error {
     #[error("the path {} cannot be written into an ssh_config", path.display())]
     #[diagnostic(help("it must be absolute, valid UTF-8 and without line breaks"))]
     UnusablePath { path: PathBuf },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] crate::path_error::PathError),
 }
 
 impl Error {
@@ -120,7 +116,7 @@ impl Error {
             Error::PinnedKey { .. }
             | Error::Output(_)
             | Error::UnusablePath { .. }
-            | Error::Io { .. } => INTERNAL,
+            | Error::Io(_) => INTERNAL,
         }
     }
 

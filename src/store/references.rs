@@ -19,6 +19,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::lock_file::{LockFile, is_held};
 use crate::path_error::{PathError, create_private_dir};
 
 const DIR: &str = ".references";
@@ -64,19 +65,14 @@ impl fmt::Display for Holder {
 #[derive(Debug)]
 pub struct Reference {
     path: PathBuf,
-    /// Open and flocked until dropped: the proof that the run is alive.
-    _file: File,
+    /// Held until dropped: the proof that the run is alive.
+    _lock: LockFile,
 }
 
 impl Drop for Reference {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
-}
-
-/// `.lock`, held shared or exclusive until dropped.
-pub(super) struct Order {
-    _file: File,
 }
 
 /// The reference files of one store.
@@ -93,31 +89,15 @@ impl References {
     }
 
     /// Held while a reference is taken or a name is set.
-    pub(super) fn shared(&self) -> Result<Order, PathError> {
-        self.order(false)
+    pub(super) fn shared(&self) -> Result<LockFile, PathError> {
+        create_private_dir(&self.dir)?;
+        LockFile::shared(&self.dir.join(LOCK))
     }
 
     /// Held while holders are counted and an entry is removed.
-    pub(super) fn exclusive(&self) -> Result<Order, PathError> {
-        self.order(true)
-    }
-
-    fn order(&self, exclusive: bool) -> Result<Order, PathError> {
+    pub(super) fn exclusive(&self) -> Result<LockFile, PathError> {
         create_private_dir(&self.dir)?;
-        let path = self.dir.join(LOCK);
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(PathError::at("open", &path))?;
-        match exclusive {
-            true => file.lock(),
-            false => file.lock_shared(),
-        }
-        .map_err(PathError::at("lock", &path))?;
-        Ok(Order { _file: file })
+        LockFile::acquire(&self.dir.join(LOCK), || ())
     }
 
     fn key_dir(&self, key: &str) -> PathBuf {
@@ -142,15 +122,8 @@ impl References {
     /// counting holders sees the file before it is locked) and has checked the entry exists.
     pub(super) fn hold(&self, key: &str, run_id: &str) -> Result<Reference, PathError> {
         let path = self.file(key, &Holder::Run(run_id.to_owned()))?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(PathError::at("create", &path))?;
-        file.lock().map_err(PathError::at("lock", &path))?;
-        Ok(Reference { path, _file: file })
+        let lock = LockFile::acquire(&path, || ())?;
+        Ok(Reference { path, _lock: lock })
     }
 
     fn file(&self, key: &str, holder: &Holder) -> Result<PathBuf, PathError> {
@@ -202,16 +175,11 @@ impl References {
 
 /// Whether the run whose reference file is `path` still holds its lock.
 fn run_is_alive(path: &Path) -> Result<bool, PathError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
+    match File::open(path) {
+        Ok(file) => is_held(&file, path),
         // Its run let go meanwhile.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(PathError::at("open", path)(e)),
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(false),
-        Err(fs::TryLockError::WouldBlock) => Ok(true),
-        Err(fs::TryLockError::Error(e)) => Err(PathError::at("lock", path)(e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(PathError::at("open", path)(e)),
     }
 }
 

@@ -1,30 +1,20 @@
 //! One change to a VM at a time: every command that changes a VM holds its lock
 //! (`state/vms/NAME/.lock`, a flock) for the change, and reads the record after taking it.
 
-use std::fs::{self, File};
-use std::os::unix::fs::OpenOptionsExt;
-
 use super::{Error, VmLayout, VmName, VmRecord, Vms};
+use crate::lock_file::LockFile;
 use crate::path_error::PathError;
 
 /// A change to a VM is under way: other changes wait until this is dropped (and the file,
 /// with its lock, closed).
 pub(super) struct VmLock {
-    _file: File,
+    _lock: LockFile,
 }
 
 /// Takes the VM's lock, waiting for a change under way to end.
 pub(super) fn lock(layout: &VmLayout) -> Result<VmLock, Error> {
-    let path = layout.lock();
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(PathError::at("open", &path))?;
-    file.lock().map_err(PathError::at("lock", &path))?;
-    Ok(VmLock { _file: file })
+    let lock = LockFile::acquire(&layout.lock(), || ())?;
+    Ok(VmLock { _lock: lock })
 }
 
 impl Vms {

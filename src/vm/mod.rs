@@ -85,7 +85,7 @@ impl Vms {
         let layout = self.layout(name);
         match VmRecord::load(&layout.record()) {
             Ok(record) => Ok((layout, record)),
-            Err(record::Error::Io { source, .. })
+            Err(record::Error::Io(PathError { source, .. }))
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 Err(self.not_found(name))

@@ -2,13 +2,13 @@
 //! place a forward added at run time is remembered.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::net::Network;
 use crate::net::forward::Forward;
+use crate::path_error::PathError;
 use crate::qemu::args::{Accel, MachineSize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,46 +52,26 @@ fn network_before_isolation() -> Network {
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
     #[error("{} is damaged: {reason}", path.display())]
     Damaged { path: PathBuf, reason: String },
 }
 
 impl VmRecord {
     pub fn load(path: &Path) -> Result<VmRecord, Error> {
-        let text = fs::read_to_string(path).map_err(|source| Error::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = fs::read_to_string(path).map_err(PathError::at("read", path))?;
         serde_json::from_str(&text).map_err(|e| Error::Damaged {
             path: path.to_owned(),
             reason: e.to_string(),
         })
     }
 
-    /// Writes the record whole or not at all (a temporary file renamed over it).
+    /// Writes the record whole or not at all.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let io = |action| {
-            move |source| Error::Io {
-                action,
-                path: path.to_owned(),
-                source,
-            }
-        };
         let json = serde_json::to_string_pretty(self).expect("a record serializes") + "\n";
-        let temp = path.with_extension("json.tmp");
-        let mut file = fs::File::create(&temp).map_err(io("create"))?;
-        file.write_all(json.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io("write"))?;
-        fs::rename(&temp, path).map_err(io("replace"))
+        Ok(crate::atomic_file::write(path, json.as_bytes())?)
     }
 
     /// Every forward QEMU sets up, SSH's first.
@@ -136,7 +116,12 @@ mod tests {
             value["forwards"][0],
             serde_json::json!({"protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80})
         );
-        assert!(!dir.path().join("vm.json.tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["vm.json"], "only the record, no temporary file");
     }
 
     #[test]

@@ -59,9 +59,7 @@ impl Vms {
                 .write_all(text.as_bytes())
                 .map_err(PathError::at("write", path))?)
         } else {
-            let temp = path.with_extension("service.tmp");
-            fs::write(&temp, text).map_err(PathError::at("write", &temp))?;
-            Ok(fs::rename(&temp, path).map_err(PathError::at("replace", path))?)
+            Ok(crate::atomic_file::write(path, text.as_bytes())?)
         }
     }
 

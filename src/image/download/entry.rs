@@ -7,6 +7,7 @@
 //! - `lock`: held by the one process downloading; never deleted, since unlinking a lock file
 //!   lets a waiter and a newcomer hold two different locks.
 
+use crate::path_error::PathError;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ impl Entry {
     /// Creates the entry's directory and takes its lock, waiting (and saying so) while
     /// another process holds it. The lock lasts as long as the returned guard lives.
     pub fn lock(&self, url: &str, sink: Sink) -> Result<LockFile, Error> {
-        fs::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
+        fs::create_dir_all(&self.dir).map_err(PathError::at("create", &self.dir))?;
         Ok(LockFile::acquire(&self.dir.join("lock"), || {
             sink(Event::Notice(format!(
                 "waiting for another vmrun downloading {url}"
@@ -76,11 +77,7 @@ impl Entry {
         match fs::metadata(&part) {
             Ok(meta) => Ok(meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(source) => Err(Error::Io {
-                action: "read",
-                path: part,
-                source,
-            }),
+            Err(source) => Err(PathError::at("read", &part)(source).into()),
         }
     }
 
@@ -93,7 +90,7 @@ impl Entry {
     pub fn set_validator(&self, validator: Option<&str>) -> Result<(), Error> {
         let path = self.validator_file();
         match validator {
-            Some(value) => fs::write(&path, value).map_err(Error::io("write", path)),
+            Some(value) => Ok(fs::write(&path, value).map_err(PathError::at("write", &path))?),
             None => remove(&path),
         }
     }
@@ -107,7 +104,7 @@ impl Entry {
     /// Turns the verified part into the finished image, then marks the entry complete.
     pub fn commit(&self, sha256: Sha256) -> Result<Fetched, Error> {
         let (part, image) = (self.part(), self.image());
-        fs::rename(&part, &image).map_err(Error::io("rename", &part))?;
+        fs::rename(&part, &image).map_err(PathError::at("rename", &part))?;
         remove(&self.validator_file())?;
         atomic_file::write(&self.digest_file(), format!("{sha256}\n").as_bytes())?;
         Ok(Fetched {
@@ -130,11 +127,9 @@ fn key(url: &str, expected: Option<Sha256>) -> String {
 
 fn remove(path: &Path) -> Result<(), Error> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
-            action: "remove",
-            path: path.to_owned(),
-            source: e,
-        }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(PathError::at("remove", path)(e).into())
+        }
         _ => Ok(()),
     }
 }

@@ -1,5 +1,4 @@
 use std::io;
-use std::path::PathBuf;
 
 use miette::Diagnostic;
 use ureq::http::StatusCode;
@@ -61,24 +60,9 @@ pub enum Error {
         actual: Sha256,
     },
 
-    #[error("cannot {action} `{}`", .path.display())]
-    #[diagnostic(code(vmrun::download::io))]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl From<PathError> for Error {
-    fn from(e: PathError) -> Error {
-        Error::Io {
-            action: e.action,
-            path: e.path,
-            source: e.source,
-        }
-    }
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Io(#[from] PathError),
 }
 
 impl Error {
@@ -87,18 +71,6 @@ impl Error {
         match self {
             Error::BadUrl { .. } => exit_code::BAD_INPUT,
             _ => exit_code::IMAGE_FAILED,
-        }
-    }
-
-    pub(super) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One GET into `image.part`: fresh, or resumed with `Range` (and `If-Range` when the first
 //! response carried a validator), streamed to disk through the hash.
 
+use crate::path_error::PathError;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::time::Instant;
@@ -121,15 +122,15 @@ fn receive(
     let path = entry.part();
     let mut hasher = sha2::Sha256::new();
     let file = if start == 0 {
-        File::create(&path).map_err(Error::io("create", &path))?
+        File::create(&path).map_err(PathError::at("create", &path))?
     } else {
-        let mut existing = File::open(&path).map_err(Error::io("read", &path))?;
+        let mut existing = File::open(&path).map_err(PathError::at("read", &path))?;
         io::copy(&mut (&mut existing).take(start), &mut hasher)
-            .map_err(Error::io("read", &path))?;
+            .map_err(PathError::at("read", &path))?;
         File::options()
             .append(true)
             .open(&path)
-            .map_err(Error::io("open", &path))?
+            .map_err(PathError::at("open", &path))?
     };
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut body = response.into_body().into_reader();
@@ -143,7 +144,7 @@ fn receive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => {
                 // Keep every byte that arrived: the next call resumes after them.
-                out.flush().map_err(Error::io("write", &path))?;
+                out.flush().map_err(PathError::at("write", &path))?;
                 return Err(Error::Interrupted {
                     url: url.to_owned(),
                     done,
@@ -152,7 +153,7 @@ fn receive(
             }
         };
         out.write_all(&buf[..n])
-            .map_err(Error::io("write", &path))?;
+            .map_err(PathError::at("write", &path))?;
         hasher.update(&buf[..n]);
         done += n as u64;
         progress.advance(done, Instant::now());
@@ -160,8 +161,8 @@ fn receive(
     let file = out
         .into_inner()
         .map_err(|e| e.into_error())
-        .map_err(Error::io("write", &path))?;
-    file.sync_all().map_err(Error::io("write", &path))?;
+        .map_err(PathError::at("write", &path))?;
+    file.sync_all().map_err(PathError::at("write", &path))?;
     progress.finish(done, Instant::now());
 
     if let Some(total) = total.filter(|&total| total != done) {
