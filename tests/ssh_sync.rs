@@ -18,7 +18,7 @@ use vmrun::paths::Home;
 use vmrun::qemu::args::{Machine, MachineSize, command_line};
 use vmrun::qemu::process::QemuProcess;
 use vmrun::qemu::serial::Console;
-use vmrun::ssh::{self, ClientFiles, Outcome, Session, Target};
+use vmrun::ssh::{self, ClientFiles, Ended, Session, Target};
 use vmrun::store::{BakedImage, Store};
 use vmrun::sync::{Bounds, Destination};
 use vmrun::wait::{Stop, Watch};
@@ -139,7 +139,7 @@ impl Write for Recorder {
 }
 
 /// Runs a shell command in the home directory; its outcome, stdout and stderr.
-fn run(session: &Session, line: &str) -> (Outcome, String, String) {
+fn run(session: &Session, line: &str) -> (Ended, String, String) {
     run_in(session, ".", &BTreeMap::new(), line)
 }
 
@@ -148,7 +148,7 @@ fn run_in(
     dir: &str,
     env: &BTreeMap<String, String>,
     line: &str,
-) -> (Outcome, String, String) {
+) -> (Ended, String, String) {
     let (mut out, mut err) = (Recorder::default(), Recorder::default());
     let command = ssh::remote_command_line(dir, env, &GuestCommand::Shell(line.into()));
     let outcome = session
@@ -260,18 +260,15 @@ fn ssh_and_rsync_against_one_booted_guest() {
 
 fn exit_codes_and_signals_come_back(session: &Session) {
     for code in [0, 1, 7] {
-        assert_eq!(
-            run(session, &format!("exit {code}")).0,
-            Outcome::Exited(code)
-        );
+        assert_eq!(run(session, &format!("exit {code}")).0, Ended::Exited(code));
     }
     assert_eq!(
         run(session, "kill -KILL $$").0,
-        Outcome::Signalled("KILL".into())
+        Ended::Signalled("KILL".into())
     );
     assert_eq!(
         run(session, "kill -TERM $$").0,
-        Outcome::Signalled("TERM".into())
+        Ended::Signalled("TERM".into())
     );
     // An argv runs as is, in the directory, with the environment.
     let env = BTreeMap::from([("GREETING".to_owned(), "it's \"here\" $HOME".to_owned())]);
@@ -292,7 +289,7 @@ fn exit_codes_and_signals_come_back(session: &Session) {
             &Watch::signals(),
         )
         .unwrap();
-    assert_eq!(outcome, Outcome::Exited(0));
+    assert_eq!(outcome, Ended::Exited(0));
     assert_eq!(out.text(), "/tmp\nit's \"here\" $HOME\na 'b' c\n");
 }
 
@@ -303,12 +300,12 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
     );
     assert_eq!(
         (outcome, out.as_str(), err.as_str()),
-        (Outcome::Exited(3), "out1\nout2\n", "err1\nerr2\n")
+        (Ended::Exited(3), "out1\nout2\n", "err1\nerr2\n")
     );
 
     // Much output on both at once: all of it, in order, each on its own stream.
     let (outcome, out, err) = run(session, "seq 1 200000; seq 1 100000 >&2");
-    assert_eq!(outcome, Outcome::Exited(0));
+    assert_eq!(outcome, Ended::Exited(0));
     let seq = |n: u32| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
     assert!(
         out == seq(200000),
@@ -334,7 +331,7 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
         .exec(&command, &mut out, &mut err, None, &Watch::signals())
         .unwrap();
     let ended = Instant::now();
-    assert_eq!(outcome, Outcome::Exited(0));
+    assert_eq!(outcome, Ended::Exited(0));
     assert_eq!(
         (out.text().as_str(), err.text().as_str()),
         ("first\nsecond\n", "early\n")
@@ -374,7 +371,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &Watch::signals(),
         )
         .unwrap();
-    assert_eq!(outcome, Outcome::TimedOut);
+    assert_eq!(outcome, Ended::TimedOut);
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(6),
@@ -382,7 +379,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
     );
     // The command was killed, not just left behind.
     let give_up = Instant::now() + Duration::from_secs(10);
-    while run(session, &format!("kill -0 $(cat {pid_file}) 2>/dev/null")).0 != Outcome::Exited(1) {
+    while run(session, &format!("kill -0 $(cat {pid_file}) 2>/dev/null")).0 != Ended::Exited(1) {
         assert!(
             Instant::now() < give_up,
             "the timed-out command still runs in the guest"
@@ -424,7 +421,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
         "the stop was noticed late"
     );
     // The session is still usable afterwards.
-    assert_eq!(run(session, "true").0, Outcome::Exited(0));
+    assert_eq!(run(session, "true").0, Ended::Exited(0));
 }
 
 fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
@@ -454,7 +451,7 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
         &BTreeMap::new(),
         "find . -type f | sort",
     );
-    assert_eq!(outcome, Outcome::Exited(0), "{err}");
+    assert_eq!(outcome, Ended::Exited(0), "{err}");
     assert_eq!(
         listing,
         "./.gitignore\n./file with spaces.txt\n./it's.txt\n./keep.log\n./src/main.rs\n"
@@ -475,7 +472,7 @@ fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Pa
         &BTreeMap::new(),
         "mkdir -p out/deep cov && echo j > junit.xml && echo d > out/deep/junit.xml && echo r > out/report.txt && echo c > cov/index.html",
     );
-    assert_eq!(outcome, Outcome::Exited(0), "{err}");
+    assert_eq!(outcome, Ended::Exited(0), "{err}");
     let local = scratch.join("artifacts");
     let globs = vec!["**/junit.xml".to_owned(), "cov".to_owned()];
     let destination = Destination::new(&local, &[scratch]);
@@ -562,7 +559,7 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
     write_files(project.path(), &["a"]);
     assert_eq!(
         run(session, "sudo mv /usr/bin/rsync /usr/bin/rsync.off").0,
-        Outcome::Exited(0)
+        Ended::Exited(0)
     );
     let result = vmrun::sync::push(
         ssh_config,
@@ -573,7 +570,7 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
     );
     assert_eq!(
         run(session, "sudo mv /usr/bin/rsync.off /usr/bin/rsync").0,
-        Outcome::Exited(0)
+        Ended::Exited(0)
     );
     let err = result.unwrap_err();
     assert!(matches!(err, vmrun::sync::Error::NoRsyncInGuest), "{err:?}");

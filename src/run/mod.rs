@@ -272,9 +272,9 @@ fn drive(
         session.exec(&command_line, out, err, deadline, &watch)
     })?;
     let outcome = match result {
-        ssh::Outcome::Exited(code) => Outcome::Exited(code),
-        ssh::Outcome::Signalled(name) => Outcome::Signalled(name),
-        ssh::Outcome::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
+        ssh::Ended::Exited(code) => Outcome::Exited(code),
+        ssh::Ended::Signalled(name) => Outcome::Signalled(name),
+        ssh::Ended::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
     };
     if plan.artifacts.is_empty() {
         return Ok(outcome);

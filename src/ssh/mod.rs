@@ -17,7 +17,7 @@ pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
 pub use master::Master;
-pub use session::{Outcome, Session, wait_ready};
+pub use session::{Ended, Session, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.
 pub const USER: &str = "vmrun";

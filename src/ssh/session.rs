@@ -39,7 +39,7 @@ pub struct Session {
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Ended {
     Exited(i32),
     /// Killed by a signal, named without `SIG` (`KILL`, `TERM`, ...).
     Signalled(String),
@@ -180,7 +180,7 @@ impl Session {
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
         watch: &Watch,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Ended, Error> {
         let mut channel = self
             .inner
             .channel_session()
@@ -206,7 +206,7 @@ impl Session {
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
         watch: &Watch,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Ended, Error> {
         let mut buffer = vec![0u8; 32 * 1024];
         let mut error_stream = channel.stderr();
         loop {
@@ -227,7 +227,7 @@ impl Session {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 self.abandon(channel);
-                return Ok(Outcome::TimedOut);
+                return Ok(Ended::TimedOut);
             }
             if !progressed {
                 let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
@@ -239,8 +239,8 @@ impl Session {
             .exit_signal()
             .map_err(self.failed("read the exit signal"))?;
         Ok(match signal.exit_signal {
-            Some(name) => Outcome::Signalled(name),
-            None => Outcome::Exited(
+            Some(name) => Ended::Signalled(name),
+            None => Ended::Exited(
                 channel
                     .exit_status()
                     .map_err(self.failed("read the exit status"))?,

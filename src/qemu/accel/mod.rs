@@ -210,8 +210,8 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
         }
     };
     let reason = match &report.outcome {
-        probe::Outcome::Passed => String::new(),
-        probe::Outcome::Failed(reason) => reason.clone(),
+        Ok(()) => String::new(),
+        Err(reason) => reason.clone(),
     };
     let verdict = Verdict {
         key,

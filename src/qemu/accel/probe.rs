@@ -51,17 +51,11 @@ pub enum Error {
     Stopped(#[from] Stop),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The guest printed its marker: its work ran, fast enough, and was right.
-    Passed,
-    /// Why not, in a phrase that fits "KVM does not run guests here (...)".
-    Failed(String),
-}
-
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub outcome: Outcome,
+    /// Passed: the guest printed its marker, so its work ran, fast enough, and was right.
+    /// Failed: why not, in a phrase that fits "KVM does not run guests here (...)".
+    pub outcome: Result<(), String>,
     /// From QEMU's start to the verdict.
     pub elapsed: Duration,
     /// QEMU's exit code, when it ended by itself (not killed): [`probe_guest::EXIT_OK`] after
@@ -75,7 +69,7 @@ pub struct Report {
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.outcome == Outcome::Passed
+        self.outcome.is_ok()
     }
 }
 
@@ -134,23 +128,23 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
         let exited = vm.exited();
         let serial = read_lossy(&serial_log);
         if serial.lines().any(|line| line == MARKER) {
-            return Ok(Some(Outcome::Passed));
+            return Ok(Some(Ok(())));
         }
         if serial.lines().any(|line| line == probe_guest::WRONG_RESULT) {
-            return Ok(Some(Outcome::Failed(
+            return Ok(Some(Err(
                 "the probe guest's 64-bit work gave a wrong result".into(),
             )));
         }
         if let Some(exited) = exited {
             let why = exited_early(exited.status, &serial, &read_lossy(&qemu_log));
-            return Ok(Some(Outcome::Failed(why)));
+            return Ok(Some(Err(why)));
         }
         let log = read_lossy(&qemu_log);
         Ok::<_, Error>(
             log.lines()
                 .find(|line| line.contains("KVM internal error"))
                 .map(|line| {
-                    Outcome::Failed(format!(
+                    Err(format!(
                         "QEMU reported \"{}\" after the probe guest {}",
                         line.trim(),
                         progress(&serial)
@@ -158,17 +152,16 @@ pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Resu
                 }),
         )
     })?;
-    let outcome =
-        verdict.unwrap_or_else(|| Outcome::Failed(timed_out(&read_lossy(&serial_log), timeout)));
+    let outcome = verdict.unwrap_or_else(|| Err(timed_out(&read_lossy(&serial_log), timeout)));
     let elapsed = started.elapsed();
     // After its marker the guest ends QEMU itself at once (isa-debug-exit).
     let exit = match outcome {
-        Outcome::Passed => Watch::signals()
+        Ok(()) => Watch::signals()
             .until(Instant::now() + EXIT_GRACE, POLL, || {
                 Ok::<_, Error>(vm.exited())
             })?
             .and_then(|exited| exited.status.code()),
-        Outcome::Failed(_) => vm.exited().and_then(|exited| exited.status.code()),
+        Err(_) => vm.exited().and_then(|exited| exited.status.code()),
     };
     // Gone before its directory is, and its console complete.
     vm.kill()?;
