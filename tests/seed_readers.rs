@@ -274,16 +274,26 @@ fn parse(image: &[u8]) -> Parsed {
             .expect("no NM");
         String::from_utf8(nm[5..].to_vec()).unwrap()
     });
-    let joliet = files(image, &directory(image, &svd[156..190])[2..], |record| {
+    let joliet_records = directory(image, &svd[156..190]);
+    let joliet_identifiers: Vec<&[u8]> = joliet_records[2..]
+        .iter()
+        .map(|record| identifier(record))
+        .collect();
+    assert!(
+        joliet_identifiers.is_sorted(),
+        "Joliet names are not in UCS-2 order"
+    );
+    let joliet = files(image, &joliet_records[2..], |record| {
         let units: Vec<u16> = identifier(record)
             .chunks(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
-        String::from_utf16(&units)
-            .unwrap()
-            .strip_suffix(";1")
-            .unwrap()
-            .to_owned()
+        let name = String::from_utf16(&units).unwrap();
+        assert!(
+            units.len() <= 64 && !name.contains(';'),
+            "{name:?}: Joliet names are at most 64 characters, without a version"
+        );
+        name
     });
     Parsed {
         rock_ridge,
