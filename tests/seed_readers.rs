@@ -1,8 +1,14 @@
-//! Seed ISOs read back by independent readers: `isoinfo` through Rock Ridge and through Joliet,
-//! `xorriso`, `bsdtar` and `blkid`, plus a small structural parser here for the invariants no
-//! reader checks (descriptor positions, volume size, records within sectors).
+//! Seed ISOs read back by independent readers, each asked for every file by its plain name
+//! (`user-data`, never `user-data;1`): `isoinfo`, `bsdtar` and `xorriso` through Rock Ridge and
+//! through Joliet, `7z`, the Linux kernel's iso9660 driver through a loop mount (as root, where
+//! the kernel has the driver) with and without `norock`, and `blkid`; the Joliet tree is
+//! compared with the one genisoimage and xorriso write for the same files. A small structural
+//! parser here checks the invariants no reader checks (descriptor positions, volume size,
+//! records within sectors).
 //!
-//! Every reader must be installed: a missing one fails the test and says what to install.
+//! Every reader but the kernel must be installed: a missing one fails the test and says what
+//! to install. The kernel is skipped, with a message saying why, only where mounting is
+//! impossible (not root, no loop device, no iso9660 driver).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,10 +31,11 @@ type Files = BTreeMap<String, Vec<u8>>;
 /// `program` on PATH, or a failure naming the package that provides it.
 fn tool(program: &str) -> PathBuf {
     let package = match program {
-        "isoinfo" => "genisoimage",
+        "isoinfo" | "genisoimage" => "genisoimage",
         "xorriso" => "xorriso",
         "bsdtar" => "libarchive-tools",
-        "blkid" => "util-linux",
+        "7z" => "p7zip-full",
+        "blkid" | "mount" | "umount" => "util-linux",
         _ => "the package that provides it",
     };
     which::which(program).unwrap_or_else(|_| {
@@ -47,60 +54,199 @@ fn run(program: &str, args: &[&str]) -> Output {
     output
 }
 
-/// Every regular file under `dir` (flat), by name.
-fn read_dir(dir: &Path) -> Files {
-    fs::read_dir(dir)
+fn stdout_lines(output: Output) -> Vec<String> {
+    String::from_utf8(output.stdout)
         .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (
-                entry.file_name().into_string().unwrap(),
-                fs::read(entry.path()).unwrap(),
-            )
-        })
+        .lines()
+        .map(str::to_owned)
         .collect()
 }
 
-fn bsdtar(iso: &Path) -> Files {
+/// What one reader makes of an image: the names it lists in the root directory, and each
+/// expected file looked up by its plain name.
+struct Reading {
+    listed: Vec<String>,
+    found: Files,
+}
+
+/// Reads `names` from `dir`, where a reader extracted them; a name it did not extract is left
+/// out, so the comparison says which.
+fn read_names(dir: &Path, names: &[&str]) -> Files {
+    names
+        .iter()
+        .filter_map(|&name| Some((name.to_owned(), fs::read(dir.join(name)).ok()?)))
+        .collect()
+}
+
+/// `isoinfo` with `mode` (`-R` or `-J`): the `-f` listing, and `-x /NAME` for each name (`-x`
+/// joins the extents of a multi-extent file, which the listing names once per extent).
+fn isoinfo(iso: &Path, names: &[&str], mode: &str) -> Reading {
+    let mut listed = stdout_lines(run("isoinfo", &[mode, "-f", "-i", path_str(iso)]));
+    listed.dedup();
+    let listed = listed
+        .iter()
+        .map(|path| path.strip_prefix('/').unwrap_or(path).to_owned())
+        .collect();
+    let found = names
+        .iter()
+        .map(|&name| {
+            let path = format!("/{name}");
+            let contents = run("isoinfo", &[mode, "-i", path_str(iso), "-x", &path]).stdout;
+            (name.to_owned(), contents)
+        })
+        .collect();
+    Reading { listed, found }
+}
+
+/// libarchive's `bsdtar`, given `options` (Rock Ridge unless told `iso9660:!rockridge`): `-t`,
+/// and `-x` of the names.
+fn bsdtar(iso: &Path, names: &[&str], options: &[&str]) -> Reading {
+    let list = [options, &["-tf", path_str(iso)]].concat();
+    let listed = stdout_lines(run("bsdtar", &list))
+        .into_iter()
+        .filter(|name| name != "." && name != "./")
+        .collect();
+    let dir = TempDir::new().unwrap();
+    let extract = [
+        options,
+        &["-xf", path_str(iso), "-C", path_str(dir.path())],
+        names,
+    ]
+    .concat();
+    run("bsdtar", &extract);
+    Reading {
+        listed,
+        found: read_names(dir.path(), names),
+    }
+}
+
+/// `7z l -slt`, and `7z x` of the names.
+fn seven_zip(iso: &Path, names: &[&str]) -> Reading {
+    let listing = stdout_lines(run("7z", &["l", "-slt", path_str(iso)]));
+    // The archive itself is listed first, above the line of dashes.
+    let listed = listing
+        .iter()
+        .skip_while(|line| !line.starts_with("----------"))
+        .filter_map(|line| line.strip_prefix("Path = "))
+        .map(str::to_owned)
+        .collect();
+    let dir = TempDir::new().unwrap();
+    let out = format!("-o{}", path_str(dir.path()));
+    run("7z", &[&["x", "-y", &out, path_str(iso)], names].concat());
+    Reading {
+        listed,
+        found: read_names(dir.path(), names),
+    }
+}
+
+/// `xorriso`, loading the tree `load` selects: `-find`, and `-extract_l` of `/NAME` for each
+/// name (a path it cannot find makes it fail).
+fn xorriso(iso: &Path, names: &[&str], load: &[&str]) -> Reading {
+    let indev = [load, &["-indev", path_str(iso)]].concat();
+    let listed = stdout_lines(run(
+        "xorriso",
+        &[&indev[..], &["-find", "/", "-type", "f"]].concat(),
+    ))
+    .iter()
+    .map(|line| line.trim_matches('\'').trim_start_matches('/').to_owned())
+    .collect();
+    let dir = TempDir::new().unwrap();
+    let paths: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let extract = [
+        &indev[..],
+        &["-osirrox", "on", "-extract_l", "/", path_str(dir.path())],
+        &paths,
+        &["--"],
+    ]
+    .concat();
+    run("xorriso", &extract);
+    Reading {
+        listed,
+        found: read_names(dir.path(), names),
+    }
+}
+
+/// `iso` mounted read-only through a loop device by the kernel's iso9660 driver; unmounted
+/// when dropped.
+struct LoopMount {
+    dir: TempDir,
+}
+
+impl LoopMount {
+    /// Mounts with `-o loop,ro` plus `options`; `Err` says why mounting is impossible on this
+    /// machine. Any other failure fails the test.
+    fn new(iso: &Path, options: &str) -> Result<LoopMount, String> {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("mounting needs root".into());
+        }
+        let dir = TempDir::new().unwrap();
+        let output = Command::new(tool("mount"))
+            .args(["-t", "iso9660", "-o", &format!("loop,ro{options}")])
+            .args([iso, dir.path()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return Ok(LoopMount { dir });
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if stderr.contains("unknown filesystem type")
+            && !filesystems.lines().any(|l| l.ends_with("\tiso9660"))
+        {
+            return Err("the kernel has no iso9660 driver (not in /proc/filesystems)".into());
+        }
+        if stderr.contains("failed to setup loop device") {
+            return Err(format!("no loop device: {}", stderr.trim()));
+        }
+        panic!(
+            "mount -o loop,ro{options} {} failed:\n{stderr}",
+            iso.display()
+        );
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(self.dir.path()).status();
+        if !matches!(status, Ok(s) if s.success()) && !std::thread::panicking() {
+            panic!("umount {} failed: {status:?}", self.dir.path().display());
+        }
+    }
+}
+
+/// The kernel's iso9660 driver: Rock Ridge by default, Joliet with `,norock`. `None`, after
+/// saying why, where this machine cannot mount.
+fn kernel(iso: &Path, names: &[&str], options: &str) -> Option<Reading> {
+    let mount = match LoopMount::new(iso, options) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("skipping the kernel's iso9660 driver (mount -o loop,ro{options}): {why}");
+            return None;
+        }
+    };
+    let listed = fs::read_dir(mount.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let found = read_names(mount.dir.path(), names);
+    Some(Reading { listed, found })
+}
+
+/// Every file `bsdtar` extracts, by the name it gives it.
+fn bsdtar_extract_all(iso: &Path) -> Files {
     let dir = TempDir::new().unwrap();
     run(
         "bsdtar",
         &["-xf", path_str(iso), "-C", path_str(dir.path())],
     );
-    read_dir(dir.path())
-}
-
-fn xorriso(iso: &Path) -> Files {
-    let dir = TempDir::new().unwrap();
-    let out = dir.path().join("out");
-    run(
-        "xorriso",
-        &[
-            "-osirrox",
-            "on",
-            "-indev",
-            path_str(iso),
-            "-extract",
-            "/",
-            path_str(&out),
-        ],
-    );
-    read_dir(&out)
-}
-
-/// Lists the tree `isoinfo` sees with `mode` (`-R` or `-J`) and extracts each file with `-x`
-/// (which joins the extents of a multi-extent file; the listing names it once per extent).
-fn isoinfo(iso: &Path, mode: &str) -> Files {
-    let listing =
-        String::from_utf8(run("isoinfo", &[mode, "-f", "-i", path_str(iso)]).stdout).unwrap();
-    let mut paths: Vec<&str> = listing.lines().collect();
-    paths.dedup();
-    paths
-        .into_iter()
-        .map(|path| {
-            let contents = run("isoinfo", &[mode, "-i", path_str(iso), "-x", path]).stdout;
-            let name = path.strip_prefix('/').unwrap();
-            (name.strip_suffix(";1").unwrap_or(name).to_owned(), contents)
+    fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, fs::read(entry.path()).unwrap())
         })
         .collect()
 }
@@ -126,22 +272,42 @@ fn assert_identified_as_cidata(iso: &Path) {
     }
 }
 
-/// Every reader sees exactly `expected`.
+/// Every reader lists exactly the names of `expected` and, asked for each by its plain name,
+/// reads its contents.
 fn assert_every_reader_sees(iso: &Path, expected: &Files) {
     assert_identified_as_cidata(iso);
-    for (reader, files) in [
-        ("isoinfo -R", isoinfo(iso, "-R")),
-        ("isoinfo -J", isoinfo(iso, "-J")),
-        ("xorriso", xorriso(iso)),
-        ("bsdtar", bsdtar(iso)),
+    let names: Vec<&str> = expected.keys().map(String::as_str).collect();
+    let names = &names[..];
+    let load_joliet = ["-rockridge", "off", "-joliet", "on"];
+    for (reader, reading) in [
+        ("isoinfo -R", Some(isoinfo(iso, names, "-R"))),
+        ("isoinfo -J", Some(isoinfo(iso, names, "-J"))),
+        ("bsdtar", Some(bsdtar(iso, names, &[]))),
+        (
+            "bsdtar --options iso9660:!rockridge",
+            Some(bsdtar(iso, names, &["--options", "iso9660:!rockridge"])),
+        ),
+        ("7z", Some(seven_zip(iso, names))),
+        ("xorriso", Some(xorriso(iso, names, &[]))),
+        (
+            "xorriso -rockridge off -joliet on",
+            Some(xorriso(iso, names, &load_joliet)),
+        ),
+        ("mount -o loop,ro", kernel(iso, names, "")),
+        ("mount -o loop,ro,norock", kernel(iso, names, ",norock")),
     ] {
-        assert_same_files(reader, &files, expected);
+        let Some(Reading { mut listed, found }) = reading else {
+            continue;
+        };
+        assert_same_files(reader, &found, expected);
+        listed.sort();
+        assert_eq!(listed, names, "{reader} lists other names");
     }
 }
 
 fn assert_same_files(reader: &str, actual: &Files, expected: &Files) {
     let names = |files: &Files| files.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(actual), names(expected), "{reader} sees other names");
+    assert_eq!(names(actual), names(expected), "{reader} finds other names");
     for (name, contents) in expected {
         // Not assert_eq!: a 64 MiB diff is no help.
         assert!(
@@ -274,16 +440,26 @@ fn parse(image: &[u8]) -> Parsed {
             .expect("no NM");
         String::from_utf8(nm[5..].to_vec()).unwrap()
     });
-    let joliet = files(image, &directory(image, &svd[156..190])[2..], |record| {
+    let joliet_records = directory(image, &svd[156..190]);
+    let joliet_identifiers: Vec<&[u8]> = joliet_records[2..]
+        .iter()
+        .map(|record| identifier(record))
+        .collect();
+    assert!(
+        joliet_identifiers.is_sorted(),
+        "Joliet names are not in UCS-2 order"
+    );
+    let joliet = files(image, &joliet_records[2..], |record| {
         let units: Vec<u16> = identifier(record)
             .chunks(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
-        String::from_utf16(&units)
-            .unwrap()
-            .strip_suffix(";1")
-            .unwrap()
-            .to_owned()
+        let name = String::from_utf16(&units).unwrap();
+        assert!(
+            units.len() <= 64 && !name.contains(';'),
+            "{name:?}: Joliet names are at most 64 characters, without a version"
+        );
+        name
     });
     Parsed {
         rock_ridge,
@@ -537,7 +713,99 @@ proptest! {
         let parsed = parse(&bytes);
         prop_assert_eq!(&parsed.rock_ridge, &files);
         prop_assert_eq!(&parsed.joliet, &files);
-        prop_assert_eq!(&bsdtar(&iso), &files);
+        prop_assert_eq!(&bsdtar_extract_all(&iso), &files);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Joliet tree as the common tools write it
+
+/// The Joliet root directory's file records with what depends on where and when an image was
+/// made (extent location, recording time) left out: length, extended attribute length, data
+/// length, flags, unit size, gap, volume sequence number and identifier, in recorded order.
+fn joliet_file_records(image: &[u8]) -> Vec<Vec<u8>> {
+    let svd = sector(image, 17);
+    assert_eq!(
+        &svd[..7],
+        b"\x02CD001\x01",
+        "no supplementary descriptor in sector 17"
+    );
+    assert_eq!(&svd[88..91], b"%/E");
+    directory(image, &svd[156..190])[2..]
+        .iter()
+        .map(|record| [&record[..2], &record[10..18], &record[25..]].concat())
+        .collect()
+}
+
+/// vmrun's Joliet tree matches `genisoimage -J -r` and `xorriso -as mkisofs -J -r` record for
+/// record: names without a `;1` version, in the same order, of the same lengths.
+#[test]
+fn joliet_tree_is_the_one_genisoimage_and_xorriso_write() {
+    let mut files: Files = ["user-data", "meta-data", "network-config", "vendor-data"]
+        .into_iter()
+        .chain([
+            "a",
+            "a-b",
+            "a.b",
+            "Z",
+            "x.",
+            ".profile",
+            "é€",
+            &"L".repeat(64),
+        ])
+        .enumerate()
+        .map(|(i, name)| (name.to_owned(), noise(i * 700, i as u64)))
+        .collect();
+    files.insert("empty".into(), Vec::new());
+    let (dir, _iso, ours) = write_image(&files, None);
+    let input = dir.path().join("in");
+    fs::create_dir(&input).unwrap();
+    for (name, contents) in &files {
+        fs::write(input.join(name), contents).unwrap();
+    }
+    let common = [
+        "-quiet",
+        "-input-charset",
+        "utf-8",
+        "-J",
+        "-r",
+        "-V",
+        "cidata",
+    ];
+    let theirs = [
+        ("genisoimage", &["genisoimage"][..]),
+        ("xorriso -as mkisofs", &["xorriso", "-as", "mkisofs"][..]),
+    ];
+    let expected = joliet_file_records(&ours);
+    assert_eq!(expected.len(), files.len());
+    for (maker, command) in theirs {
+        let out = dir.path().join("theirs.iso");
+        let args = [
+            &command[1..],
+            &common,
+            &["-o", path_str(&out), path_str(&input)],
+        ]
+        .concat();
+        run(command[0], &args);
+        let records = joliet_file_records(&fs::read(&out).unwrap());
+        let names = |records: &[Vec<u8>]| -> Vec<String> {
+            records
+                .iter()
+                .map(|r| {
+                    let units: Vec<u16> = r[18..18 + usize::from(r[17])]
+                        .chunks(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .collect();
+                    String::from_utf16_lossy(&units)
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(&expected),
+            names(&records),
+            "{maker} names or orders otherwise"
+        );
+        assert_eq!(expected, records, "{maker} writes other Joliet records");
     }
 }
 
@@ -625,7 +893,11 @@ fn cli_default_meta_data_follows_the_user_data() {
     )
     .unwrap();
     assert!(seed("b.iso").status.success());
-    let meta = |iso: &str| bsdtar(&dir.path().join(iso)).remove("meta-data").unwrap();
+    let meta = |iso: &str| {
+        bsdtar_extract_all(&dir.path().join(iso))
+            .remove("meta-data")
+            .unwrap()
+    };
     assert_ne!(
         meta("a.iso"),
         meta("b.iso"),

@@ -79,8 +79,10 @@ impl SeedIso {
     pub fn write_to(&self, path: &Path) -> Result<(), Error> {
         let meta_data = self.rendered_meta_data();
         let image = self.image(&meta_data)?;
+        // Named by the output, not by the directory or temporary file that failed: that is the
+        // path the user gave.
         let write_error = |e: PathError| Error::WriteOutput {
-            path: e.path,
+            path: path.to_owned(),
             source: e.source,
         };
         let mut new = NewFile::beside(path).map_err(write_error)?;

@@ -3,7 +3,8 @@
 //!
 //! Every reader sees the real file names: Linux and libarchive through Rock Ridge NM, Windows
 //! and others through Joliet; the primary tree itself holds unique level-1 `NAME.EXT;1`
-//! identifiers. The output depends only on the files, their order and the [`Timestamp`].
+//! identifiers. Joliet names carry no `;1` version, as genisoimage and xorriso write them. The
+//! output depends only on the files, their order and the [`Timestamp`].
 
 mod descriptor;
 mod directory;

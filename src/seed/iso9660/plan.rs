@@ -128,7 +128,8 @@ fn primary_directory(image: &IsoImage, primary_names: &[PrimaryName], layout: &L
     directory::pack(records)
 }
 
-/// The Joliet root directory: ".", "..", then the files sorted by UCS-2 name.
+/// The Joliet root directory: ".", "..", then the files sorted by UCS-2 name, code unit by
+/// code unit (so `a` before `a-b` before `a.b`), as genisoimage and xorriso sort them.
 fn joliet_directory(image: &IsoImage, layout: &Layout) -> Vec<u8> {
     let time = image.time.directory_form();
     let root = layout.joliet_root;
@@ -175,4 +176,83 @@ fn file_records(
             .encode()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The file identifiers of a packed directory, "." and ".." left out.
+    fn file_identifiers(directory: &[u8]) -> Vec<Vec<u8>> {
+        let mut identifiers = Vec::new();
+        let mut pos = 0;
+        while pos < directory.len() {
+            let len = usize::from(directory[pos]);
+            if len == 0 {
+                pos = (pos + 1).next_multiple_of(SECTOR);
+                continue;
+            }
+            let id_len = usize::from(directory[pos + 32]);
+            identifiers.push(directory[pos + 33..pos + 33 + id_len].to_vec());
+            pos += len;
+        }
+        identifiers.split_off(2)
+    }
+
+    fn ucs2(name: &str) -> Vec<u8> {
+        name.encode_utf16().flat_map(u16::to_be_bytes).collect()
+    }
+
+    fn joliet_identifiers(names: &[&str]) -> Vec<Vec<u8>> {
+        let mut image = IsoImage::new("cidata").unwrap();
+        for name in names {
+            image.add_file(name, b"x").unwrap();
+        }
+        file_identifiers(&Plan::new(&image).joliet_directory)
+    }
+
+    #[test]
+    fn joliet_names_are_plain_and_sorted_as_the_tools_sort_them() {
+        // Sorted and unversioned as `genisoimage -J -r` and `xorriso -as mkisofs -J -r` write
+        // them (compared byte for byte in tests/seed_readers.rs).
+        let names = [
+            "vendor-data",
+            "a.b",
+            "user-data",
+            "a-b",
+            "meta-data",
+            "a",
+            "é",
+            "Z",
+        ];
+        let expected: Vec<Vec<u8>> = ["Z", "a", "a-b", "a.b", "meta-data", "user-data"]
+            .into_iter()
+            .chain(["vendor-data", "é"])
+            .map(ucs2)
+            .collect();
+        assert_eq!(joliet_identifiers(&names), expected);
+    }
+
+    proptest! {
+        #[test]
+        fn joliet_identifiers_are_the_names_in_code_unit_order(
+            names in prop::collection::hash_set("[a-zA-Z0-9._~é€-]{1,21}", 1..60)
+        ) {
+            let names: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| names::validate(n).is_ok())
+                .collect();
+            prop_assume!(!names.is_empty());
+            let mut expected: Vec<Vec<u8>> = names.iter().map(|n| ucs2(n)).collect();
+            expected.sort();
+            let identifiers = joliet_identifiers(&names);
+            for id in &identifiers {
+                prop_assert!(id.len() <= 128);
+                prop_assert!(!id.chunks(2).any(|c| c == [0, b';']), "{id:?} has a version");
+            }
+            prop_assert_eq!(identifiers, expected);
+        }
+    }
 }
