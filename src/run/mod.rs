@@ -339,3 +339,127 @@ fn keep_until_interrupted(dir: &run_dir::RunDir, vm: &QemuProcess, sink: Sink) {
     let watch = Watch::qemu(vm);
     while watch.sleep(Duration::from_secs(3600)).is_ok() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::process::fake;
+    use crate::store::Manifest;
+
+    fn lost_connection() -> Error {
+        Error::Ssh(ssh::Error::Session {
+            port: 2222,
+            action: "read the command's output",
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        })
+    }
+
+    #[test]
+    fn a_broken_connection_of_a_dead_qemu_is_reported_as_its_exit() {
+        let (_dir, qemu) = fake("echo 'qemu: terminating' >&2; kill -9 $$");
+        let explained = explained(lost_connection(), Some(&qemu));
+        let Some(Stop::QemuExited(exited)) = explained.stop() else {
+            panic!("{explained:?}")
+        };
+        assert_eq!(
+            exited.to_string().lines().next(),
+            Some("QEMU exited (signal 9)")
+        );
+        assert_eq!(explained.exit_code(), crate::exit_code::VM_FAILED);
+    }
+
+    #[test]
+    fn a_broken_connection_of_a_running_qemu_stays_what_it_is() {
+        let (_dir, qemu) = fake("exec sleep 30");
+        let explained = explained(lost_connection(), Some(&qemu));
+        assert!(
+            matches!(explained, Error::Ssh(ssh::Error::Session { .. })),
+            "{explained:?}"
+        );
+    }
+
+    fn plan(project: &Path) -> RunPlan {
+        RunPlan {
+            image: BakedImage {
+                dir: project.join("image"),
+                manifest: Manifest {
+                    key: "k".into(),
+                    source: "s".into(),
+                    source_digest: "d".into(),
+                    created: 0,
+                    cpus: 1,
+                    memory_mib: 64,
+                    vmrun_version: "0".into(),
+                },
+            },
+            accel: Accel::Tcg,
+            network: Network::Host,
+            size: MachineSize {
+                cpus: 1,
+                memory_mib: 64,
+            },
+            boot: Boot::Cold,
+            project: project.to_owned(),
+            command: Command::Shell("true".into()),
+            env: BTreeMap::new(),
+            sync: SyncConfig::default(),
+            artifacts: vec![],
+            artifacts_dir: sync::Destination::new(project, &[project]),
+            artifacts_max_size: ByteSize::from_bytes(1),
+            timeout: None,
+            boot_timeout: Duration::from_secs(1),
+            keep: false,
+        }
+    }
+
+    /// A stand-in QEMU whose first start finds its forward's port taken, as QEMU says it;
+    /// later starts run. It counts its starts in `starts`.
+    fn port_taken_once(dir: &Path) -> PathBuf {
+        let script = dir.join("qemu");
+        let starts = dir.join("starts");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho >> {starts}\nif [ $(wc -l < {starts}) = 1 ]; then\n  \
+                 echo \"qemu: Could not set up host forwarding rule 'tcp:127.0.0.1:1-:22'\" >&2\n  \
+                 exit 1\nfi\nexec sleep 30\n",
+                starts = starts.display()
+            ),
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).unwrap();
+        script
+    }
+
+    #[test]
+    fn a_taken_port_is_retried_on_another_and_other_exits_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_dir::RunDir::create(&dir.path().join("runs"), "r1").unwrap();
+        let qemu = port_taken_once(dir.path());
+        let (process, _port) = start_qemu(&plan(dir.path()), &run, &qemu, Path::new("/d")).unwrap();
+        assert_eq!(process.exited(), None, "the second start runs");
+        let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap();
+        assert_eq!(starts.lines().count(), 2);
+        drop(process);
+
+        // Any other early exit ends the run with QEMU's own words.
+        let failing = dir.path().join("failing-qemu");
+        std::fs::write(
+            &failing,
+            "#!/bin/sh\necho 'qemu: no such disk' >&2\nexit 1\n",
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&failing).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&failing, permissions).unwrap();
+        let run = run_dir::RunDir::create(&dir.path().join("runs"), "r2").unwrap();
+        let Err(err) = start_qemu(&plan(dir.path()), &run, &failing, Path::new("/d")) else {
+            panic!("a QEMU that exits at once started")
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("QEMU exited (exit status 1)\n"), "{text}");
+        assert!(text.ends_with("qemu: no such disk"), "{text}");
+    }
+}
