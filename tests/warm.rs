@@ -152,3 +152,43 @@ fn an_image_without_a_warm_state_boots_cold_and_says_why() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_warm_capture_is_a_warning_and_the_image_runs_cold() {
+    // The guest agent, which runs set the clock through, is masked: the capture cannot
+    // finish, but the provisioned image is good.
+    common::baked_image();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        format!(
+            "bake:\n  run:\n    - systemctl mask qemu-guest-agent\n    - echo {}\n",
+            common::unique_token()
+        ),
+    )
+    .unwrap();
+    let name = format!("no-agent-{}", common::unique_token());
+    let out = Command::new(common::VMRUN)
+        .args(["bake", "--image", "debian:bookworm", "--name", &name])
+        .current_dir(project.path())
+        .env("VMRUN_HOME", common::test_home())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "the bake failed: {err}");
+    assert!(
+        err.contains("warning: the warm state could not be saved, so runs of this image boot cold")
+            && err.contains("guest agent"),
+        "{err}"
+    );
+
+    let out = vmrun_test(project.path(), &name, &["--", "true"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("booting cold: the image has no warm state"),
+        "{err}"
+    );
+}
