@@ -1,6 +1,6 @@
 //! Names users give to images, VMs and snapshots: checked before anything is written,
 //! because they become file names, systemd unit names and symlinks. A checked name is a type
-//! ([`VmName`], [`SnapshotTag`]): the command line checks once, and the code it hands the
+//! ([`ImageName`], [`VmName`], [`SnapshotTag`]): the command line checks once, and the code it hands the
 //! name to cannot be given an unchecked one, so it never checks again.
 
 /// Longest name: leaves room in a unit name (`vmrun-NAME.service`) and socket paths.
@@ -69,6 +69,11 @@ checked_name!(
     /// A persistent VM's name: its directories, unit and socket paths are made from it.
     VmName,
     "vm"
+);
+checked_name!(
+    /// A baked image's name: a symlink in the store's names directory.
+    ImageName,
+    "image"
 );
 checked_name!(
     /// A snapshot's tag, as QEMU's `savevm` stores it in the VM's disk.

@@ -297,7 +297,9 @@ fn tampered_store_entry(sandbox: &Sandbox, name: &str, disk: impl FnOnce(&Path))
         vmrun_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     store.commit(staging, &manifest).unwrap();
-    store.set_name(name, &key).unwrap();
+    store
+        .set_name(&vmrun::name::ImageName::new(name).unwrap(), &key)
+        .unwrap();
 }
 
 #[test]
@@ -312,7 +314,10 @@ fn vm_create_and_test_refuse_a_store_entry_changed_to_reach_a_hostile_image() {
         tampered_store_entry(&sandbox, &own, |disk| {
             fs::copy(&hostile.path, disk).unwrap();
         });
-        let entry_disk = Store::new(&sandbox.home()).get(&own).unwrap().disk();
+        let entry_disk = Store::new(&sandbox.home())
+            .get(&vmrun::name::ImageName::new(&own).unwrap())
+            .unwrap()
+            .disk();
         let out = sandbox.vmrun(&["vm", "create", "victim", "--image", &own]);
         assert_refused(&out, &entry_disk, &hostile.reason);
 

@@ -50,7 +50,7 @@ fn baked_image() -> BakedImage {
         String::from_utf8_lossy(&out.stderr)
     );
     Store::new(&Home::under(&common::test_home()))
-        .get(IMAGE_NAME)
+        .get(&vmrun::name::ImageName::new(IMAGE_NAME).unwrap())
         .unwrap()
 }
 

@@ -20,6 +20,7 @@ use crate::events::{Event, Sink, phase};
 use crate::guest_text;
 use crate::image::source::{self, ImageSource};
 use crate::lock_file::LockFile;
+use crate::name::ImageName;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::paths::Home;
@@ -135,7 +136,7 @@ fn console_tail(serial_log: &Path) -> String {
 #[derive(Debug, Clone)]
 pub struct BakeRequest {
     pub source: ImageSource,
-    pub name: String,
+    pub name: ImageName,
     pub bake: BakeConfig,
     pub size: MachineSize,
     pub accel: Accel,
@@ -214,7 +215,7 @@ pub fn bake(req: &BakeRequest, home: &Home, qemu: &Path, sink: Sink) -> Result<B
     };
     let provisioned = boot_until_verdict(&machine, vm, qemu, &marker, req.timeout, sink);
     if let Err(e) = provisioned {
-        return Err(keep_log_of_failure(e, &serial_log, home, &req.name));
+        return Err(keep_log_of_failure(e, &serial_log, home, req.name.as_str()));
     }
     for leftover in [seed_path, dir.join("qemu.log")] {
         fs::remove_file(&leftover).map_err(PathError::at("remove", &leftover))?;

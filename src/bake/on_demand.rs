@@ -8,6 +8,7 @@ use super::{BakeRequest, Error, bake};
 use crate::config::{Config, ImageSpec};
 use crate::events::Sink;
 use crate::image::source::ImageSource;
+use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::args::Accel;
 use crate::store::{BakedImage, Store};
@@ -25,12 +26,17 @@ pub fn image(
     qemu: &Path,
     sink: Sink,
 ) -> Result<BakedImage, Error> {
-    if let Ok(image) = Store::new(home).get(&spec.source) {
+    // `image:` may name an image baked before.
+    let store = Store::new(home);
+    if let Some(image) = ImageName::new(&spec.source)
+        .ok()
+        .and_then(|n| store.get(&n).ok())
+    {
         return Ok(image);
     }
     let source = ImageSource::parse(&spec.source, spec.sha256)?;
     let request = BakeRequest {
-        name: source.default_name(),
+        name: ImageName::new(&source.default_name()).map_err(crate::store::Error::from)?,
         source,
         bake: config.bake.clone(),
         size: config.vm.size_or_default(),

@@ -8,7 +8,7 @@ use crate::cli::BakeArgs;
 use crate::config::{self, parse_duration};
 use crate::error::Error;
 use crate::image::source::ImageSource;
-use crate::name;
+use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::ui::Ui;
@@ -28,8 +28,7 @@ pub(super) fn run(args: BakeArgs) -> Result<ExitCode, Error> {
         }
     };
     let source = ImageSource::parse(&spec, sha256).map_err(bake::Error::from)?;
-    let name = args.name.clone().unwrap_or_else(|| source.default_name());
-    name::check("image", &name)?;
+    let name = ImageName::new(&args.name.clone().unwrap_or_else(|| source.default_name()))?;
     let timeout =
         parse_duration(&args.timeout).map_err(|e| Error::Usage(format!("--timeout: {e}")))?;
     let accel_choice = AccelChoice::from_env()?;

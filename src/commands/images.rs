@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::cli::{ImagesArgs, ImagesCommand};
 use crate::error::Error;
 use crate::human_size::human_size;
+use crate::name::ImageName;
 use crate::paths::Home;
 use crate::store::{NamedImage, Store};
 use crate::utc::UtcTime;
@@ -48,7 +49,7 @@ pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
         Some(ImagesCommand::Rm { name }) => {
             // VMs made before vmrun kept image references are counted too.
             crate::vm::adopt_image_references(&home)?;
-            store.remove(&name)?;
+            store.remove(&ImageName::new(&name)?)?;
             eprintln!("removed image `{name}`");
         }
         None => {

@@ -8,6 +8,7 @@ use crate::cli::TestArgs;
 use crate::config::{self, Command, parse_duration};
 use crate::error::Error;
 use crate::events::Event;
+use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::run::schedule::{self, Schedule};
@@ -72,7 +73,7 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let sink = |event| ui.render(event);
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
     let image = match (args.image.as_deref(), &config.image) {
-        (Some(name), _) => Store::new(&home).get(name)?,
+        (Some(name), _) => Store::new(&home).get(&ImageName::new(name)?)?,
         (None, Some(spec)) => bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
         (None, None) => {
             return Err(Error::Usage(

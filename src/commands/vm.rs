@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::cli::{VmCommand, VmCreateArgs};
 use crate::config::{CPUS, MemorySize};
 use crate::error::Error;
-use crate::name;
+use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::tools;
@@ -211,10 +211,10 @@ fn create(args: VmCreateArgs, name: VmName, sink: crate::events::Sink) -> Result
         .map(str::parse::<MemorySize>)
         .transpose()
         .map_err(|e| Error::Usage(format!("--memory: {e}")))?;
-    name::check("image", &args.image)?;
+    let image_name = ImageName::new(&args.image)?;
     let accel_choice = AccelChoice::from_env()?;
     let home = Home::from_env()?;
-    let image = vm::image_for_create(&home, &args.image)?;
+    let image = vm::image_for_create(&home, &image_name)?;
     let vms = Vms::open(home.clone())?;
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;

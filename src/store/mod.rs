@@ -17,7 +17,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::name::{self, InvalidName};
+use crate::name::{ImageName, InvalidName};
 use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::scratch::Scratch;
@@ -200,8 +200,8 @@ impl Store {
     }
 
     /// Points `name` at the entry `key`, replacing what it pointed at in one rename.
-    pub fn set_name(&self, name: &str, key: &str) -> Result<(), Error> {
-        name::check("image", name)?;
+    pub fn set_name(&self, name: &ImageName, key: &str) -> Result<(), Error> {
+        let name = name.as_str();
         let _order = self.references.shared()?;
         self.require_entry(key)?;
         crate::path_error::create_private_dir(&self.names)?;
@@ -213,8 +213,8 @@ impl Store {
         Ok(fs::rename(&temp, &link).map_err(PathError::at("replace", &link))?)
     }
 
-    pub fn get(&self, name: &str) -> Result<BakedImage, Error> {
-        name::check("image", name)?;
+    pub fn get(&self, name: &ImageName) -> Result<BakedImage, Error> {
+        let name = name.as_str();
         let link = self.names.join(name);
         match fs::read_link(&link) {
             Ok(_) => {
@@ -266,11 +266,11 @@ impl Store {
     /// Removes the name, and its entry when no other name points at it. Refused while a VM
     /// or a live run holds the entry the name points at (an entry the name pointed at before
     /// a later bake is not the name's: it stays while held, see [`Store::release`]).
-    pub fn remove(&self, name: &str) -> Result<(), Error> {
-        name::check("image", name)?;
+    pub fn remove(&self, image_name: &ImageName) -> Result<(), Error> {
+        let name = image_name.as_str();
         // Resolved under the order: a bake cannot move the name meanwhile.
         let _order = self.references.exclusive()?;
-        let image = self.get(name)?;
+        let image = self.get(image_name)?;
         let key = &image.manifest.key;
         let holders = self.references.holders(key)?;
         if !holders.is_empty() {
@@ -357,6 +357,10 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn image_name(name: &str) -> crate::name::ImageName {
+        crate::name::ImageName::new(name).unwrap()
+    }
+
     fn manifest(key: &str) -> Manifest {
         Manifest {
             key: key.into(),
@@ -380,11 +384,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let old = stored(&store, "k1");
-        store.set_name("base", "k1").unwrap();
-        assert_eq!(store.get("base").unwrap().manifest.key, "k1");
+        store.set_name(&image_name("base"), "k1").unwrap();
+        assert_eq!(store.get(&image_name("base")).unwrap().manifest.key, "k1");
         let new = stored(&store, "k2");
-        store.set_name("base", "k2").unwrap();
-        assert_eq!(store.get("base").unwrap(), new);
+        store.set_name(&image_name("base"), "k2").unwrap();
+        assert_eq!(store.get(&image_name("base")).unwrap(), new);
         assert_eq!(
             fs::read_to_string(old.disk()).unwrap(),
             "k1",
@@ -403,7 +407,7 @@ mod tests {
         let h = Home::under(home.path());
         let store = Store::new(&h);
         stored(&store, "k1");
-        store.set_name("x", "k1").unwrap();
+        store.set_name(&image_name("x"), "k1").unwrap();
         for dir in [h.store(), h.images()] {
             assert_eq!(
                 fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
@@ -419,13 +423,16 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         stored(&store, "k1");
-        store.set_name("base", "k1").unwrap();
-        let err = store.get("nope").unwrap_err();
+        store.set_name(&image_name("base"), "k1").unwrap();
+        let err = store.get(&image_name("nope")).unwrap_err();
         assert!(
             matches!(&err, Error::NotFound { known, .. } if known == &["base"]),
             "{err:?}"
         );
-        assert!(matches!(store.get("../x"), Err(Error::InvalidName(_))));
+        assert!(
+            crate::name::ImageName::new("../x").is_err(),
+            "a path is no image name"
+        );
     }
 
     #[test]
@@ -433,11 +440,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let entry = stored(&store, "k1");
-        store.set_name("a", "k1").unwrap();
-        store.set_name("b", "k1").unwrap();
-        store.remove("a").unwrap();
+        store.set_name(&image_name("a"), "k1").unwrap();
+        store.set_name(&image_name("b"), "k1").unwrap();
+        store.remove(&image_name("a")).unwrap();
         assert!(entry.dir.exists(), "b still uses it");
-        store.remove("b").unwrap();
+        store.remove(&image_name("b")).unwrap();
         assert!(!entry.dir.exists());
         assert!(store.list().unwrap().is_empty());
     }
@@ -451,11 +458,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let entry = stored(&store, "k1");
-        store.set_name("a", "k1").unwrap();
-        store.set_name("alias", "k1").unwrap();
+        store.set_name(&image_name("a"), "k1").unwrap();
+        store.set_name(&image_name("alias"), "k1").unwrap();
         store.register("k1", &vm("db")).unwrap();
-        let run = store.get("a").unwrap().hold("r1").unwrap();
-        let err = store.remove("alias").unwrap_err();
+        let run = store.get(&image_name("a")).unwrap().hold("r1").unwrap();
+        let err = store.remove(&image_name("alias")).unwrap_err();
         assert!(
             matches!(&err, Error::InUse { holders, .. } if holders == &["VM `db`", "run `r1`"]),
             "{err:?}"
@@ -466,10 +473,13 @@ mod tests {
         );
         store.release("k1", &vm("db")).unwrap();
         assert!(entry.dir.exists(), "named, and held by the run");
-        assert!(matches!(store.remove("a"), Err(Error::InUse { .. })));
+        assert!(matches!(
+            store.remove(&image_name("a")),
+            Err(Error::InUse { .. })
+        ));
         drop(run);
-        store.remove("a").unwrap();
-        store.remove("alias").unwrap();
+        store.remove(&image_name("a")).unwrap();
+        store.remove(&image_name("alias")).unwrap();
         assert!(!entry.dir.exists());
     }
 
@@ -479,11 +489,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let old = stored(&store, "k1");
-        store.set_name("base", "k1").unwrap();
+        store.set_name(&image_name("base"), "k1").unwrap();
         store.register("k1", &vm("db")).unwrap();
         let new = stored(&store, "k2");
-        store.set_name("base", "k2").unwrap();
-        store.remove("base").unwrap();
+        store.set_name(&image_name("base"), "k2").unwrap();
+        store.remove(&image_name("base")).unwrap();
         assert!(!new.dir.exists(), "nothing held the new bake");
         assert!(old.dir.exists(), "the VM stands on the old one");
         assert!(store.list().unwrap().is_empty());
@@ -496,7 +506,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let entry = stored(&store, "k1");
-        store.set_name("base", "k1").unwrap();
+        store.set_name(&image_name("base"), "k1").unwrap();
         store.register("k1", &vm("a")).unwrap();
         store.register("k1", &vm("a")).unwrap();
         store.register("k1", &vm("b")).unwrap();
@@ -504,7 +514,7 @@ mod tests {
         store.release("k1", &vm("b")).unwrap();
         assert!(entry.dir.exists(), "still named");
         store.register("k1", &vm("c")).unwrap();
-        store.set_name("base", "k1").unwrap();
+        store.set_name(&image_name("base"), "k1").unwrap();
         fs::remove_file(home.path().join("state/images/base")).unwrap();
         store.register("k1", &vm("d")).unwrap();
         store.release("k1", &vm("c")).unwrap();
@@ -518,14 +528,14 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let store = Store::new(&Home::under(home.path()));
         let entry = stored(&store, "k1");
-        store.set_name("base", "k1").unwrap();
-        store.remove("base").unwrap();
+        store.set_name(&image_name("base"), "k1").unwrap();
+        store.remove(&image_name("base")).unwrap();
         assert!(matches!(
             store.register("k1", &vm("db")),
             Err(Error::NoEntry { .. })
         ));
         assert!(matches!(
-            store.set_name("base", "k1"),
+            store.set_name(&image_name("base"), "k1"),
             Err(Error::NoEntry { .. })
         ));
         let err = entry.hold("r1").unwrap_err();

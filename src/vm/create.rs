@@ -10,6 +10,7 @@ use super::lock::lock;
 use super::{Error, Forward, VmLayout, VmName, VmRecord, Vms, image_reference};
 use crate::config::MemorySize;
 use crate::events::{self, Sink};
+use crate::name::ImageName;
 use crate::net::Network;
 use crate::path_error::PathError;
 use crate::paths::Home;
@@ -36,11 +37,11 @@ pub struct CreateRequest {
 /// The baked image `name`, for a new VM: refused when its disk chain holds a layer the qcow2
 /// reader refuses (a store entry changed after its bake). Meant to run before systemd or QEMU
 /// are asked anything, so that a refused image leaves nothing behind.
-pub fn image_for_create(home: &Home, name: &str) -> Result<NamedImage, Error> {
+pub fn image_for_create(home: &Home, name: &ImageName) -> Result<NamedImage, Error> {
     let image = Store::new(home).get(name)?;
     crate::disk::backing_chain(&image.disk())?;
     Ok(NamedImage {
-        name: name.to_owned(),
+        name: name.to_string(),
         image,
     })
 }

@@ -50,6 +50,10 @@ pub fn adopt_image_references(home: &Home) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn image_name(name: &str) -> crate::name::ImageName {
+        crate::name::ImageName::new(name).unwrap()
+    }
     use crate::store::Manifest;
     use std::fs;
 
@@ -68,7 +72,7 @@ mod tests {
             vmrun_version: "0".into(),
         };
         store.commit(staging, &manifest).unwrap();
-        store.set_name("base", key).unwrap();
+        store.set_name(&image_name("base"), key).unwrap();
         let state = home.vms().join(vm);
         fs::create_dir_all(&state).unwrap();
         let record = serde_json::json!({
@@ -84,16 +88,16 @@ mod tests {
         let (_dir, home, store) = home_with_vm("old", "k1");
         adopt_image_references(&home).unwrap();
         adopt_image_references(&home).unwrap();
-        let err = store.remove("base").unwrap_err();
+        let err = store.remove(&image_name("base")).unwrap_err();
         assert_eq!(err.to_string(), "image `base` is in use by VM `old`");
         release(&home, &VmName::new("old").unwrap(), "k1").unwrap();
-        store.remove("base").unwrap();
+        store.remove(&image_name("base")).unwrap();
     }
 
     #[test]
     fn vms_whose_image_is_gone_or_whose_record_is_damaged_are_skipped() {
         let (_dir, home, store) = home_with_vm("old", "k1");
-        store.remove("base").unwrap();
+        store.remove(&image_name("base")).unwrap();
         let damaged = home.vms().join("damaged");
         fs::create_dir_all(&damaged).unwrap();
         fs::write(damaged.join(layout::RECORD), "{").unwrap();
