@@ -82,7 +82,13 @@ fn runs(count: &Path) -> usize {
 #[test]
 fn probe_guest_prints_its_marker_under_tcg() {
     let _serial = serial();
-    let report = probe::run(&qemu_system(), Accel::Tcg, Duration::from_secs(30)).unwrap();
+    let report = probe::run(
+        &qemu_system(),
+        Accel::Tcg,
+        Duration::from_secs(30),
+        &std::env::temp_dir(),
+    )
+    .unwrap();
     eprintln!(
         "probe under TCG: {:?} in {:?}\nserial: {:?}\nqemu: {:?}",
         report.outcome, report.elapsed, report.serial, report.qemu_log
@@ -448,7 +454,8 @@ fn probe_under_kvm_with_the_default_cpu() {
         return;
     }
     let kvm = ["-accel", "kvm"].map(std::ffi::OsString::from);
-    let report = probe::run_with(&qemu_system(), &kvm, probe::TIMEOUT).unwrap();
+    let report =
+        probe::run_with(&qemu_system(), &kvm, probe::TIMEOUT, &std::env::temp_dir()).unwrap();
     eprintln!(
         "probe under KVM: {:?} in {:?}\nserial: {:?}\nqemu: {:?}",
         report.outcome, report.elapsed, report.serial, report.qemu_log

@@ -46,4 +46,7 @@ fn reap_left_behind() {
     for name in leftovers {
         eprintln!("note: removed {name}, left by a bake whose vmrun was killed");
     }
+    for name in crate::qemu::accel::probe::reap(&home.host_facts()) {
+        eprintln!("note: removed {name}, left by a KVM check whose vmrun was killed");
+    }
 }

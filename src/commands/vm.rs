@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 use crate::cli::{VmCommand, VmCreateArgs};
-use crate::config::{CPUS, MemorySize};
+use crate::config::{CPUS, MemorySize, VmConfig};
 use crate::error::Error;
 use crate::name::ImageName;
 use crate::paths::Home;
@@ -218,11 +218,16 @@ fn create(args: VmCreateArgs, name: VmName, sink: crate::events::Sink) -> Result
     let vms = Vms::open(home.clone())?;
     let qemu = tools::find("qemu-system-x86_64")?;
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), sink)?;
+    // What is not given is what the image was baked with.
+    let size = VmConfig {
+        cpus: args.cpus,
+        memory,
+    }
+    .size_or(image.image.manifest.size());
     let request = CreateRequest {
         name,
         image,
-        cpus: args.cpus,
-        memory,
+        size,
         forwards,
         network: args.network,
         accel,

@@ -8,13 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::lock::lock;
 use super::{Error, Forward, VmLayout, VmName, VmRecord, Vms, image_reference};
-use crate::config::MemorySize;
 use crate::events::{self, Sink};
 use crate::name::ImageName;
 use crate::net::Network;
 use crate::path_error::PathError;
 use crate::paths::Home;
 use crate::qemu::args::Accel;
+use crate::qemu::args::MachineSize;
 use crate::qemu::port::free_loopback_port;
 use crate::ssh::ClientFiles;
 use crate::store::{BakedImage, NamedImage, Store};
@@ -25,9 +25,7 @@ pub struct CreateRequest {
     pub name: VmName,
     /// The baked image, its disk chain already checked ([`image_for_create`]).
     pub image: NamedImage,
-    /// Default: what the image was baked with.
-    pub cpus: Option<u32>,
-    pub memory: Option<MemorySize>,
+    pub size: MachineSize,
     pub forwards: Vec<Forward>,
     pub network: Network,
     pub accel: Accel,
@@ -88,11 +86,8 @@ impl Vms {
             name: req.name.to_string(),
             image: req.image.name.clone(),
             image_key: image.manifest.key.clone(),
-            cpus: req.cpus.unwrap_or(image.manifest.cpus),
-            memory_mib: req
-                .memory
-                .map(|m| m.mib())
-                .unwrap_or(image.manifest.memory_mib),
+            cpus: req.size.cpus,
+            memory_mib: req.size.memory_mib,
             accel: req.accel,
             ssh_port: 0,
             forwards: req.forwards.clone(),

@@ -196,7 +196,7 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
     }
 
     let report = events::phase(sink, "check that KVM runs guests", || {
-        probe::run(qemu, Accel::Kvm, probe::TIMEOUT)
+        probe::run(qemu, Accel::Kvm, probe::TIMEOUT, facts_dir)
     });
     let report = match report {
         Ok(report) => report,

@@ -23,6 +23,7 @@ use super::probe_guest::{self, MARKER};
 use crate::qemu::args::{self, Accel};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::Console;
+use crate::scratch::Scratch;
 use crate::wait::{Stop, Watch};
 
 /// How long the probe guest gets, from QEMU's start to its marker. Under working KVM it
@@ -31,6 +32,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long QEMU gets to exit by itself after the guest's marker.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The prefix of a probe's temporary directory.
+const SCRATCH_PREFIX: &str = ".kvm-probe-";
 
 /// How often the serial log and QEMU are looked at.
 const POLL: Duration = Duration::from_millis(20);
@@ -93,21 +97,31 @@ pub fn fingerprint() -> String {
 }
 
 /// Boots the probe guest under `accel` (with vmrun's arguments for it) and waits up to
-/// `timeout` for its marker. QEMU is killed (by its pid) before this returns, whatever the
-/// outcome.
-pub fn run(qemu: &Path, accel: Accel, timeout: Duration) -> Result<Report, Error> {
-    run_with(qemu, &args::accel_args(accel), timeout)
+/// `timeout` for its marker, with its files in a temporary directory in `scratch` (see
+/// [`reap`]). QEMU is killed (by its pid) before this returns, whatever the outcome.
+pub fn run(qemu: &Path, accel: Accel, timeout: Duration, scratch: &Path) -> Result<Report, Error> {
+    run_with(qemu, &args::accel_args(accel), timeout, scratch)
+}
+
+/// Removes what probes of killed vmruns left in `scratch`; their names.
+pub fn reap(scratch: &Path) -> Vec<String> {
+    crate::scratch::reap(scratch, SCRATCH_PREFIX)
 }
 
 /// [`run`] with other accelerator arguments.
-pub fn run_with(qemu: &Path, accel_args: &[OsString], timeout: Duration) -> Result<Report, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("vmrun-kvm-probe.")
-        .tempdir()
-        .map_err(|source| Error::Setup {
-            what: "create a directory for the KVM probe".into(),
-            source,
-        })?;
+pub fn run_with(
+    qemu: &Path,
+    accel_args: &[OsString],
+    timeout: Duration,
+    scratch: &Path,
+) -> Result<Report, Error> {
+    let dir = Scratch::new_in(scratch, SCRATCH_PREFIX).map_err(|e| Error::Setup {
+        what: format!(
+            "create a directory for the KVM probe in {}",
+            scratch.display()
+        ),
+        source: e.source,
+    })?;
     let disk = dir.path().join("probe.img");
     write_disk(&disk).map_err(|source| Error::Setup {
         what: format!("write {}", disk.display()),
