@@ -12,6 +12,7 @@ use super::Error;
 use crate::qemu::json_stream;
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
+use crate::wait::Watch;
 
 /// How long the guest agent may take to take the request.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,18 +39,35 @@ pub fn power_down(
     };
     qmp.execute("system_powerdown", None)?;
     let deadline = Instant::now() + timeout;
-    loop {
+    // Each look asks the guest again and then waits on the monitor, which closes when QEMU
+    // exits, so the wait itself needs no sleep between looks.
+    let mut timed_out = None;
+    let exited = Watch::signals().until(deadline, Duration::ZERO, || {
         ask_agent(agent_socket);
         let wait = ASK_AGAIN.min(deadline.saturating_duration_since(Instant::now()));
         match qmp.wait_closed(wait) {
-            Ok(()) => return Ok(PowerDown::Exited),
-            Err(qmp::Error::Stream {
-                source: json_stream::Error::TimedOut,
-                ..
-            }) if Instant::now() < deadline => continue,
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok(Some(PowerDown::Exited)),
+            Err(
+                e @ qmp::Error::Stream {
+                    source: json_stream::Error::TimedOut,
+                    ..
+                },
+            ) => {
+                timed_out = Some(e);
+                Ok(None)
+            }
+            Err(e) => Err(Error::from(e)),
         }
-    }
+    })?;
+    // Asked at least once: a wait that ran out has its last time-out.
+    exited.ok_or_else(|| {
+        timed_out
+            .unwrap_or(qmp::Error::Stream {
+                context: "waiting for QEMU to exit".into(),
+                source: json_stream::Error::TimedOut,
+            })
+            .into()
+    })
 }
 
 /// Best effort: an agent that does not answer (not started yet, or already shutting down)
