@@ -148,7 +148,11 @@ mod tests {
         /// However the stream is cut into writes, the pieces put back together are the
         /// stream, and no piece is longer than the cap.
         #[test]
-        fn pieces_are_the_stream(bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n']), 0..200), cut in 1usize..20, cap in 1usize..10) {
+        fn pieces_are_the_stream(
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n']), 0..200),
+            cut in 1usize..20,
+            cap in 1usize..10
+        ) {
             let mut lines = BoundedLines::new(cap);
             let mut joined = Vec::new();
             for write in bytes.chunks(cut) {

@@ -217,7 +217,8 @@ pub enum VmCommand {
     Disable {
         name: String,
     },
-    /// The VM unit's ExecStop: ACPI power-off over QMP (and the guest agent), then wait for QEMU to exit.
+    /// The VM unit's ExecStop: ACPI power-off over QMP (and the guest agent), then wait for QEMU to
+    /// exit.
     #[command(hide = true)]
     Powerdown {
         #[arg(long, value_name = "SOCKET")]

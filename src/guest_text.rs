@@ -118,9 +118,13 @@ mod tests {
         /// Whatever the guest sends, what comes out has no control character but tab (and
         /// newline in a block), and nothing that reorders text.
         #[test]
-        fn nothing_a_terminal_acts_on_survives(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+        fn nothing_a_terminal_acts_on_survives(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)
+        ) {
             let shown = block(&bytes);
-            let bad = |c: char| (c.is_control() && c != '\t' && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c);
+            let bad = |c: char| {
+                (c.is_control() && c != '\t' && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)
+            };
             proptest::prop_assert!(!shown.chars().any(bad), "{shown:?}");
             proptest::prop_assert!(!line(&bytes).contains('\n'));
         }

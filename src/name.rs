@@ -1,7 +1,7 @@
 //! Names users give to images, VMs and snapshots: checked before anything is written,
 //! because they become file names, systemd unit names and symlinks. A checked name is a type
-//! ([`ImageName`], [`VmName`], [`SnapshotTag`]): the command line checks once, and the code it hands the
-//! name to cannot be given an unchecked one, so it never checks again.
+//! ([`ImageName`], [`VmName`], [`SnapshotTag`]): the command line checks once, and the code it
+//! hands the name to cannot be given an unchecked one, so it never checks again.
 
 /// Longest name: leaves room in a unit name (`vmrun-NAME.service`) and socket paths.
 const MAX_LEN: usize = 48;

@@ -88,7 +88,8 @@ impl Ui {
                         bar.set_length(total);
                         bar.set_style(
                             ProgressStyle::with_template(
-                                "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                                "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} \
+                                 {bytes_per_sec} eta {eta}",
                             )
                             .expect("valid template"),
                         );

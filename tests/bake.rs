@@ -53,9 +53,11 @@ fn debian_bake_runs_the_bake_section_pins_the_host_key_and_is_then_a_cache_hit()
             "vm:\n  cpus: 2\n  memory: 1G\n\
              bake:\n  files:\n    - path: /etc/vmrun-test\n      content: \"file-{token}\"\n  \
              run:\n    - echo \"run-saw $(cat /etc/vmrun-test)\" > /dev/ttyS0\n    \
-             - [sh, -c, 'echo guest-host-key $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) > /dev/ttyS0']\n    \
+             - [sh, -c, 'echo guest-host-key $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) \
+                 > /dev/ttyS0']\n    \
              - [sh, -c, 'echo own-name $(getent hosts $(hostname)) > /dev/ttyS0']\n    \
-             - [sh, -c, 'echo motd-sessions $(grep -c pam_motd /etc/pam.d/sshd) $(grep -c ^session.*pam_motd /etc/pam.d/sshd) > /dev/ttyS0']\n"
+             - [sh, -c, 'echo motd-sessions $(grep -c pam_motd /etc/pam.d/sshd) \
+                 $(grep -c ^session.*pam_motd /etc/pam.d/sshd) > /dev/ttyS0']\n"
         ),
     )
     .unwrap();

@@ -342,9 +342,10 @@ fn progress_reports_increasing_bytes_up_to_the_total() {
         events.first(),
         Some(&Event::PhaseStarted(format!("download {url}")))
     );
-    assert!(
-        matches!(events.last(), Some(Event::PhaseFinished { phase, .. }) if *phase == format!("download {url}"))
-    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::PhaseFinished { phase, .. }) if *phase == format!("download {url}")
+    ));
     let bytes: Vec<_> = events
         .iter()
         .filter_map(|e| match e {

@@ -29,7 +29,8 @@ fn cloud_init_applies_a_native_seed_on_a_native_overlay() {
     let user_data = format!(
         "#cloud-config\n\
          write_files:\n  - path: /var/tmp/vmrun-token\n    content: \"{token}\"\n\
-         runcmd:\n  - [sh, -c, 'echo \"vmrun-seed-check host=$(hostname) token=$(cat /var/tmp/vmrun-token)\" > /dev/ttyS0']\n\
+         runcmd:\n  - [sh, -c, 'echo \"vmrun-seed-check host=$(hostname) \
+              token=$(cat /var/tmp/vmrun-token)\" > /dev/ttyS0']\n\
          power_state:\n  mode: poweroff\n  timeout: 60\n"
     );
     let meta_data = format!("instance-id: iid-{token}\nlocal-hostname: {hostname}\n");

@@ -118,14 +118,23 @@ exit 7
     // The cap: the 1 TiB file refused with a clear error, what followed it left.
     let report = unwrapped(&err);
     assert!(
-        report.contains("the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, past test.artifacts-max-size (1GiB)"),
+        report.contains(
+            "the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, \
+             past test.artifacts-max-size (1GiB)"
+        ),
         "{err}"
     );
     assert!(
         report.contains("artifacts-max-size: 4G"),
         "says how to raise it: {err}"
     );
-    assert!(err.contains("failed (exit 7); artifacts: the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, past"), "{err}");
+    assert!(
+        err.contains(
+            "failed (exit 7); artifacts: \
+             the artifacts reach 1.0 TiB with zz-reports/zz-big.xml, past"
+        ),
+        "{err}"
+    );
 
     let artifacts = project.join("vmrun-artifacts");
     let mask = umask();
@@ -216,7 +225,9 @@ fn a_symlinked_destination_is_refused() {
 #[test]
 fn sigterm_ends_a_stalled_pull() {
     let project = tempfile::tempdir().unwrap();
-    let script = "sudo mv /usr/bin/rsync /usr/bin/rsync.real && printf '#!/bin/sh\\nexec sleep 3600\\n' | sudo tee /usr/bin/rsync >/dev/null && sudo chmod 755 /usr/bin/rsync && echo rsync-stalls";
+    let script = "sudo mv /usr/bin/rsync /usr/bin/rsync.real && \
+                  printf '#!/bin/sh\\nexec sleep 3600\\n' | sudo tee /usr/bin/rsync >/dev/null && \
+                  sudo chmod 755 /usr/bin/rsync && echo rsync-stalls";
     let yaml = format!(
         "test:\n  command: [sh, -c, {}]\n  artifacts: [x]\n",
         serde_json::to_string(script).unwrap()

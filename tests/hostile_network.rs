@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the guest runs: tries each `NAME=ADDR:PORT` argument and prints `NAME connected` or
 /// `NAME blocked (why)`; then `mirror STATUS` for Debian's mirror.
-const PROBE: &str = r#"
+const PROBE: &str = concat!(
+    r#"
 import socket, sys, urllib.request
 for arg in sys.argv[1:]:
     name, target = arg.split("=")
@@ -31,11 +32,13 @@ for arg in sys.argv[1:]:
     finally:
         s.close()
 try:
-    with urllib.request.urlopen("http://deb.debian.org/debian/dists/bookworm/Release", timeout=20) as r:
+    with urllib.request.urlopen("#,
+    r#""http://deb.debian.org/debian/dists/bookworm/Release", timeout=20) as r:
         print("mirror", r.status, flush=True)
 except Exception as e:
     print("mirror failed", "(%s)" % e, flush=True)
-"#;
+"#
+);
 
 /// A listener on the host that counts the connections it accepts.
 struct Listener {

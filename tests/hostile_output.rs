@@ -172,7 +172,9 @@ fn a_flooded_serial_console_keeps_its_head_and_tail_within_the_cap() {
     // 8 MB is past the cap (1 MiB head, 4-5 MiB tail); an emulated UART takes ~30 s for it.
     const BYTES: u64 = 8_000_000;
     let script = format!(
-        "sudo sh -c 'echo flood-start > /dev/ttyS0; head -c {BYTES} /dev/zero | tr \"\\0\" x > /dev/ttyS0; echo flood-end > /dev/ttyS0'; \
+        "sudo sh -c 'echo flood-start > /dev/ttyS0; \
+         head -c {BYTES} /dev/zero | tr \"\\0\" x > /dev/ttyS0; \
+         echo flood-end > /dev/ttyS0'; \
          echo flooded; sleep 120"
     );
     let mut run = LiveRun::start(vmrun(
@@ -253,7 +255,10 @@ fn escape_sequences_on_the_console_reach_a_failed_bake_s_message_made_visible() 
     // A provisioning step that leaves a process printing an OSC (retitle the terminal) and a
     // C1 CSI on the console until the guest powers off, then fails.
     let config = format!(
-        "bake:\n  run:\n    - |\n      echo {token}\n      setsid sh -c 'while :; do printf \"hostile \\033]0;pwned\\007 \\302\\233 2J end\\n\" > /dev/ttyS0; sleep 0.2; done' </dev/null >/dev/null 2>&1 &\n      exit 1\n",
+        "bake:\n  run:\n    - |\n      echo {token}\n      \
+         setsid sh -c 'while :; do \
+         printf \"hostile \\033]0;pwned\\007 \\302\\233 2J end\\n\" > /dev/ttyS0; \
+         sleep 0.2; done' </dev/null >/dev/null 2>&1 &\n      exit 1\n",
         token = common::unique_token()
     );
     std::fs::write(project.path().join("vmrun.yaml"), config).unwrap();

@@ -470,7 +470,8 @@ fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Pa
         session,
         PROJECT_DIR,
         &BTreeMap::new(),
-        "mkdir -p out/deep cov && echo j > junit.xml && echo d > out/deep/junit.xml && echo r > out/report.txt && echo c > cov/index.html",
+        "mkdir -p out/deep cov && echo j > junit.xml && echo d > out/deep/junit.xml && \
+         echo r > out/report.txt && echo c > cov/index.html",
     );
     assert_eq!(outcome, Ended::Exited(0), "{err}");
     let local = scratch.join("artifacts");

@@ -138,7 +138,9 @@ fn a_third_party_test_suite_passes_in_the_guest() {
     // The suite's own exit code: `set -o pipefail` in bash, since the command uses a pipe.
     std::fs::write(
         project.path().join("vmrun.yaml"),
-        "test:\n  command: [bash, -o, pipefail, -c, 'python3 -m unittest discover -s tests -t . 2>&1 | tee unittest.log']\n  artifacts: [unittest.log]\n",
+        "test:\n  command: [bash, -o, pipefail, -c, \
+         'python3 -m unittest discover -s tests -t . 2>&1 | tee unittest.log']\n  \
+         artifacts: [unittest.log]\n",
     )
     .unwrap();
     let out = run(project.path(), &[]);
@@ -307,7 +309,8 @@ fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
 fn parallel_runs_do_not_collide_and_repeat_uses_fresh_overlays() {
     let project = tempfile::tempdir().unwrap();
     // Each run writes a marker and fails if an earlier run's marker is there.
-    let script = "test ! -e /var/tmp/seen && touch /var/tmp/seen && echo shard=$VMRUN_SHARD_INDEX/$VMRUN_SHARD_COUNT";
+    let script = "test ! -e /var/tmp/seen && touch /var/tmp/seen && \
+                  echo shard=$VMRUN_SHARD_INDEX/$VMRUN_SHARD_COUNT";
     let out = run(
         project.path(),
         &[

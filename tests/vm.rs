@@ -29,9 +29,11 @@ fn require_user_manager() {
             .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
             .unwrap_or_else(|e| e.to_string());
         panic!(
-            "no systemd user manager answers (`systemctl --user is-system-running`: `{state}` {stderr}); \
+            "no systemd user manager answers (`systemctl --user is-system-running`: \
+             `{state}` {stderr}); \
              XDG_RUNTIME_DIR={:?}. Start one as .ci/run does: mkdir -p /run/systemd/system; \
-             export XDG_RUNTIME_DIR=/tmp/xdg-$UID; mkdir -m700 -p $XDG_RUNTIME_DIR; /lib/systemd/systemd --user &",
+             export XDG_RUNTIME_DIR=/tmp/xdg-$UID; mkdir -m700 -p $XDG_RUNTIME_DIR; \
+             /lib/systemd/systemd --user &",
             std::env::var_os("XDG_RUNTIME_DIR")
         );
     }

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn cloud_init_stages() {
-        let line = "[   26.88] cloud-init[254]: Cloud-init v. 22.4.2 running 'init-local' at Mon, 23 Nov 2026 22:48:02 +0000. Up 26.46 seconds.";
+        let line = "[   26.88] cloud-init[254]: Cloud-init v. 22.4.2 running 'init-local' at \
+             Mon, 23 Nov 2026 22:48:02 +0000. Up 26.46 seconds.";
         assert_eq!(
             signal(line, M),
             Some(ConsoleSignal::Stage("init-local".into()))
@@ -162,29 +163,48 @@ mod tests {
             signal(line, M),
             Some(ConsoleSignal::Stage("modules:final".into()))
         );
-        let line = "[   80.1] cloud-init[401]: Cloud-init v. 22.4.2 finished at Mon, 23 Nov 2026 22:49:00 +0000. Datasource DataSourceNoCloud";
+        let line = "[   80.1] cloud-init[401]: Cloud-init v. 22.4.2 finished at Mon, 23 Nov 2026 \
+             22:49:00 +0000. Datasource DataSourceNoCloud";
         assert_eq!(signal(line, M), Some(ConsoleSignal::CloudInitFinished));
     }
 
     /// A real bake's console (Debian bookworm, cloud-init 22.4.2) whose `locale` module failed,
     /// then whose `bake.run` failed; the kernel's and systemd's lines in between cut short.
     const FAILED_BAKE: &str = "\
-[   20.197031] cloud-init[305]: Cloud-init v. 22.4.2 running 'init' at Wed, 02 Dec 2026 00:34:26 +0000. Up 20.00 seconds.
-[   21.483900] cloud-init[305]: 2026-12-02 00:34:28,089 - schema.py[WARNING]: Invalid cloud-config provided: Please run 'sudo cloud-init schema --system' to see the schema errors.
-[\x1b[0;32m  OK  \x1b[0m] Finished \x1b[0;1;39mcloud-init.service\x1b[0m - Initial cloud-init job (metadata service crawler).\r
-vmrun login: [   36.562650] cloud-init[361]: Cloud-init v. 22.4.2 running 'modules:config' at Wed, 02 Dec 2026 00:34:41 +0000. Up 34.67 seconds.
+[   20.197031] cloud-init[305]: Cloud-init v. 22.4.2 running 'init' at Wed, 02 Dec 2026 \
+    00:34:26 +0000. Up 20.00 seconds.
+[   21.483900] cloud-init[305]: 2026-12-02 00:34:28,089 - \
+    schema.py[WARNING]: Invalid cloud-config provided: \
+    Please run 'sudo cloud-init schema --system' to see the schema errors.
+[\x1b[0;32m  OK  \x1b[0m] Finished \x1b[0;1;39mcloud-init.service\x1b[0m \
+    - Initial cloud-init job (metadata service crawler).\r
+vmrun login: [   36.562650] cloud-init[361]: Cloud-init v. 22.4.2 \
+    running 'modules:config' at Wed, 02 Dec 2026 \
+    00:34:41 +0000. Up 34.67 seconds.
 [   36.569963] cloud-init[361]: Generating locales (this might take a while)...
 [   36.577455] cloud-init[361]: Generation complete.
 [   36.648805] cloud-init[361]: *** update-locale: Error: invalid locale settings:  LANG=en_US.UTF-8
-[   36.660826] cloud-init[361]: 2026-12-02 00:34:43,277 - util.py[WARNING]: Running module locale (<module 'cloudinit.config.cc_locale' from '/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed
-[   57.838941] cloud-init[388]: Cloud-init v. 22.4.2 running 'modules:final' at Tue, 01 Dec 2026 22:25:51 +0000. Up 57.36 seconds.
+[   36.660826] cloud-init[361]: 2026-12-02 00:34:43,277 - util.py[WARNING]: \
+    Running module locale (<module 'cloudinit.config.cc_locale' from \
+    '/usr/lib/python3/dist-packages/cloudinit/config/cc_locale.py'>) failed
+[   57.838941] cloud-init[388]: Cloud-init v. 22.4.2 running 'modules:final' at Tue, 01 Dec 2026 \
+    22:25:51 +0000. Up 57.36 seconds.
 [   58.660590] cloud-init[388]: failing-18ed4189db6bf7c57e6d
-[   58.670762] cloud-init[388]: 2026-12-01 22:25:52,680 - cc_scripts_user.py[WARNING]: Failed to run module scripts-user (scripts in /var/lib/cloud/instance/scripts)
-[   58.678604] cloud-init[388]: 2026-12-01 22:25:52,691 - util.py[WARNING]: Running module scripts-user (<module 'cloudinit.config.cc_scripts_user' from '/usr/lib/python3/dist-packages/cloudinit/config/cc_scripts_user.py'>) failed
+[   58.670762] cloud-init[388]: 2026-12-01 22:25:52,680 - \
+    cc_scripts_user.py[WARNING]: Failed to run module scripts-user \
+    (scripts in /var/lib/cloud/instance/scripts)
+[   58.678604] cloud-init[388]: 2026-12-01 22:25:52,691 - \
+    util.py[WARNING]: Running module scripts-user \
+    (<module 'cloudinit.config.cc_scripts_user' from \
+    '/usr/lib/python3/dist-packages/cloudinit/config/cc_scripts_user.py'>) failed
 ci-info: +-------------+--------------------------------------------------+---------+---------+
 <14>Dec  1 22:25:52 cloud-init: #############################################################
-[   59.739379] cloud-init[388]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 22:25:53 +0000. Datasource DataSourceNoCloud [seed=/dev/vdb][dsmode=net].  Up 59.67 seconds
-vmrun-bake-720486f1e984bc44 failed: ('locale', ProcessExecutionError(\"Unexpected error while running command. Command: ['update-locale'] Exit code: 1\")); ('scripts-user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))
+[   59.739379] cloud-init[388]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 22:25:53 +0000. \
+    Datasource DataSourceNoCloud [seed=/dev/vdb][dsmode=net].  Up 59.67 seconds
+vmrun-bake-720486f1e984bc44 failed: ('locale', ProcessExecutionError(\"Unexpected error \
+    while running command. Command: ['update-locale'] \
+    Exit code: 1\")); ('scripts-user', RuntimeError(\
+    'Runparts: 1 failures (runcmd) in 1 attempted commands'))
 [\x1b[0;32m  OK  \x1b[0m] Stopped target \x1b[0;1;39mcloud-init.target\x1b[0m - Cloud-init target.\r
 [   72.840443] reboot: Power down
 ";

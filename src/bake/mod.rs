@@ -87,7 +87,8 @@ pub enum Error {
     },
     #[error("the bake did not finish within {}s\n{}", after.as_secs(), console_tail(serial_log))]
     #[diagnostic(help(
-        "a slow package install needs a longer --timeout; under TCG everything is ~10x slower than KVM"
+        "a slow package install needs a longer --timeout; \
+         under TCG everything is ~10x slower than KVM"
     ))]
     Timeout {
         after: Duration,

@@ -20,7 +20,8 @@ pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
             live.join(", ")
         };
         return Err(Error::Usage(format!(
-            "no live run `{}` with a reachable VM (live runs: {known}); runs stay up only while `vmrun test` runs, e.g. with --keep",
+            "no live run `{}` with a reachable VM (live runs: {known}); \
+             runs stay up only while `vmrun test` runs, e.g. with --keep",
             args.run_id
         )));
     };

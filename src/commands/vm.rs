@@ -50,7 +50,8 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             match open()?.stop(&name, &sink)? {
                 Stopped::Clean => eprintln!("stopped VM `{name}` (the guest powered off)"),
                 Stopped::Killed { result } => eprintln!(
-                    "stopped VM `{name}`: the guest did not power off within {}s, so QEMU was killed ({result})",
+                    "stopped VM `{name}`: the guest did not power off within {}s, \
+                     so QEMU was killed ({result})",
                     vm::STOP_TIMEOUT.as_secs()
                 ),
                 Stopped::AlreadyStopped {
@@ -150,12 +151,13 @@ pub(super) fn run(command: VmCommand) -> Result<ExitCode, Error> {
             match enabled.lingering {
                 Some(true) => {}
                 Some(false) => eprintln!(
-                    "note: lingering is off for `{0}`: the manager (and the VM) starts when `{0}` logs in, not at boot; \
-                     to start at boot: loginctl enable-linger {0}",
+                    "note: lingering is off for `{0}`: the manager (and the VM) starts when `{0}` \
+                     logs in, not at boot; to start at boot: loginctl enable-linger {0}",
                     enabled.user
                 ),
                 None => eprintln!(
-                    "note: cannot tell whether lingering is on (no /var/lib/systemd here); without it the VM starts at login, not at boot"
+                    "note: cannot tell whether lingering is on (no /var/lib/systemd here); \
+                     without it the VM starts at login, not at boot"
                 ),
             }
             Ok(ExitCode::SUCCESS)
@@ -236,7 +238,8 @@ fn create(args: VmCreateArgs, name: VmName, sink: crate::events::Sink) -> Result
     let record = vms.create(&request, sink)?;
     if args.no_wait {
         eprintln!(
-            "created VM `{}` from image `{}`: booting; `vmrun vm ssh {0}` waits for it (SSH on 127.0.0.1:{})",
+            "created VM `{}` from image `{}`: booting; \
+             `vmrun vm ssh {0}` waits for it (SSH on 127.0.0.1:{})",
             record.name, record.image, record.ssh_port
         );
     } else {

@@ -138,7 +138,8 @@ mod tests {
             assert_eq!(
                 parse_duration(text).unwrap_err(),
                 format!(
-                    "invalid duration `{text}`: expected a number with ms, s, m or h, like 90s or 1h30m"
+                    "invalid duration `{text}`: expected a number with ms, s, m or h, \
+                     like 90s or 1h30m"
                 )
             );
         }

@@ -46,7 +46,8 @@ fn check_source(source: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid image `{source}`: expected a baked image name, a local path, an http(s) URL or debian:<suite>"
+            "invalid image `{source}`: expected a baked image name, a local path, \
+             an http(s) URL or debian:<suite>"
         ))
     }
 }

@@ -74,7 +74,8 @@ fn check_env_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid environment variable name `{name}`: expected letters, digits and `_`, not starting with a digit"
+            "invalid environment variable name `{name}`: expected letters, digits and `_`, \
+             not starting with a digit"
         ))
     }
 }

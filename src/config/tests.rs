@@ -70,7 +70,8 @@ fn unknown_key_in_a_list_item_names_the_item() {
     assert_eq!(
         error_at(text),
         (
-            "bake.files[0]: unknown field `mode`, expected one of `path`, `content`, `permissions`, `owner`"
+            "bake.files[0]: unknown field `mode`, expected one of \
+             `path`, `content`, `permissions`, `owner`"
                 .into(),
             Some((4, 7))
         )
@@ -193,7 +194,8 @@ fn artifacts_max_size_defaults_to_1_gib_and_names_a_bad_value() {
     assert_eq!(
         error_at("test:\n  artifacts-max-size: 1GB\n"),
         (
-            "test.artifacts-max-size: invalid size `1GB`: expected a number of bytes or one with K, M, G or T"
+            "test.artifacts-max-size: invalid size `1GB`: expected a number of bytes \
+             or one with K, M, G or T"
                 .into(),
             Some((2, 23))
         )
@@ -206,14 +208,16 @@ fn bad_duration() {
     assert_eq!(
         error_at(text),
         (
-            "test.timeout: invalid duration `10x`: expected a number with ms, s, m or h, like 90s or 1h30m"
+            "test.timeout: invalid duration `10x`: expected a number with ms, s, m or h, \
+             like 90s or 1h30m"
                 .into(),
             Some((2, 12))
         )
     );
     assert_eq!(
         error_at("test:\n  timeout: 90\n").0,
-        "test.timeout: invalid duration `90`: expected a number with ms, s, m or h, like 90s or 1h30m"
+        "test.timeout: invalid duration `90`: expected a number with ms, s, m or h, \
+         like 90s or 1h30m"
     );
     assert_eq!(
         error_at("test:\n  timeout: 0s\n"),
@@ -230,7 +234,8 @@ fn bad_env_name_is_reported_at_the_name() {
     let (message, position) = error_at(text);
     assert_eq!(
         message,
-        "test.env: invalid environment variable name `1FOO`: expected letters, digits and `_`, not starting with a digit"
+        "test.env: invalid environment variable name `1FOO`: expected letters, digits and `_`, \
+         not starting with a digit"
     );
     assert_eq!(position, Some((4, 5)));
     assert_eq!(labelled(text), "1FOO");
@@ -253,7 +258,8 @@ fn bad_image_source() {
     assert_eq!(
         error_at("image: ftp://example.org/x\n"),
         (
-            "image: invalid image `ftp://example.org/x`: expected a baked image name, a local path, an http(s) URL or debian:<suite>"
+            "image: invalid image `ftp://example.org/x`: expected a baked image name, \
+             a local path, an http(s) URL or debian:<suite>"
                 .into(),
             Some((1, 8))
         )
@@ -281,7 +287,8 @@ fn bad_permissions() {
     let (message, position) = error_at(text);
     assert_eq!(
         message,
-        "bake.files[0].permissions: invalid permissions `0948`: expected 3 or 4 octal digits, like \"0644\""
+        "bake.files[0].permissions: invalid permissions `0948`: \
+         expected 3 or 4 octal digits, like \"0644\""
     );
     assert_eq!(position, Some((3, 31)));
     assert_eq!(labelled(text), "'0948'");
@@ -318,8 +325,10 @@ fn empty_files_and_sections_are_the_default_config() {
     }
 }
 
-const FULL: &str = r#"
-image: {source: "https://example.org/x.qcow2", sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}
+const FULL: &str = concat!(
+    r#"
+image: {source: "https://example.org/x.qcow2""#,
+    r#", sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}
 vm:
   cpus: 2
   memory: 2G
@@ -346,7 +355,8 @@ test:
   artifacts-max-size: 200M
   timeout: 1h30m
   network: none
-"#;
+"#
+);
 
 fn full_config() -> Config {
     let mut user_data = yaml_serde::Mapping::new();

@@ -352,9 +352,16 @@ mod tests {
                 extensions.push((EXT_FULL_DISK_ENCRYPTION, &[0; 16]));
             }
             let dir = tempfile::tempdir().unwrap();
-            let path = file_with(dir.path(), "o.qcow2", &qcow2_with(&extensions, features, crypt_method));
+            let path = file_with(
+                dir.path(),
+                "o.qcow2",
+                &qcow2_with(&extensions, features, crypt_method),
+            );
             // Accepted: dirty (bit 0), compression type (3), extended L2 (4).
-            let safe = features & !(1 << 0 | 1 << 3 | 1 << 4) == 0 && crypt_method == 0 && !data_file && !encryption_header;
+            let safe = features & !(1 << 0 | 1 << 3 | 1 << 4) == 0
+                && crypt_method == 0
+                && !data_file
+                && !encryption_header;
             match sniff(&path) {
                 Ok(format) => prop_assert!(safe, "accepted {:?}", format),
                 Err(err) => {
@@ -370,7 +377,8 @@ mod tests {
         fn sniff_survives_any_damage_to_a_real_header(
             damage in proptest::collection::vec((0usize..256, any::<u8>()), 1..16),
         ) {
-            let mut bytes = qcow2_with(&[(EXT_DATA_FILE, b"d"), (EXT_BACKING_FORMAT, b"raw")], 0, 0);
+            let mut bytes =
+                qcow2_with(&[(EXT_DATA_FILE, b"d"), (EXT_BACKING_FORMAT, b"raw")], 0, 0);
             for (at, byte) in damage {
                 if let Some(b) = bytes.get_mut(at) {
                     *b = byte;

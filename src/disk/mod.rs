@@ -69,7 +69,8 @@ pub enum Error {
     Empty { path: PathBuf },
 
     #[error(
-        "`{}` is not a disk image: it has no partition table and its {len} bytes are not a whole number of 512-byte sectors",
+        "`{}` is not a disk image: it has no partition table \
+         and its {len} bytes are not a whole number of 512-byte sectors",
         .path.display()
     )]
     #[diagnostic(code(vmrun::disk::not_a_disk))]
@@ -86,28 +87,37 @@ pub enum Error {
     #[diagnostic(code(vmrun::disk::corrupt_qcow2))]
     CorruptQcow2 { path: PathBuf, reason: String },
 
-    #[error("`{}` is a qcow2 version {version} image; only versions 2 and 3 are supported", .path.display())]
+    #[error(
+        "`{}` is a qcow2 version {version} image; only versions 2 and 3 are supported",
+        .path.display()
+    )]
     #[diagnostic(code(vmrun::disk::qcow2_version))]
     UnsupportedQcow2Version { path: PathBuf, version: u32 },
 
-    #[error("the backing chain of `{}` loops: it reaches `{}` twice", .start.display(), .path.display())]
+    #[error(
+        "the backing chain of `{}` loops: it reaches `{}` twice",
+        .start.display(), .path.display()
+    )]
     #[diagnostic(code(vmrun::disk::backing_loop))]
     BackingLoop { start: PathBuf, path: PathBuf },
 
     #[error(
-        "`{}` does not record the format of its backing file `{}`, so QEMU would guess it from the file's contents",
+        "`{}` does not record the format of its backing file `{}`, \
+         so QEMU would guess it from the file's contents",
         .overlay.display(), .backing.display()
     )]
     #[diagnostic(
         code(vmrun::disk::unrecorded_backing_format),
         help(
-            "a guest can make a raw disk look like qcow2; record the format: qemu-img rebase -u -F raw|qcow2 -b BACKING IMAGE"
+            "a guest can make a raw disk look like qcow2; record the format: \
+             qemu-img rebase -u -F raw|qcow2 -b BACKING IMAGE"
         )
     )]
     UnrecordedBackingFormat { overlay: PathBuf, backing: PathBuf },
 
     #[error(
-        "`{}` names its backing file `{}`, which QEMU reads as a protocol address, not a file; vmrun refuses images that reach beyond their own files",
+        "`{}` names its backing file `{}`, which QEMU reads as a protocol address, not a file; \
+         vmrun refuses images that reach beyond their own files",
         .overlay.display(), .backing.display()
     )]
     #[diagnostic(
@@ -118,7 +128,10 @@ pub enum Error {
     )]
     BackingProtocol { overlay: PathBuf, backing: PathBuf },
 
-    #[error("`{}` records backing format `{format}`; only raw and qcow2 are supported", .path.display())]
+    #[error(
+        "`{}` records backing format `{format}`; only raw and qcow2 are supported",
+        .path.display()
+    )]
     #[diagnostic(code(vmrun::disk::backing_format))]
     UnsupportedBackingFormat { path: PathBuf, format: String },
 
@@ -143,7 +156,8 @@ pub enum Error {
     #[diagnostic(
         code(vmrun::disk::external_data_file),
         help(
-            "if you trust it, make it self-contained: qemu-img convert -O qcow2 IMAGE standalone.qcow2"
+            "if you trust it, make it self-contained: \
+             qemu-img convert -O qcow2 IMAGE standalone.qcow2"
         )
     )]
     ExternalDataFile {
@@ -153,11 +167,17 @@ pub enum Error {
         data_file: Option<PathBuf>,
     },
 
-    #[error("`{}` is encrypted ({encryption}); vmrun has no key for it and uses only unencrypted images", .path.display())]
+    #[error(
+        "`{}` is encrypted ({encryption}); vmrun has no key for it \
+         and uses only unencrypted images",
+        .path.display()
+    )]
     #[diagnostic(
         code(vmrun::disk::encrypted),
         help(
-            "decrypt it first: qemu-img convert --object secret,id=k,file=KEYFILE --image-opts driver=qcow2,file.filename=IMAGE,encrypt.key-secret=k -O qcow2 plain.qcow2"
+            "decrypt it first: \
+             qemu-img convert --object secret,id=k,file=KEYFILE --image-opts \
+             driver=qcow2,file.filename=IMAGE,encrypt.key-secret=k -O qcow2 plain.qcow2"
         )
     )]
     Encrypted {
@@ -176,13 +196,15 @@ pub enum Error {
     MarkedCorrupt { path: PathBuf },
 
     #[error(
-        "`{}` uses qcow2 incompatible feature {}, which vmrun does not know; an image a reader does not fully understand must not be opened",
+        "`{}` uses qcow2 incompatible feature {}, which vmrun does not know; \
+         an image a reader does not fully understand must not be opened",
         .path.display(), bit_list(.bits)
     )]
     #[diagnostic(
         code(vmrun::disk::unknown_features),
         help(
-            "an image from a newer QEMU? convert it with this host's qemu-img: qemu-img convert -O qcow2 IMAGE older.qcow2"
+            "an image from a newer QEMU? convert it with this host's qemu-img: \
+             qemu-img convert -O qcow2 IMAGE older.qcow2"
         )
     )]
     UnknownIncompatibleFeatures { path: PathBuf, bits: Vec<u32> },

@@ -18,7 +18,8 @@ pub enum MbrError {
     #[error("GRUB boot.img is {0} bytes, expected 512")]
     BootImageSize(usize),
     #[error(
-        "GRUB core.img is {core_sectors} sectors and does not fit before the partition at sector {PARTITION_START_LBA}"
+        "GRUB core.img is {core_sectors} sectors and does not fit before the partition \
+         at sector {PARTITION_START_LBA}"
     )]
     CoreTooLarge { core_sectors: u64 },
     #[error("disk of {0} bytes is too small for a partition at 1 MiB")]

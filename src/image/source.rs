@@ -302,9 +302,10 @@ mod tests {
             ImageSource::parse("debian:bookworm", None).unwrap(),
             ImageSource::Debian("bookworm".into())
         );
-        assert!(
-            matches!(ImageSource::parse("debian:sid", None), Err(Error::UnsupportedSuite(s)) if s == "sid")
-        );
+        assert!(matches!(
+            ImageSource::parse("debian:sid", None),
+            Err(Error::UnsupportedSuite(s)) if s == "sid"
+        ));
         assert_eq!(
             ImageSource::parse("https://h/x.qcow2", Some(Sha256::of("x"))).unwrap(),
             ImageSource::Url {

@@ -1,5 +1,5 @@
-//! Host-to-guest port forwards (a run's SSH forward, a persistent VM's): `[tcp|udp:][ADDR:]HOST:GUEST`, bound to
-//! 127.0.0.1 unless an address is given.
+//! Host-to-guest port forwards (a run's SSH forward, a persistent VM's):
+//! `[tcp|udp:][ADDR:]HOST:GUEST`, bound to 127.0.0.1 unless an address is given.
 
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -40,8 +40,9 @@ pub enum Error {
     MissingTool(#[from] MissingTool),
     #[error("cannot create a user and network namespace for the guest")]
     #[diagnostic(help(
-        "the `outbound` network needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, \
-         or on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0), or vmrun run as root; \
+        "the `outbound` network needs unprivileged user namespaces \
+         (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu \
+         kernel.apparmor_restrict_unprivileged_userns=0), or vmrun run as root; \
          `test.network: host` (or `--network host`) opts out of the isolation"
     ))]
     Unshare(#[source] io::Error),
@@ -412,7 +413,8 @@ mod tests {
             .collect();
         assert_eq!(
             line.join(" "),
-            "isolate --dir /r/runs/a --forward tcp:127.0.0.1:40022:22 --forward udp:0.0.0.0:5353:53 \
+            "isolate --dir /r/runs/a --forward tcp:127.0.0.1:40022:22 \
+             --forward udp:0.0.0.0:5353:53 \
              -- /usr/bin/qemu-system-x86_64 -m 1024M"
         );
         assert_eq!(launch.api_socket(), Path::new("/r/runs/a/slirp4netns.sock"));

@@ -65,7 +65,8 @@ pub fn add_forward(api_socket: &Path, forward: &Forward) -> Result<(), Error> {
     request(
         api_socket,
         &json!({"execute": "add_hostfwd", "arguments": {
-            "proto": protocol, "host_addr": address.to_string(), "host_port": port, "guest_port": port,
+            "proto": protocol, "host_addr": address.to_string(),
+            "host_port": port, "guest_port": port,
         }}),
         || format!("forward {protocol} {address}:{port}"),
     )
@@ -141,7 +142,8 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--configure --mtu=65520 --disable-host-loopback --enable-sandbox --enable-seccomp \
-             --ready-fd=5 --exit-fd=6 --userns-path=/proc/4242/ns/user --api-socket=/r/slirp.sock 4242 tap0"
+             --ready-fd=5 --exit-fd=6 --userns-path=/proc/4242/ns/user \
+             --api-socket=/r/slirp.sock 4242 tap0"
         );
     }
 

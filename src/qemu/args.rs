@@ -373,7 +373,8 @@ mod tests {
              -accel tcg,thread=multi -smp 2 -m 1024M \
              -drive file=/runs/a/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
              -drive file=/runs/a/seed.iso,if=virtio,format=raw,readonly=on \
-             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0 \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 \
+             -device virtio-net-pci,netdev=net0 \
              -chardev file,id=serial0,path=/dev/fd/7 -serial chardev:serial0 \
              -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0"
         );
@@ -424,7 +425,8 @@ mod tests {
             .collect();
         assert_eq!(
             qmp.join(" "),
-            "-chardev socket,id=qmp,server=on,wait=off,path=/run/v,,m/qmp.sock -mon chardev=qmp,mode=control"
+            "-chardev socket,id=qmp,server=on,wait=off,path=/run/v,,m/qmp.sock \
+             -mon chardev=qmp,mode=control"
         );
         let qga: Vec<_> = guest_agent_args(Path::new("/run/vm/qga.sock"))
             .iter()
@@ -432,7 +434,8 @@ mod tests {
             .collect();
         assert_eq!(
             qga.join(" "),
-            "-chardev socket,id=qga0,server=on,wait=off,path=/run/vm/qga.sock -device virtio-serial-pci,id=virtio-serial0 \
+            "-chardev socket,id=qga0,server=on,wait=off,path=/run/vm/qga.sock \
+             -device virtio-serial-pci,id=virtio-serial0 \
              -device virtserialport,bus=virtio-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0"
         );
         assert_eq!(name_args("db"), os(&["-name", "db"]));

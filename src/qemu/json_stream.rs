@@ -183,10 +183,16 @@ mod tests {
     proptest::proptest! {
         /// However the bytes are cut into writes, the same messages come out.
         #[test]
-        fn messages_survive_any_chunking(numbers in proptest::collection::vec(proptest::num::i64::ANY, 1..20), cut in 1usize..64) {
+        fn messages_survive_any_chunking(
+            numbers in proptest::collection::vec(proptest::num::i64::ANY, 1..20),
+            cut in 1usize..64
+        ) {
             let (a, mut b) = UnixStream::pair().unwrap();
             let mut s = JsonStream::new(a);
-            let bytes: Vec<u8> = numbers.iter().flat_map(|n| format!("{{\"n\": {n}}}\r\n").into_bytes()).collect();
+            let bytes: Vec<u8> = numbers
+                .iter()
+                .flat_map(|n| format!("{{\"n\": {n}}}\r\n").into_bytes())
+                .collect();
             let writer = std::thread::spawn(move || {
                 for chunk in bytes.chunks(cut) {
                     b.write_all(chunk).unwrap();

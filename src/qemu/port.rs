@@ -32,10 +32,12 @@ mod tests {
     #[test]
     fn recognises_qemus_hostfwd_error() {
         assert!(is_forward_conflict(
-            "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22: Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
+            "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22: \
+             Could not set up host forwarding rule 'tcp:127.0.0.1:2222-:22'"
         ));
         assert!(is_forward_conflict(
-            "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: add_hostfwd: slirp_add_hostfwd failed"
+            "slirp4netns refused to forward tcp 127.0.0.1:2222: bad request: \
+             add_hostfwd: slirp_add_hostfwd failed"
         ));
         assert!(!is_forward_conflict(
             "qemu-system-x86_64: terminating on signal 15"

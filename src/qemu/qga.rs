@@ -29,7 +29,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("the guest agent did not answer within {}s (is qemu-guest-agent running in the guest?)", .0.as_secs())]
+    #[error(
+        "the guest agent did not answer within {}s (is qemu-guest-agent running in the guest?)",
+        .0.as_secs()
+    )]
     NoAnswer(Duration),
     #[error("the guest agent: {0}")]
     Stream(#[source] json_stream::Error),
@@ -97,7 +100,8 @@ impl GuestAgent {
                 Ok(answer) if answer.get("return").and_then(Value::as_u64) == Some(id) => {
                     return Ok(agent);
                 }
-                Ok(_) | Err(json_stream::Error::NotJson { .. }) => continue, // an older sync's answer
+                // an older sync's answer
+                Ok(_) | Err(json_stream::Error::NotJson { .. }) => continue,
                 Err(e) => return Err(agent.stream_error(e)),
             }
         }
@@ -265,10 +269,13 @@ mod tests {
     #[test]
     fn flushes_syncs_past_stale_answers_and_reads_interfaces() {
         let interfaces = json!([
-            {"name": "lo", "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}]},
+            {"name": "lo", "ip-addresses": [
+                {"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}
+            ]},
             {"name": "eth0", "hardware-address": "52:54:00:12:34:56", "ip-addresses": [
                 {"ip-address-type": "ipv4", "ip-address": "10.0.2.15", "prefix": 24},
-                {"ip-address-type": "ipv6", "ip-address": "fec0::5054:ff:fe12:3456", "prefix": 64}]},
+                {"ip-address-type": "ipv6", "ip-address": "fec0::5054:ff:fe12:3456", "prefix": 64}
+            ]},
             {"name": "eth1"}
         ]);
         let (client, agent) = fake_agent(vec![format!("{}\n", json!({"return": interfaces}))]);
@@ -305,7 +312,9 @@ mod tests {
 
     #[test]
     fn what_the_agent_says_cannot_drive_a_terminal() {
-        let refusal = json!({"error": {"class": "GenericError", "desc": "no\u{1b}[2J\u{9b}H\nerror: forged"}});
+        let refusal = json!({"error": {
+            "class": "GenericError", "desc": "no\u{1b}[2J\u{9b}H\nerror: forged"
+        }});
         let odd = json!({"odd": "\u{1b}]0;pwned\u{7}"});
         let (client, _agent) = fake_agent(vec![format!("{refusal}\n"), format!("{odd}\n")]);
         let mut ga = GuestAgent::sync(client, Duration::from_secs(5)).unwrap();
@@ -331,7 +340,9 @@ mod tests {
         let sent = commands(&agent.join().unwrap());
         assert_eq!(
             sent[0],
-            json!({"execute": "guest-exec", "arguments": {"path": "/bin/date", "arg": ["-u", "-s", "@1.5"]}})
+            json!({"execute": "guest-exec", "arguments": {
+                "path": "/bin/date", "arg": ["-u", "-s", "@1.5"]
+            }})
         );
         assert_eq!(
             sent[1],

@@ -219,7 +219,12 @@ mod tests {
             if command["execute"] == "qmp_capabilities" {
                 return vec![json!({"return": {}, "id": command["id"]}).to_string()];
             }
-            vec![json!({"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}, "id": command["id"]}).to_string()]
+            vec![
+                json!({"error": {
+                    "class": "CommandNotFound", "desc": "The command nope has not been found"
+                }, "id": command["id"]})
+                .to_string(),
+            ]
         });
         let mut qmp = Qmp::handshake(client).unwrap();
         let err = qmp.execute("nope", None).unwrap_err();

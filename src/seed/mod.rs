@@ -35,7 +35,8 @@ pub enum Error {
     #[diagnostic(
         code(vmrun::seed::source_date_epoch),
         help(
-            "set it to whole seconds since 1970-01-01T00:00:00Z, at most 5869583999 (2155-12-31), or unset it"
+            "set it to whole seconds since 1970-01-01T00:00:00Z, at most 5869583999 (2155-12-31), \
+             or unset it"
         )
     )]
     SourceDateEpoch { value: String },

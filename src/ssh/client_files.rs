@@ -143,13 +143,16 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2hWgF0dJx3jZ0b3nC0Gf6E0U1Jw3b8r3fY0gQm6x1 vmrun host";
+    const KEY: &str = "ssh-ed25519 \
+                       AAAAC3NzaC1lZDI1NTE5AAAAIGq2hWgF0dJx3jZ0b3nC0Gf6E0U1Jw3b8r3fY0gQm6x1 \
+                       vmrun host";
 
     #[test]
     fn known_hosts_line_pins_the_port_and_drops_the_comment() {
         assert_eq!(
             known_hosts_line(40022, KEY),
-            "[127.0.0.1]:40022 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2hWgF0dJx3jZ0b3nC0Gf6E0U1Jw3b8r3fY0gQm6x1"
+            "[127.0.0.1]:40022 ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIGq2hWgF0dJx3jZ0b3nC0Gf6E0U1Jw3b8r3fY0gQm6x1"
         );
     }
 
@@ -164,9 +167,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             text,
-            "# Written by vmrun for one VM.\nHost *\n  HostName 127.0.0.1\n  Port 2222\n  User vmrun\n  \
-             IdentitiesOnly yes\n  IdentityFile \"/keys/client\"\n  UserKnownHostsFile \"/run/a/known_hosts\"\n  \
-             GlobalKnownHostsFile none\n  StrictHostKeyChecking yes\n  UpdateHostKeys no\n  BatchMode yes\n  \
+            "# Written by vmrun for one VM.\nHost *\n  HostName 127.0.0.1\n  Port 2222\n  \
+             User vmrun\n  IdentitiesOnly yes\n  IdentityFile \"/keys/client\"\n  \
+             UserKnownHostsFile \"/run/a/known_hosts\"\n  GlobalKnownHostsFile none\n  \
+             StrictHostKeyChecking yes\n  UpdateHostKeys no\n  BatchMode yes\n  \
              LogLevel ERROR\n  ServerAliveInterval 10\n  ServerAliveCountMax 6\n  \
              KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n  ControlMaster no\n  \
              ControlPath \"/run/a/control\"\n"

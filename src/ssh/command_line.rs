@@ -57,7 +57,8 @@ pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &
 /// any request on a channel once `exec` has been sent.)
 pub(super) fn killed_on_close(command_line: &str) -> String {
     format!(
-        "exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & exec 3<&-; {command_line}"
+        "exec 3<&0 </dev/null; {{ cat <&3; kill -KILL 0; }} >/dev/null 2>&1 & \
+         exec 3<&-; {command_line}"
     )
 }
 
@@ -102,7 +103,10 @@ mod tests {
                 &vars,
                 &Command::Shell("pytest -q && echo 'ok'".into())
             ),
-            r"cd '/home/vmrun/project' && exec env -- 'A=1' 'B=two words' sh -c 'pytest -q && echo '\''ok'\'''"
+            concat!(
+                r"cd '/home/vmrun/project' && exec env -- 'A=1' 'B=two words' ",
+                r"sh -c 'pytest -q && echo '\''ok'\'''"
+            )
         );
         assert_eq!(
             remote_command_line(
@@ -228,14 +232,27 @@ mod tests {
             let root = tempfile::tempdir().unwrap();
             let dir = root.path().join(&dir_name);
             std::fs::create_dir(&dir).unwrap();
-            let mut argv = vec!["sh".to_owned(), "-c".to_owned(), r#"printf '%s\0' "$PWD" "$V" "$@""#.to_owned(), "sh".to_owned()];
+            let mut argv = vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                r#"printf '%s\0' "$PWD" "$V" "$@""#.to_owned(),
+                "sh".to_owned(),
+            ];
             argv.extend(args.iter().cloned());
-            let line = remote_command_line(dir.to_str().unwrap(), &env(&[("V", &value)]), &Command::Argv(argv));
+            let line = remote_command_line(
+                dir.to_str().unwrap(),
+                &env(&[("V", &value)]),
+                &Command::Argv(argv),
+            );
             let out = run_locally(&line);
             prop_assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
             let mut expected = vec![dir.to_str().unwrap().to_owned(), value.clone()];
             expected.extend(args);
-            let printed: Vec<String> = out.stdout.split(|&b| b == 0).map(|w| String::from_utf8(w.to_vec()).unwrap()).collect();
+            let printed: Vec<String> = out
+                .stdout
+                .split(|&b| b == 0)
+                .map(|w| String::from_utf8(w.to_vec()).unwrap())
+                .collect();
             prop_assert_eq!(&printed[..printed.len() - 1], &expected[..]);
         }
 
@@ -243,7 +260,11 @@ mod tests {
         #[test]
         fn shell_command_round_trips(word in WORD) {
             let script = format!("printf '%s' {}", sh_quote(&word));
-            let out = run_locally(&remote_command_line("/", &BTreeMap::new(), &Command::Shell(script)));
+            let out = run_locally(&remote_command_line(
+                "/",
+                &BTreeMap::new(),
+                &Command::Shell(script),
+            ));
             prop_assert_eq!(String::from_utf8(out.stdout).unwrap(), word);
         }
     }

@@ -53,8 +53,8 @@ pub enum Error {
     },
     #[error("the guest on 127.0.0.1:{port} has host key {found}, not the pinned {expected}")]
     #[diagnostic(help(
-        "another machine answered on that port, or the image's disk no longer matches its stored key; \
-         vmrun never connects to an unexpected host key"
+        "another machine answered on that port, or the image's disk no longer matches its \
+         stored key; vmrun never connects to an unexpected host key"
     ))]
     HostKeyMismatch {
         port: u16,

@@ -28,11 +28,16 @@ pub enum Error {
     #[diagnostic(transparent)]
     InvalidName(#[from] InvalidName),
     #[error("no baked image named `{name}`")]
-    #[diagnostic(help("{}", if known.is_empty() { "bake one: vmrun bake --image debian:bookworm --name NAME".to_owned() } else { format!("baked images: {}", known.join(", ")) }))]
+    #[diagnostic(help("{}", if known.is_empty() {
+        "bake one: vmrun bake --image debian:bookworm --name NAME".to_owned()
+    } else {
+        format!("baked images: {}", known.join(", "))
+    }))]
     NotFound { name: String, known: Vec<String> },
     #[error("image `{name}` is in use by {}", holders.join(", "))]
     #[diagnostic(help(
-        "a VM keeps its image until it is deleted (vmrun vm delete NAME); a `vmrun test` run until it ends"
+        "a VM keeps its image until it is deleted (vmrun vm delete NAME); \
+         a `vmrun test` run until it ends"
     ))]
     InUse { name: String, holders: Vec<String> },
     #[error("the store has no entry {key} (its image was removed)")]

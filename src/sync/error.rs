@@ -47,7 +47,10 @@ pub enum Error {
          without one"
     ))]
     DestinationSymlink { link: PathBuf, destination: PathBuf },
-    #[error("the artifacts destination {} cannot be made: {} is not a directory", destination.display(), path.display())]
+    #[error(
+        "the artifacts destination {} cannot be made: {} is not a directory",
+        destination.display(), path.display()
+    )]
     DestinationNotADirectory { path: PathBuf, destination: PathBuf },
     #[error("cannot run {}", program.display())]
     Spawn {
@@ -81,11 +84,13 @@ fn symlink_message(link: &Path, destination: &Path) -> String {
 /// The artifacts of one run add up to more than `test.artifacts-max-size`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
 #[error(
-    "the artifacts reach {} with {artifact}, past test.artifacts-max-size ({cap}): it and the artifacts after it were not copied",
+    "the artifacts reach {} with {artifact}, past test.artifacts-max-size ({cap}): \
+     it and the artifacts after it were not copied",
     human_size(*total)
 )]
 #[diagnostic(help(
-    "raise the limit in vmrun.yaml (`test: {{artifacts-max-size: 4G}}`), or match fewer files with test.artifacts"
+    "raise the limit in vmrun.yaml (`test: {{artifacts-max-size: 4G}}`), \
+     or match fewer files with test.artifacts"
 ))]
 pub struct OverCap {
     /// The artifact that took the total past the cap, its name made visible.

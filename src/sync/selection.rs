@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(selection.skipped.len(), 1);
         assert_eq!(
             over.to_string(),
-            r"the artifacts reach 1.0 TiB with big\x0a.xml, past test.artifacts-max-size (1GiB): it and the artifacts after it were not copied"
+            concat!(
+                r"the artifacts reach 1.0 TiB with big\x0a.xml, past ",
+                r"test.artifacts-max-size (1GiB): it and the artifacts after it were not copied"
+            )
         );
     }
 
@@ -180,7 +183,10 @@ mod tests {
         ];
         assert_eq!(
             describe_skipped(&three),
-            r"skipped 3 artifacts that are not regular files: a (symlink), b\x1b[31m (char device), c\x0ad (socket)"
+            concat!(
+                r"skipped 3 artifacts that are not regular files: ",
+                r"a (symlink), b\x1b[31m (char device), c\x0ad (socket)"
+            )
         );
         let many: Vec<Skipped> = (0..25)
             .map(|i| Skipped {

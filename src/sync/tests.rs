@@ -60,7 +60,8 @@ impl FakeGuest {
         write_executable(
             &ssh,
             &format!(
-                "#!/bin/sh\n[ \"$1\" = -F ] || exit 90\nprintf '%s' \"$2\" > {seen}\nshift 3\ncd {home} && PATH={bin} exec /bin/sh -c \"$*\"\n",
+                "#!/bin/sh\n[ \"$1\" = -F ] || exit 90\nprintf '%s' \"$2\" > {seen}\nshift 3\n\
+                 cd {home} && PATH={bin} exec /bin/sh -c \"$*\"\n",
                 seen = sh_quote(seen_config.to_str().unwrap()),
                 home = sh_quote(home.to_str().unwrap()),
                 bin = sh_quote(bin.to_str().unwrap()),
@@ -486,7 +487,8 @@ fn the_cap_refuses_a_huge_file_and_keeps_what_came_before() {
     assert_eq!(over.artifact, "big.xml");
     assert_eq!(
         Error::from(over).to_string(),
-        "the artifacts reach 1.0 TiB with big.xml, past test.artifacts-max-size (1MiB): it and the artifacts after it were not copied"
+        "the artifacts reach 1.0 TiB with big.xml, past test.artifacts-max-size (1MiB): \
+         it and the artifacts after it were not copied"
     );
     assert_eq!(files_under(&destination.path()), set(&["a.xml"]));
 }

@@ -12,7 +12,11 @@ pub enum Error {
     Stopped(#[from] crate::wait::Stop),
 
     #[error("no VM named `{name}`")]
-    #[diagnostic(help("{}", if known.is_empty() { "create one: vmrun vm create NAME --image IMAGE".to_owned() } else { format!("VMs: {}", known.join(", ")) }))]
+    #[diagnostic(help("{}", if known.is_empty() {
+        "create one: vmrun vm create NAME --image IMAGE".to_owned()
+    } else {
+        format!("VMs: {}", known.join(", "))
+    }))]
     NotFound { name: String, known: Vec<String> },
 
     #[error("a VM named `{name}` already exists")]
@@ -34,7 +38,8 @@ pub enum Error {
 
     #[error("the systemd user manager does not load {unit} from {}", dir.display())]
     #[diagnostic(help(
-        "the manager reads units from its own XDG_CONFIG_HOME (or ~/.config); run vmrun with the same one"
+        "the manager reads units from its own XDG_CONFIG_HOME (or ~/.config); \
+         run vmrun with the same one"
     ))]
     UnitNotLoaded {
         unit: String,
@@ -46,7 +51,11 @@ pub enum Error {
     ForwardClash { forward: String, existing: String },
 
     #[error("VM `{name}` has no forward {forward}")]
-    #[diagnostic(help("{}", if existing.is_empty() { "it has no forwards besides SSH".to_owned() } else { format!("its forwards: {}", existing.join(", ")) }))]
+    #[diagnostic(help("{}", if existing.is_empty() {
+        "it has no forwards besides SSH".to_owned()
+    } else {
+        format!("its forwards: {}", existing.join(", "))
+    }))]
     NoSuchForward {
         name: String,
         forward: String,
@@ -65,7 +74,11 @@ pub enum Error {
     NotRunning { name: String },
 
     #[error("VM `{name}` has no snapshot `{tag}`")]
-    #[diagnostic(help("{}", if existing.is_empty() { "it has no snapshots".to_owned() } else { format!("its snapshots: {}", existing.join(", ")) }))]
+    #[diagnostic(help("{}", if existing.is_empty() {
+        "it has no snapshots".to_owned()
+    } else {
+        format!("its snapshots: {}", existing.join(", "))
+    }))]
     NoSuchSnapshot {
         name: String,
         tag: String,
@@ -78,7 +91,10 @@ pub enum Error {
     /// `reason` ends with QEMU's last messages.
     #[error("VM `{name}` did not start: {reason}")]
     #[diagnostic(help("{}", match kept {
-        true => format!("QEMU's log: {}; its unit: systemctl --user status vmrun-{name}.service", log.display()),
+        true => format!(
+            "QEMU's log: {}; its unit: systemctl --user status vmrun-{name}.service",
+            log.display()
+        ),
         false => "the failed create was undone: nothing of the VM is left".to_owned(),
     }))]
     StartFailed {
@@ -90,10 +106,12 @@ pub enum Error {
 
     /// `console` is the serial console's last lines.
     #[error(
-        "VM `{name}` did not answer SSH within {waited_secs}s (last attempt: {last})\nlast lines of its serial console:\n{console}"
+        "VM `{name}` did not answer SSH within {waited_secs}s (last attempt: {last})\n\
+         last lines of its serial console:\n{console}"
     )]
     #[diagnostic(help(
-        "it keeps running: `vmrun vm ssh {name}` waits for it again, `vmrun vm logs {name}` shows its console"
+        "it keeps running: `vmrun vm ssh {name}` waits for it again, \
+         `vmrun vm logs {name}` shows its console"
     ))]
     NotReady {
         name: String,

@@ -70,13 +70,16 @@ mod tests {
             .collect();
         assert_eq!(
             line.join(" "),
-            "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none -machine q35 -name db \
+            "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none \
+             -machine q35 -name db \
              -accel tcg,thread=multi -smp 2 -m 1024M \
              -drive file=/v/state/vms/db/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
-             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=udp:127.0.0.1:5353-:53 -device virtio-net-pci,netdev=net0 \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=udp:127.0.0.1:5353-:53 \
+             -device virtio-net-pci,netdev=net0 \
              -chardev file,id=serial0,path=/dev/fd/3 -serial chardev:serial0 \
              -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0 \
-             -chardev socket,id=qmp,server=on,wait=off,path=/v/run/vms/db/qmp.sock -mon chardev=qmp,mode=control \
+             -chardev socket,id=qmp,server=on,wait=off,path=/v/run/vms/db/qmp.sock \
+             -mon chardev=qmp,mode=control \
              -chardev socket,id=qga0,server=on,wait=off,path=/v/run/vms/db/qga.sock \
              -device virtio-serial-pci,id=virtio-serial0 \
              -device virtserialport,bus=virtio-serial0.0,chardev=qga0,name=org.qemu.guest_agent.0"

@@ -114,7 +114,9 @@ mod tests {
         assert_eq!(value["accel"], "tcg");
         assert_eq!(
             value["forwards"][0],
-            serde_json::json!({"protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80})
+            serde_json::json!({
+                "protocol": "tcp", "address": "127.0.0.1", "host": 8080, "guest": 80
+            })
         );
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

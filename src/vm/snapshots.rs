@@ -161,7 +161,10 @@ mod tests {
 
     #[test]
     fn snapshot_info() {
-        let info = json!([{"id": "1", "name": "before", "vm-state-size": 300000, "date-sec": 1700000000, "date-nsec": 5, "vm-clock-sec": 42, "vm-clock-nsec": 1}]);
+        let info = json!([{
+            "id": "1", "name": "before", "vm-state-size": 300000,
+            "date-sec": 1700000000, "date-nsec": 5, "vm-clock-sec": 42, "vm-clock-nsec": 1
+        }]);
         assert_eq!(
             parse_snapshots(Some(&info)),
             [Snapshot {

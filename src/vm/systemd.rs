@@ -14,9 +14,10 @@ pub enum Error {
     MissingTool(#[from] MissingTool),
     #[error("no systemd user manager answers: {detail}")]
     #[diagnostic(help(
-        "vmrun runs VMs as systemd user units. Log in to a session that has one (XDG_RUNTIME_DIR set), \
-         or start one: mkdir -p /run/systemd/system; export XDG_RUNTIME_DIR=/tmp/xdg-$UID; \
-         mkdir -m700 -p $XDG_RUNTIME_DIR; /lib/systemd/systemd --user &"
+        "vmrun runs VMs as systemd user units. Log in to a session that has one \
+         (XDG_RUNTIME_DIR set), or start one: mkdir -p /run/systemd/system; \
+         export XDG_RUNTIME_DIR=/tmp/xdg-$UID; mkdir -m700 -p $XDG_RUNTIME_DIR; \
+         /lib/systemd/systemd --user &"
     ))]
     NoManager { detail: String },
     #[error("`systemctl --user {args}` failed: {stderr}")]

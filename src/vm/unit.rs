@@ -93,7 +93,8 @@ fn executable(prefix: &str, program: &Path) -> Result<String, Unquotable> {
         .any(|c| matches!(c, '"' | '\'' | '\\') || c.is_control())
     {
         return Err(unquotable(
-            "systemd does not run programs whose path has quotes, backslashes or control characters",
+            "systemd does not run programs whose path has quotes, backslashes \
+             or control characters",
         ));
     }
     let word = format!("{prefix}{}", text.replace('%', "%%"));
@@ -193,7 +194,10 @@ mod tests {
             "{unit}"
         );
         assert!(
-            unit.contains("\nExecStart=/usr/bin/qemu-system-x86_64 -drive file=/home/ann/.local/state/vmrun/state/vms/db/disk.qcow2,if=virtio\n"),
+            unit.contains(
+                "\nExecStart=/usr/bin/qemu-system-x86_64 -drive \
+                 file=/home/ann/.local/state/vmrun/state/vms/db/disk.qcow2,if=virtio\n"
+            ),
             "{unit}"
         );
         assert!(

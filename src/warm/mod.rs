@@ -218,7 +218,8 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     sink(Event::Detail(
         "settling (systemctl is-system-running --wait), dropping caches".into(),
     ));
-    let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
+    let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; \
+                  echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
     session.exec(
         settle,
         &mut std::io::sink(),
@@ -432,7 +433,8 @@ mod tests {
 
     #[test]
     fn an_agent_that_runs_no_programs_sets_the_clock_itself() {
-        let refused = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"command guest-exec has been disabled\"}}\n";
+        let refused = "{\"error\": {\"class\": \"GenericError\", \
+                       \"desc\": \"command guest-exec has been disabled\"}}\n";
         let mut replies = vec![refused.to_owned()];
         replies.extend(returning(&[json!({})]));
         let (mut ga, server) = agent(replies);

@@ -183,7 +183,8 @@ fn main() {
             .arg(accel);
         shell.push(measure(flow));
         eprintln!(
-            "round {}: warm {:.2}s (host network {:.2}s, none {:.2}s), cold {:.2}s, shell flow {:.2}s",
+            "round {}: warm {:.2}s (host network {:.2}s, none {:.2}s), \
+             cold {:.2}s, shell flow {:.2}s",
             i + 1,
             warm[i].took.as_secs_f64(),
             warm_host[i].took.as_secs_f64(),

@@ -8,7 +8,10 @@
 //!
 //! ```no_run
 //! # use vmrun::qemu::accel::{AccelChoice, resolve};
-//! # fn f(qemu: &std::path::Path, facts: &std::path::Path) -> Result<(), vmrun::qemu::accel::Error> {
+//! # fn f(
+//! #     qemu: &std::path::Path,
+//! #     facts: &std::path::Path,
+//! # ) -> Result<(), vmrun::qemu::accel::Error> {
 //! let accel = resolve(AccelChoice::from_env()?, qemu, facts, &|event| eprintln!("{event:?}"))?;
 //! # Ok(()) }
 //! ```
@@ -93,13 +96,13 @@ impl Unavailable {
     fn help(&self) -> Option<String> {
         match self {
             Unavailable::Missing { .. } => Some(
-                "load the kvm_intel or kvm_amd module, turn on virtualisation in the firmware, or pass /dev/kvm \
-                 into the container; or set VMRUN_ACCEL=tcg"
+                "load the kvm_intel or kvm_amd module, turn on virtualisation in the firmware, \
+                 or pass /dev/kvm into the container; or set VMRUN_ACCEL=tcg"
                     .into(),
             ),
-            Unavailable::Permission { .. } => {
-                Some("sudo usermod -aG kvm \"$USER\", then log in again; or set VMRUN_ACCEL=tcg".into())
-            }
+            Unavailable::Permission { .. } => Some(
+                "sudo usermod -aG kvm \"$USER\", then log in again; or set VMRUN_ACCEL=tcg".into(),
+            ),
             _ => Some("set VMRUN_ACCEL=tcg".into()),
         }
     }

@@ -230,7 +230,8 @@ fn timed_out(serial: &str, timeout: Duration) -> String {
     match last_stage(serial) {
         Some("long mode") => {
             format!(
-                "the probe guest reached long mode but did not finish its work in {secs} (TCG does it in about a second)"
+                "the probe guest reached long mode but did not finish its work in {secs} \
+                 (TCG does it in about a second)"
             )
         }
         Some(stage) => format!("the probe guest reached {stage}, then made no progress in {secs}"),
@@ -350,9 +351,11 @@ mod tests {
 
     #[test]
     fn qemu_complaint_prefers_errors_over_warnings() {
-        let log = "qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.pni [bit 0]\n\
+        let log = "qemu-system-x86_64: warning: host doesn't support requested feature: \
+                       CPUID.01H:ECX.pni [bit 0]\n\
                    qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
-                   qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion failed.\n";
+                   qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: \
+                       Assertion failed.\n";
         assert_eq!(
             qemu_complaint(log),
             Some("error: failed to set MSR 0x10a to 0x69")

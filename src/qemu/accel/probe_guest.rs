@@ -207,7 +207,8 @@ mod tests {
     fn matches_its_source() {
         let Ok(nasm) = which::which("nasm") else {
             eprintln!(
-                "note: nasm is not on PATH, so GUEST was not compared with templates/kvm-probe.asm (apt-get install nasm)"
+                "note: nasm is not on PATH, so GUEST was not compared with templates/kvm-probe.asm \
+                 (apt-get install nasm)"
             );
             return;
         };

@@ -129,7 +129,8 @@ impl CappedLog {
 fn marker(dropped: u64, after_line_end: bool) -> String {
     let start = if after_line_end { "" } else { "\n" };
     format!(
-        "{start}[vmrun: {dropped} bytes of the console left out here; the log keeps its first and last bytes]\n"
+        "{start}[vmrun: {dropped} bytes of the console left out here; \
+         the log keeps its first and last bytes]\n"
     )
 }
 
@@ -175,7 +176,8 @@ mod tests {
         assert_eq!(
             read(&path),
             format!(
-                "0123456789\n[vmrun: 300 bytes of the console left out here; the log keeps its first and last bytes]\n{}",
+                "0123456789\n[vmrun: 300 bytes of the console left out here; \
+                 the log keeps its first and last bytes]\n{}",
                 &tail[300..]
             )
         );
@@ -190,7 +192,8 @@ mod tests {
         }
         let text = read(&path);
         let marker = format!(
-            "[vmrun: {} bytes of the console left out here; the log keeps its first and last bytes]\n",
+            "[vmrun: {} bytes of the console left out here; \
+             the log keeps its first and last bytes]\n",
             log.dropped()
         );
         assert!(

@@ -143,7 +143,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn packed_records_never_cross_a_sector(lens in prop::collection::vec(17usize..=110, 1..200)) {
+        fn packed_records_never_cross_a_sector(
+            lens in prop::collection::vec(17usize..=110, 1..200)
+        ) {
             let records: Vec<Vec<u8>> = lens.iter().map(|&n| vec![n as u8 * 2; n * 2]).collect();
             let packed = pack(records.clone());
             prop_assert_eq!(packed.len() % SECTOR, 0);

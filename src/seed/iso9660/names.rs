@@ -153,7 +153,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn identifiers_are_unique_level_1(names in prop::collection::hash_set("[a-z0-9.-]{1,20}", 1..300)) {
+        fn identifiers_are_unique_level_1(
+            names in prop::collection::hash_set("[a-z0-9.-]{1,20}", 1..300)
+        ) {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let primary = primary_names(names.iter().copied());
             let distinct: HashSet<_> = primary.iter().collect();
@@ -161,7 +163,9 @@ mod tests {
             for p in &primary {
                 prop_assert!(p.base.len() <= 8 && p.extension.len() <= 3);
                 prop_assert!(!(p.base.is_empty() && p.extension.is_empty()));
-                let d = |s: &str| s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                let d = |s: &str| {
+                    s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                };
                 prop_assert!(d(&p.base) && d(&p.extension));
             }
         }
