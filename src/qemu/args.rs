@@ -83,7 +83,17 @@ pub struct Control {
     /// The descriptor of an open saved state to resume from, which QEMU inherits (reading
     /// the file itself loads the state in about half the time a `cat` through a pipe takes).
     pub incoming: Option<RawFd>,
+    /// Under KVM, the named [`PORTABLE_CPU`] instead of the host's CPU: a state saved with it
+    /// resumes on another host (TCG's CPU is the same everywhere already).
+    pub portable_cpu: bool,
 }
+
+/// The CPU model of warm machines under KVM: x86-64-v3 as Haswell has it (AVX2, BMI1/2, FMA,
+/// MOVBE), without TSX, and without PCID/INVPCID, which nested KVM on cloud CI runners does
+/// not always pass on. Every CPU of GitHub's, GitLab's and the large clouds' x86 runners since
+/// Intel Haswell (2013) and AMD Zen (2017) has these. `enforce`: on a host that lacks one,
+/// QEMU refuses to start instead of running a different CPU than the state was saved with.
+pub const PORTABLE_CPU: &str = "Haswell-noTSX,-pcid,-invpcid,enforce";
 
 /// The whole command line, in one fixed order: device order decides PCI slots, which must
 /// match between a warm state's saving QEMU and every resuming one.
@@ -92,7 +102,11 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
         None => base_args(),
         Some(name) => [persistent_base_args(), name_args(name)].concat(),
     };
-    args.extend(accel_args(m.accel));
+    let portable = m.control.as_ref().is_some_and(|c| c.portable_cpu);
+    args.extend(match (m.accel, portable) {
+        (Accel::Kvm, true) => os(&["-accel", "kvm", "-cpu", PORTABLE_CPU]),
+        (accel, _) => accel_args(accel),
+    });
     args.extend(size_args(m.size));
     args.extend(disk_args(&m.disk));
     if let Some(seed) = &m.seed {
@@ -133,6 +147,22 @@ pub fn probe_command_line(accel: &[OsString], disk: &Path, console: RawFd) -> Ve
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
     ]);
+    line
+}
+
+/// A paused KVM machine with the [`PORTABLE_CPU`] and nothing else: QEMU refuses to start it
+/// at once on a host whose CPU lacks a feature of the model (`enforce`).
+pub fn portable_cpu_check_command_line() -> Vec<OsString> {
+    let mut line = base_args();
+    line.extend(os(&[
+        "-accel",
+        "kvm",
+        "-cpu",
+        PORTABLE_CPU,
+        "-m",
+        "64M",
+        "-S",
+    ]));
     line
 }
 
@@ -310,6 +340,7 @@ mod tests {
                 guest_agent: format!("{dir}/qga.sock").into(),
                 generation: Some(generation.into()),
                 incoming,
+                portable_cpu: true,
             }),
             ..machine()
         };
@@ -339,6 +370,38 @@ mod tests {
     }
 
     #[test]
+    fn warm_machines_under_kvm_run_the_portable_cpu_and_others_the_hosts() {
+        let with = |portable_cpu| Machine {
+            accel: Accel::Kvm,
+            control: Some(Control {
+                qmp: "/q".into(),
+                guest_agent: "/g".into(),
+                generation: None,
+                incoming: None,
+                portable_cpu,
+            }),
+            ..machine()
+        };
+        let cpu = |m: &Machine| {
+            let line = text(&command_line(m));
+            line[line.iter().position(|a| a == "-cpu").unwrap() + 1].clone()
+        };
+        assert_eq!(cpu(&with(true)), PORTABLE_CPU);
+        assert_eq!(cpu(&with(false)), "host");
+        let cold = Machine {
+            accel: Accel::Kvm,
+            ..machine()
+        };
+        assert_eq!(cpu(&cold), "host");
+        // TCG's CPU is the same on every host: no model is named.
+        let tcg = Machine {
+            accel: Accel::Tcg,
+            ..with(true)
+        };
+        assert!(!text(&command_line(&tcg)).contains(&"-cpu".to_owned()));
+    }
+
+    #[test]
     fn a_persistent_machine_is_named_resets_on_reboot_and_has_no_vmgenid() {
         let kept = Machine {
             seed: None,
@@ -347,11 +410,16 @@ mod tests {
                 guest_agent: "/run/db/qga.sock".into(),
                 generation: None,
                 incoming: None,
+                portable_cpu: false,
             }),
             persistent: Some("db".into()),
             ..machine()
         };
         let line = text(&command_line(&kept));
+        assert_eq!(
+            line[line.iter().position(|a| a == "-accel").unwrap() + 1],
+            "tcg,thread=multi"
+        );
         assert!(!line.contains(&"-no-reboot".to_owned()));
         assert_eq!(
             line[line.iter().position(|a| a == "-name").unwrap() + 1],

@@ -25,6 +25,7 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
             guest_agent: layout.agent_socket(),
             generation: None,
             incoming: None,
+            portable_cpu: false,
         }),
         persistent: Some(record.name.clone()),
     };

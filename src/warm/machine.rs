@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::args::{Accel, Control, MachineSize};
+use crate::qemu::args::{Accel, Control, MachineSize, PORTABLE_CPU};
 
 /// Bumped whenever the warm machine's arguments change shape: older states then fall back.
 pub const FORMAT: u32 = 1;
@@ -19,6 +19,11 @@ pub struct WarmMachine {
     /// `qemu-system-x86_64 --version`'s first line.
     pub qemu_version: String,
     pub accel: Accel,
+    /// The named CPU model the state was saved with (under KVM, [`PORTABLE_CPU`]); none:
+    /// QEMU's default for the accelerator (TCG), or, in states saved before vmrun named one,
+    /// the host's CPU under KVM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     pub cpus: u32,
     pub memory_mib: u64,
     /// The exact command line the state was saved from, for the record.
@@ -45,6 +50,19 @@ pub enum Mismatch {
         saved: MachineSize,
         now: MachineSize,
     },
+    Cpu {
+        saved: Option<String>,
+        now: Option<String>,
+    },
+}
+
+/// The CPU model a warm machine under `accel` is saved and resumed with (see
+/// [`PORTABLE_CPU`]); `None`: QEMU's own for the accelerator.
+pub fn cpu_model(accel: Accel) -> Option<String> {
+    match accel {
+        Accel::Kvm => Some(PORTABLE_CPU.to_owned()),
+        Accel::Tcg => None,
+    }
 }
 
 impl std::fmt::Display for Mismatch {
@@ -57,6 +75,18 @@ impl std::fmt::Display for Mismatch {
             Mismatch::Qemu { saved, now } => write!(f, "it was saved by {saved}; this is {now}"),
             Mismatch::Accel { saved, now } => {
                 write!(f, "it was saved under {saved}; this run uses {now}")
+            }
+            Mismatch::Cpu { saved, now } => {
+                let name = |cpu: &Option<String>| match cpu {
+                    Some(model) => format!("CPU model {model}"),
+                    None => "the host's CPU".to_owned(),
+                };
+                write!(
+                    f,
+                    "it was saved with {}; this vmrun resumes {} (bake it again)",
+                    name(saved),
+                    name(now)
+                )
             }
             Mismatch::Size { saved, now } => {
                 write!(f, "it was saved with {saved}; this run asks for {now}")
@@ -86,6 +116,12 @@ impl WarmMachine {
             return Err(Mismatch::Accel {
                 saved: self.accel,
                 now: accel,
+            });
+        }
+        if self.cpu != cpu_model(accel) {
+            return Err(Mismatch::Cpu {
+                saved: self.cpu.clone(),
+                now: cpu_model(accel),
             });
         }
         if self.size() != size {
@@ -119,6 +155,7 @@ pub fn control(dir: &Path, incoming: Option<RawFd>) -> Control {
         guest_agent: dir.join(AGENT_SOCKET),
         generation: Some(new_generation()),
         incoming,
+        portable_cpu: true,
     }
 }
 
@@ -147,6 +184,7 @@ mod tests {
             format: FORMAT,
             qemu_version: "QEMU emulator version 7.2.22".into(),
             accel: Accel::Tcg,
+            cpu: None,
             cpus: 2,
             memory_mib: 1024,
             args: vec![],
@@ -195,6 +233,34 @@ mod tests {
             old.check("QEMU emulator version 7.2.22", Accel::Tcg, size(2)),
             Err(Mismatch::Format { .. })
         ));
+    }
+
+    #[test]
+    fn under_kvm_only_a_state_saved_with_the_portable_cpu_resumes() {
+        let qemu = "QEMU emulator version 7.2.22";
+        let kvm = |cpu: Option<&str>| WarmMachine {
+            accel: Accel::Kvm,
+            cpu: cpu.map(str::to_owned),
+            ..saved()
+        };
+        assert_eq!(
+            kvm(Some(PORTABLE_CPU)).check(qemu, Accel::Kvm, size(2)),
+            Ok(())
+        );
+        // Saved before vmrun named a model: with the saving host's own CPU.
+        let err = kvm(None).check(qemu, Accel::Kvm, size(2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "it was saved with the host's CPU; this vmrun resumes CPU model {PORTABLE_CPU} \
+                 (bake it again)"
+            )
+        );
+        // An old state without the field still loads.
+        let mut old = serde_json::to_value(saved()).unwrap();
+        old.as_object_mut().unwrap().remove("cpu");
+        let old: WarmMachine = serde_json::from_value(old).unwrap();
+        assert_eq!(old.cpu, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `boot_id`, the uptime (it counts on from the save), process ids, and the MAC and guest IP
 //! (each VM has its own user-mode network, so they never meet).
 
+mod cpu;
 pub mod machine;
 
 use std::fs;
@@ -137,12 +138,18 @@ pub fn fitting(
             "the image has no warm state (bake it again with this vmrun to add one)".into(),
         ));
     };
-    Ok(
-        match warm.machine.check(&qemu_version(qemu)?, accel, size) {
-            Ok(()) => Ok(warm),
-            Err(mismatch) => Err(format!("the warm state does not fit: {mismatch}")),
-        },
-    )
+    if let Err(mismatch) = warm.machine.check(&qemu_version(qemu)?, accel, size) {
+        return Ok(Err(format!("the warm state does not fit: {mismatch}")));
+    }
+    if accel == Accel::Kvm
+        && let Err(why) = cpu::host_runs_portable_cpu(qemu)?
+    {
+        return Ok(Err(format!(
+            "this host's KVM does not run CPU model {}, which the warm state was saved with: {why}",
+            crate::qemu::args::PORTABLE_CPU
+        )));
+    }
+    Ok(Ok(warm))
 }
 
 /// The first line of `qemu --version`, which a saved state must match.
@@ -250,6 +257,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         format: machine::FORMAT,
         qemu_version: qemu_version(c.qemu)?,
         accel: c.accel,
+        cpu: machine::cpu_model(c.accel),
         cpus: c.size.cpus,
         memory_mib: c.size.memory_mib,
         args: line
