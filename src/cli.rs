@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage persistent VMs run as systemd user units.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Check what vmrun needs on this host (QEMU, KVM, tools, namespaces, systemd, disk space)
+    /// and say what to install or change; exit 1 when something vmrun needs fails.
+    Doctor(DoctorArgs),
     /// Internal: start QEMU in an isolated network namespace (`outbound` network).
     #[command(hide = true)]
     Isolate(IsolateArgs),
@@ -134,6 +137,13 @@ pub struct TestArgs {
     /// The command to run in the guest; default: `test.command` from vmrun.yaml.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// An array of {check, status: ok|warn|fail, detail, fix} instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

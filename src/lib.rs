@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod doctor;
 pub mod error;
 pub mod error_line;
 pub mod events;

@@ -15,7 +15,7 @@ pub struct MissingTool {
 }
 
 /// The Debian package that ships `program`, for the install hint.
-fn package_of(program: &str) -> &'static str {
+pub fn package_of(program: &str) -> &'static str {
     match program {
         "qemu-system-x86_64" => "qemu-system-x86",
         "qemu-img" | "qemu-io" => "qemu-utils",

@@ -1,6 +1,7 @@
 //! One file per command: each turns raw arguments into validated values and calls the engine.
 
 mod bake;
+mod doctor;
 mod images;
 mod isolate;
 mod seed;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Test(args) => test::run(args),
         Command::Ssh(args) => ssh::run(args),
         Command::Vm(command) => vm::run(command),
+        Command::Doctor(args) => doctor::run(args),
         Command::Isolate(_) => unreachable!("handled above"),
     }
 }

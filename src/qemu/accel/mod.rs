@@ -93,7 +93,8 @@ pub enum Unavailable {
 }
 
 impl Unavailable {
-    fn help(&self) -> Option<String> {
+    /// What to do about it.
+    pub fn help(&self) -> Option<String> {
         match self {
             Unavailable::Missing { .. } => Some(
                 "load the kvm_intel or kvm_amd module, turn on virtualisation in the firmware, \
@@ -168,34 +169,73 @@ pub fn resolve_with(
 }
 
 fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
+    match kvm_state(kvm_device, qemu, facts_dir, sink) {
+        KvmState::Unavailable(reason) => {
+            sink(Event::Notice(format!(
+                "KVM not available ({reason}); using TCG"
+            )));
+            Accel::Tcg
+        }
+        KvmState::Unknown(why) => {
+            sink(Event::Notice(format!(
+                "cannot check whether KVM runs guests here ({why}); using TCG"
+            )));
+            Accel::Tcg
+        }
+        KvmState::Runs { .. } => Accel::Kvm,
+        KvmState::DoesNotRun { reason, remembered } => {
+            let reason = if remembered {
+                format!("remembered: {reason}")
+            } else {
+                reason
+            };
+            sink(Event::Notice(format!(
+                "KVM does not run guests here ({reason}); using TCG"
+            )));
+            Accel::Tcg
+        }
+    }
+}
+
+/// Whether KVM runs guests on this host, and how vmrun knows.
+#[derive(Debug)]
+pub enum KvmState {
+    /// The device cannot be used at all.
+    Unavailable(Unavailable),
+    /// The probe could not be run (not a verdict on KVM; nothing is remembered): why.
+    Unknown(String),
+    /// The probe guest ran (now, or as remembered for this host).
+    Runs { remembered: bool, probe_ms: u64 },
+    /// The device opens, but the probe guest did not run on it: why not.
+    DoesNotRun { reason: String, remembered: bool },
+}
+
+/// Opens `kvm_device`, then takes the remembered [`Verdict`] for this host, or runs the probe
+/// once and remembers its verdict. `auto` and `vmrun doctor` both ask this.
+pub fn kvm_state(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> KvmState {
     if let Err(reason) = open_kvm(kvm_device) {
-        sink(Event::Notice(format!(
-            "KVM not available ({reason}); using TCG"
-        )));
-        return Accel::Tcg;
+        return KvmState::Unavailable(reason);
     }
     let key = match VerdictKey::current(kvm_device, qemu, &probe::fingerprint()) {
         Ok(key) => key,
-        Err(e) => {
-            sink(Event::Notice(format!(
-                "cannot check whether KVM runs guests here ({e}); using TCG"
-            )));
-            return Accel::Tcg;
-        }
+        Err(e) => return KvmState::Unknown(e.to_string()),
     };
     let stored = Verdict::load(facts_dir).unwrap_or_else(|e| {
         sink(Event::Detail(format!("{e}; checking again")));
         None
     });
     if let Some(known) = stored.filter(|v| v.key == key) {
-        if known.usable {
-            return Accel::Kvm;
-        }
-        sink(Event::Notice(format!(
-            "KVM does not run guests here (remembered: {}); using TCG",
-            known.reason
-        )));
-        return Accel::Tcg;
+        return if known.usable {
+            KvmState::Runs {
+                remembered: true,
+                probe_ms: known.probe_ms,
+            }
+        } else {
+            KvmState::DoesNotRun {
+                reason: known.reason,
+                remembered: true,
+            }
+        };
     }
 
     let report = events::phase(sink, "check that KVM runs guests", || {
@@ -203,14 +243,7 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
     });
     let report = match report {
         Ok(report) => report,
-        Err(e) => {
-            // Not a verdict on KVM: nothing is remembered, the next run tries again.
-            sink(Event::Notice(format!(
-                "cannot check whether KVM runs guests here ({}); using TCG",
-                crate::error_line::one_line(&e)
-            )));
-            return Accel::Tcg;
-        }
+        Err(e) => return KvmState::Unknown(crate::error_line::one_line(&e)),
     };
     let reason = match &report.outcome {
         Ok(()) => String::new(),
@@ -236,13 +269,15 @@ fn auto(kvm_device: &Path, qemu: &Path, facts_dir: &Path, sink: Sink) -> Accel {
             "KVM runs guests here (probe: {} ms)",
             verdict.probe_ms
         )));
-        Accel::Kvm
+        KvmState::Runs {
+            remembered: false,
+            probe_ms: verdict.probe_ms,
+        }
     } else {
-        sink(Event::Notice(format!(
-            "KVM does not run guests here ({}); using TCG",
-            verdict.reason
-        )));
-        Accel::Tcg
+        KvmState::DoesNotRun {
+            reason: verdict.reason,
+            remembered: false,
+        }
     }
 }
 
