@@ -121,7 +121,8 @@ pub struct TestArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: u32,
     /// Run shard K of N: exports VMRUN_SHARD_INDEX=K and VMRUN_SHARD_COUNT=N to the command.
-    #[arg(long, value_name = "K/N")]
+    /// `auto`: K and N from the CI system (VMRUN_SHARD=K/N, GitLab, Buildkite, CircleCI).
+    #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<String>,
     /// What the guest may reach: none, outbound (the outside world, not the host) or host
     /// (also the host's loopback, as 10.0.2.2); default: `test.network` from vmrun.yaml, else

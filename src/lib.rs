@@ -29,6 +29,7 @@ pub mod run;
 pub mod scratch;
 pub mod seed;
 pub mod sha256;
+pub mod shard;
 pub mod signals;
 pub mod ssh;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::run::schedule::{self, Schedule};
 use crate::run::{self, Boot, RunPlan};
+use crate::shard::{self, Shard};
 use crate::store::Store;
 use crate::sync::Destination;
 use crate::ui::Ui;
@@ -41,11 +42,9 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         .map_err(|e| Error::Usage(format!("--boot-timeout: {e}")))?;
     let schedule = schedule(&args)?;
     let mut env = config.test.env.clone();
-    if let Some(spec) = &args.shard {
-        let (index, count) =
-            parse_shard(spec).map_err(|e| Error::Usage(format!("--shard {spec}: {e}")))?;
-        env.insert("VMRUN_SHARD_INDEX".into(), index.to_string());
-        env.insert("VMRUN_SHARD_COUNT".into(), count.to_string());
+    let shard = args.shard.as_deref().map(shard).transpose()?;
+    if let Some((shard, _)) = &shard {
+        env.extend(shard.env());
     }
     let project = args
         .project
@@ -71,6 +70,11 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
 
     let ui = Ui::for_stderr();
     let sink = |event| ui.render(event);
+    if let Some((shard, Some(source))) = &shard {
+        sink(Event::Notice(format!(
+            "--shard auto: shard {shard}, from {source}"
+        )));
+    }
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
     let image = match (args.image.as_deref(), &config.image) {
         (Some(name), _) => Store::new(&home).get(&ImageName::new(name)?)?,
@@ -134,23 +138,15 @@ fn schedule(args: &TestArgs) -> Result<Schedule, Error> {
     })
 }
 
-/// `K/N` with 1 <= K <= N.
-fn parse_shard(spec: &str) -> Result<(u32, u32), String> {
-    let (k, n) = spec.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
-    let k: u32 = k
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{k}` is not a shard number"))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{n}` is not a shard count"))?;
-    if n == 0 || k == 0 || k > n {
-        return Err(format!(
-            "shard {k} of {n} does not exist (shards are 1 to N)"
-        ));
+/// `--shard K/N`, or `auto`: the CI system's, with where it came from.
+fn shard(spec: &str) -> Result<(Shard, Option<String>), Error> {
+    let usage = |e| Error::Usage(format!("--shard {spec}: {e}"));
+    if spec == "auto" {
+        let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        let found = shard::from_ci(var).map_err(usage)?;
+        return Ok((found.shard, Some(found.source)));
     }
-    Ok((k, n))
+    Ok((Shard::parse(spec).map_err(usage)?, None))
 }
 
 #[cfg(test)]
@@ -201,11 +197,10 @@ mod tests {
 
     #[test]
     fn shards() {
-        assert_eq!(parse_shard("2/4"), Ok((2, 4)));
-        assert_eq!(parse_shard("1/1"), Ok((1, 1)));
-        assert!(parse_shard("0/4").is_err());
-        assert!(parse_shard("5/4").is_err());
-        assert!(parse_shard("2").is_err());
-        assert!(parse_shard("a/4").unwrap_err().contains("`a`"));
+        assert_eq!(shard("2/4").unwrap(), (Shard::new(2, 4).unwrap(), None));
+        let Err(Error::Usage(message)) = shard("5/4") else {
+            panic!("shard 5 of 4")
+        };
+        assert!(message.starts_with("--shard 5/4: shard 5 of 4 does not exist"));
     }
 }
