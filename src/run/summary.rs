@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::tail::Tail;
 use crate::human_size::human_size;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,20 +146,28 @@ fn signal_number(name: &str) -> Option<i32> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
+    /// Its number in the schedule (`--repeat`), from 1.
+    pub index: u32,
     pub id: String,
     pub phases: Vec<(Phase, Duration)>,
     pub outcome: Option<Outcome>,
     /// Bytes of artifacts copied back, when the artifacts step ran.
     pub artifact_bytes: Option<u64>,
+    /// The end of the command's output.
+    pub stdout: Tail,
+    pub stderr: Tail,
 }
 
 impl RunReport {
-    pub fn new(id: &str) -> RunReport {
+    pub fn new(index: u32, id: &str) -> RunReport {
         RunReport {
+            index,
             id: id.to_owned(),
             phases: Vec::new(),
             outcome: None,
             artifact_bytes: None,
+            stdout: Tail::default(),
+            stderr: Tail::default(),
         }
     }
 
@@ -271,12 +280,12 @@ mod tests {
 
     #[test]
     fn table_shows_phases_results_and_totals() {
-        let mut a = RunReport::new("r1");
+        let mut a = RunReport::new(1, "r1");
         a.record(Phase::Boot, Duration::from_millis(41_500));
         a.record(Phase::Command, Duration::from_millis(250));
         a.outcome = Some(Outcome::Exited(0));
         a.artifact_bytes = Some(1536);
-        let mut b = RunReport::new("r2");
+        let mut b = RunReport::new(2, "r2");
         b.outcome = Some(Outcome::ArtifactsFailed {
             command: Box::new(Outcome::Exited(3)),
             failure: Failure {
