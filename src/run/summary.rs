@@ -109,11 +109,13 @@ impl Outcome {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The summary's words for it, e.g. `failed (exit 3)`.
+    pub fn describe(&self) -> String {
         match self {
             Outcome::Exited(0) => "passed".to_owned(),
             Outcome::Exited(code) => format!("failed (exit {code})"),
-            Outcome::Signalled(name) => format!("killed by SIG{name}"),
+            // The guest's SSH server names the signal: guest text.
+            Outcome::Signalled(name) => format!("killed by SIG{}", crate::guest_text::line(name)),
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
             Outcome::Failed(failure) => format!("error: {}", failure.message),
@@ -258,6 +260,15 @@ mod tests {
             Some("x")
         );
         assert_eq!(Outcome::Exited(1).error_report(), None);
+    }
+
+    #[test]
+    fn a_signal_name_from_the_guest_is_shown_not_run() {
+        let forged = Outcome::Signalled("KILL\x1b]0;x\x07\nerror: forged".into());
+        assert_eq!(
+            forged.describe(),
+            r"killed by SIGKILL\x1b]0;x\x07\x0aerror: forged"
+        );
     }
 
     #[test]
