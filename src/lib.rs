@@ -25,6 +25,7 @@ pub mod paths;
 pub mod pipe;
 pub mod qemu;
 pub mod random;
+pub mod report;
 pub mod run;
 pub mod scratch;
 pub mod seed;
