@@ -129,6 +129,12 @@ pub struct TestArgs {
     /// outbound.
     #[arg(long, value_name = "NETWORK")]
     pub network: Option<Network>,
+    /// Write a JUnit XML report of the runs to FILE (one testcase per run).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the summary table as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_report: Option<PathBuf>,
     /// Where artifacts (`test.artifacts`) are copied; one subdirectory per run when repeating.
     #[arg(long, value_name = "DIR", default_value = "vmrun-artifacts")]
     pub artifacts_dir: PathBuf,

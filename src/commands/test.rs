@@ -1,7 +1,9 @@
 //! `vmrun test`: turns the arguments and vmrun.yaml, validated once, into a run plan and a
 //! schedule; `run` does the rest.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
 
 use crate::bake;
 use crate::cli::TestArgs;
@@ -11,6 +13,7 @@ use crate::events::Event;
 use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
+use crate::report::{ReportFiles, Suite};
 use crate::run::schedule::{self, Schedule};
 use crate::run::{self, Boot, RunPlan};
 use crate::shard::{self, Shard};
@@ -41,6 +44,16 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let boot_timeout = parse_duration(&args.boot_timeout)
         .map_err(|e| Error::Usage(format!("--boot-timeout: {e}")))?;
     let schedule = schedule(&args)?;
+    let report_files = ReportFiles {
+        junit: args.junit.clone(),
+        json: args.json_report.clone(),
+        step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    report_files
+        .check()
+        .map_err(|(flag, why)| Error::Usage(format!("{flag}: {why}")))?;
     let mut env = config.test.env.clone();
     let shard = args.shard.as_deref().map(shard).transpose()?;
     if let Some((shard, _)) = &shard {
@@ -76,9 +89,12 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         )));
     }
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
-    let image = match (args.image.as_deref(), &config.image) {
-        (Some(name), _) => Store::new(&home).get(&ImageName::new(name)?)?,
-        (None, Some(spec)) => bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
+    let (image, image_label) = match (args.image.as_deref(), &config.image) {
+        (Some(name), _) => (Store::new(&home).get(&ImageName::new(name)?)?, name),
+        (None, Some(spec)) => (
+            bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
+            spec.source.as_str(),
+        ),
         (None, None) => {
             return Err(Error::Usage(
                 "no image: give --image NAME (see `vmrun images`) or `image:` in vmrun.yaml".into(),
@@ -114,9 +130,31 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         boot_timeout,
         keep: args.keep,
     };
-    let reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);
+    let started = (SystemTime::now(), Instant::now());
+    let mut reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);
+    reports.sort_by_key(|r| r.index);
     eprint!("{}", run::summary_table(&reports));
-    Ok(ExitCode::from(schedule::exit_code(&reports)))
+    let mut exit_code = schedule::exit_code(&reports);
+    let suite = Suite {
+        image: image_label,
+        shard: shard.map(|(shard, _)| shard),
+        started: started
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        elapsed: started.1.elapsed(),
+        runs: &reports,
+        exit_code,
+        interrupted: signals::received().is_some(),
+    };
+    for failed in report_files.write(&suite) {
+        eprintln!("{:?}", miette::Report::new(failed));
+        // The runs passed, but what CI reads of them is missing.
+        if exit_code == 0 {
+            exit_code = crate::exit_code::INTERNAL;
+        }
+    }
+    Ok(ExitCode::from(exit_code))
 }
 
 fn schedule(args: &TestArgs) -> Result<Schedule, Error> {
