@@ -40,6 +40,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Whether an error report says `words`, however miette wrapped and framed it.
+fn says(report: &str, words: &str) -> bool {
+    let squeezed = |text: &str| -> String {
+        text.chars()
+            .filter(|c| !c.is_whitespace() && *c != '│')
+            .collect()
+    };
+    squeezed(report).contains(&squeezed(words))
+}
+
 /// The report as junitparser reads it: the suites' counts, and each case's name, time,
 /// properties and results (failure/error: message, type, text), as JSON.
 const JUNITPARSER: &str = r#"
@@ -280,12 +290,9 @@ fn shard_auto_without_a_ci_or_with_a_bad_value_is_a_usage_error() {
         .unwrap();
     let stderr = text(&none.stderr);
     assert_eq!(none.status.code(), Some(2), "{stderr}");
+    assert!(says(&stderr, "--shard auto: found no CI shard"), "{stderr}");
     assert!(
-        stderr.contains("--shard auto: found no CI shard"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL (CircleCI)"),
+        says(&stderr, "CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL (CircleCI)"),
         "{stderr}"
     );
 
@@ -296,7 +303,7 @@ fn shard_auto_without_a_ci_or_with_a_bad_value_is_a_usage_error() {
         .unwrap();
     let stderr = text(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("BUILDKITE_PARALLEL_JOB=\"4\""), "{stderr}");
+    assert!(says(&stderr, "BUILDKITE_PARALLEL_JOB=\"4\""), "{stderr}");
 
     // A report that could not be written is found out before any VM starts.
     let nowhere = vmrun_test(
@@ -308,8 +315,63 @@ fn shard_auto_without_a_ci_or_with_a_bad_value_is_a_usage_error() {
     let stderr = text(&nowhere.stderr);
     assert_eq!(nowhere.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("--junit: no directory no/such/dir"),
+        says(&stderr, "--junit: no directory no/such/dir"),
         "{stderr}"
     );
     assert!(!stderr.contains("boot"), "{stderr}");
+}
+
+#[test]
+fn reports_of_an_interrupted_run_show_what_ran() {
+    use std::io::BufRead;
+    let project = tempfile::tempdir().unwrap();
+    let mut child = vmrun_test(
+        project.path(),
+        &[
+            "--junit",
+            "junit.xml",
+            "--json-report",
+            "report.json",
+            "--",
+            "sh",
+            "-c",
+            "echo waiting-for-the-signal; sleep 600",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // The command runs once its first line arrives.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "waiting-for-the-signal\n");
+    // SAFETY: kill(2) of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    let parsed = junitparser(&project.path().join("junit.xml"));
+    assert_eq!(
+        (&parsed["tests"], &parsed["failures"], &parsed["errors"]),
+        (&1.into(), &0.into(), &1.into()),
+        "{parsed}"
+    );
+    let result = &parsed["suites"][0]["cases"][0]["results"][0];
+    assert_eq!(result["tag"], "error", "{parsed}");
+    assert_eq!(result["type"], "interrupted", "{parsed}");
+    assert!(
+        result["text"]
+            .as_str()
+            .unwrap()
+            .contains("stdout:\nwaiting-for-the-signal\n"),
+        "{parsed}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["exit_code"], 130, "{report}");
+    assert_eq!(report["runs"][0]["result"], "interrupted", "{report}");
 }
