@@ -61,7 +61,7 @@ pub fn from_ci(var: impl Fn(&str) -> Option<String>) -> Result<Found, String> {
         });
     }
     for source in &SOURCES {
-        if let Some(found) = source.read(&var)? {
+        if let Some(found) = source.read(var)? {
             return Ok(found);
         }
     }
