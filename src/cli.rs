@@ -124,13 +124,20 @@ pub struct TestArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: u32,
     /// Run shard K of N: exports VMRUN_SHARD_INDEX=K and VMRUN_SHARD_COUNT=N to the command.
-    #[arg(long, value_name = "K/N")]
+    /// `auto`: K and N from the CI system (VMRUN_SHARD=K/N, GitLab, Buildkite, CircleCI).
+    #[arg(long, value_name = "K/N|auto")]
     pub shard: Option<String>,
     /// What the guest may reach: none, outbound (the outside world, not the host) or host
     /// (also the host's loopback, as 10.0.2.2); default: `test.network` from vmrun.yaml, else
     /// outbound.
     #[arg(long, value_name = "NETWORK")]
     pub network: Option<Network>,
+    /// Write a JUnit XML report of the runs to FILE (one testcase per run).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the summary table as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_report: Option<PathBuf>,
     /// Where artifacts (`test.artifacts`) are copied; one subdirectory per run when repeating.
     #[arg(long, value_name = "DIR", default_value = "vmrun-artifacts")]
     pub artifacts_dir: PathBuf,

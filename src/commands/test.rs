@@ -1,7 +1,9 @@
 //! `vmrun test`: turns the arguments and vmrun.yaml, validated once, into a run plan and a
 //! schedule; `run` does the rest.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
 
 use crate::bake;
 use crate::cli::TestArgs;
@@ -11,8 +13,10 @@ use crate::events::Event;
 use crate::name::ImageName;
 use crate::paths::Home;
 use crate::qemu::accel::{self, AccelChoice};
+use crate::report::{ReportFiles, Suite};
 use crate::run::schedule::{self, Schedule};
 use crate::run::{self, Boot, RunPlan};
+use crate::shard::{self, Shard};
 use crate::store::Store;
 use crate::sync::Destination;
 use crate::ui::Ui;
@@ -40,12 +44,20 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
     let boot_timeout = parse_duration(&args.boot_timeout)
         .map_err(|e| Error::Usage(format!("--boot-timeout: {e}")))?;
     let schedule = schedule(&args)?;
+    let report_files = ReportFiles {
+        junit: args.junit.clone(),
+        json: args.json_report.clone(),
+        step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    };
+    report_files
+        .check()
+        .map_err(|(flag, why)| Error::Usage(format!("{flag}: {why}")))?;
     let mut env = config.test.env.clone();
-    if let Some(spec) = &args.shard {
-        let (index, count) =
-            parse_shard(spec).map_err(|e| Error::Usage(format!("--shard {spec}: {e}")))?;
-        env.insert("VMRUN_SHARD_INDEX".into(), index.to_string());
-        env.insert("VMRUN_SHARD_COUNT".into(), count.to_string());
+    let shard = args.shard.as_deref().map(shard).transpose()?;
+    if let Some((shard, _)) = &shard {
+        env.extend(shard.env());
     }
     let project = args
         .project
@@ -71,10 +83,18 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
 
     let ui = Ui::for_stderr();
     let sink = |event| ui.render(event);
+    if let Some((shard, Some(source))) = &shard {
+        sink(Event::Notice(format!(
+            "--shard auto: shard {shard}, from {source}"
+        )));
+    }
     let accel = accel::resolve(accel_choice, &qemu, &home.host_facts(), &sink)?;
-    let image = match (args.image.as_deref(), &config.image) {
-        (Some(name), _) => Store::new(&home).get(&ImageName::new(name)?)?,
-        (None, Some(spec)) => bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
+    let (image, image_label) = match (args.image.as_deref(), &config.image) {
+        (Some(name), _) => (Store::new(&home).get(&ImageName::new(name)?)?, name),
+        (None, Some(spec)) => (
+            bake::on_demand::image(spec, &config, &home, accel, &qemu, &sink)?,
+            spec.source.as_str(),
+        ),
         (None, None) => {
             return Err(Error::Usage(
                 "no image: give --image NAME (see `vmrun images`) or `image:` in vmrun.yaml".into(),
@@ -110,9 +130,31 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         boot_timeout,
         keep: args.keep,
     };
-    let reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);
+    let started = (SystemTime::now(), Instant::now());
+    let mut reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);
+    reports.sort_by_key(|r| r.index);
     eprint!("{}", run::summary_table(&reports));
-    Ok(ExitCode::from(schedule::exit_code(&reports)))
+    let mut exit_code = schedule::exit_code(&reports);
+    let suite = Suite {
+        image: image_label,
+        shard: shard.map(|(shard, _)| shard),
+        started: started
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        elapsed: started.1.elapsed(),
+        runs: &reports,
+        exit_code,
+        interrupted: signals::received().is_some(),
+    };
+    for failed in report_files.write(&suite) {
+        eprintln!("{:?}", miette::Report::new(failed));
+        // The runs passed, but what CI reads of them is missing.
+        if exit_code == 0 {
+            exit_code = crate::exit_code::INTERNAL;
+        }
+    }
+    Ok(ExitCode::from(exit_code))
 }
 
 fn schedule(args: &TestArgs) -> Result<Schedule, Error> {
@@ -134,23 +176,15 @@ fn schedule(args: &TestArgs) -> Result<Schedule, Error> {
     })
 }
 
-/// `K/N` with 1 <= K <= N.
-fn parse_shard(spec: &str) -> Result<(u32, u32), String> {
-    let (k, n) = spec.split_once('/').ok_or("expected K/N, e.g. 2/4")?;
-    let k: u32 = k
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{k}` is not a shard number"))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{n}` is not a shard count"))?;
-    if n == 0 || k == 0 || k > n {
-        return Err(format!(
-            "shard {k} of {n} does not exist (shards are 1 to N)"
-        ));
+/// `--shard K/N`, or `auto`: the CI system's, with where it came from.
+fn shard(spec: &str) -> Result<(Shard, Option<String>), Error> {
+    let usage = |e| Error::Usage(format!("--shard {spec}: {e}"));
+    if spec == "auto" {
+        let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        let found = shard::from_ci(var).map_err(usage)?;
+        return Ok((found.shard, Some(found.source)));
     }
-    Ok((k, n))
+    Ok((Shard::parse(spec).map_err(usage)?, None))
 }
 
 #[cfg(test)]
@@ -201,11 +235,10 @@ mod tests {
 
     #[test]
     fn shards() {
-        assert_eq!(parse_shard("2/4"), Ok((2, 4)));
-        assert_eq!(parse_shard("1/1"), Ok((1, 1)));
-        assert!(parse_shard("0/4").is_err());
-        assert!(parse_shard("5/4").is_err());
-        assert!(parse_shard("2").is_err());
-        assert!(parse_shard("a/4").unwrap_err().contains("`a`"));
+        assert_eq!(shard("2/4").unwrap(), (Shard::new(2, 4).unwrap(), None));
+        let Err(Error::Usage(message)) = shard("5/4") else {
+            panic!("shard 5 of 4")
+        };
+        assert!(message.starts_with("--shard 5/4: shard 5 of 4 does not exist"));
     }
 }

@@ -9,11 +9,13 @@ mod output;
 mod run_dir;
 pub mod schedule;
 mod summary;
+mod tail;
 
 pub use boot::Boot;
 pub use output::PrefixedLines;
 pub use run_dir::{reap_orphans, run_ids, ssh_config};
 pub use summary::{Failure, Outcome, Phase, RunReport, summary_table};
+pub use tail::{TAIL_BYTES, Tail};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -144,10 +146,12 @@ pub struct RunPlan {
     pub keep: bool,
 }
 
-/// Runs `plan` once in a new VM. Never returns before the VM is gone (or, with `keep` and a
-/// failure, before the user interrupts).
+/// Runs `plan` once in a new VM, as run `index` of its schedule. Never returns before the VM
+/// is gone (or, with `keep` and a failure, before the user interrupts).
+#[allow(clippy::too_many_arguments)]
 pub fn run_once(
     plan: &RunPlan,
+    index: u32,
     id: &str,
     runs: &Path,
     qemu: &Path,
@@ -155,21 +159,32 @@ pub fn run_once(
     err: &mut dyn Write,
     sink: Sink,
 ) -> RunReport {
-    let mut report = RunReport::new(id);
+    let mut report = RunReport::new(index, id);
+    let mut out = tail::KeepTail::new(out);
+    let mut err = tail::KeepTail::new(err);
     // Its image stays in the store while the run lives: `images rm` is refused meanwhile.
     let dir = run_dir::RunDir::create(runs, id).and_then(|d| Ok((plan.image.hold(id)?, d)));
     let outcome = match dir {
         Ok((_reference, dir)) => {
             let mut vm = None;
-            let outcome = drive(plan, &dir, qemu, &mut vm, out, err, &mut report, sink)
-                .map_err(|e| explained(e, vm.as_ref()))
-                .unwrap_or_else(|e| match e.stop() {
-                    Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
-                    _ => {
-                        let code = e.exit_code();
-                        Outcome::Failed(Failure::new(e, code))
-                    }
-                });
+            let outcome = drive(
+                plan,
+                &dir,
+                qemu,
+                &mut vm,
+                &mut out,
+                &mut err,
+                &mut report,
+                sink,
+            )
+            .map_err(|e| explained(e, vm.as_ref()))
+            .unwrap_or_else(|e| match e.stop() {
+                Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
+                _ => {
+                    let code = e.exit_code();
+                    Outcome::Failed(Failure::new(e, code))
+                }
+            });
             if let (true, false, Some(vm)) = (plan.keep, outcome.passed(), &vm) {
                 keep_until_interrupted(&dir, vm, sink);
             }
@@ -180,6 +195,8 @@ pub fn run_once(
         Err(e) => Outcome::Failed(Failure::new(e, crate::exit_code::INTERNAL)),
     };
     report.outcome = Some(outcome);
+    report.stdout = out.tail();
+    report.stderr = err.tail();
     report
 }
 

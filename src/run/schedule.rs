@@ -64,11 +64,15 @@ pub fn run_all(
                     let report = if parallel {
                         let mut out = PrefixedLines::new(&id, stdout.clone());
                         let mut err = PrefixedLines::new(&id, stderr.clone());
-                        run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
+                        run_once(
+                            &run_plan, index, &id, runs_dir, qemu, &mut out, &mut err, sink,
+                        )
                     } else {
                         let mut out = std::io::stdout();
                         let mut err = std::io::stderr();
-                        run_once(&run_plan, &id, runs_dir, qemu, &mut out, &mut err, sink)
+                        run_once(
+                            &run_plan, index, &id, runs_dir, qemu, &mut out, &mut err, sink,
+                        )
                     };
                     if let Some(report_text) = report.outcome().error_report() {
                         let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");

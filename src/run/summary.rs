@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::tail::Tail;
 use crate::human_size::human_size;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,11 +109,13 @@ impl Outcome {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The summary's words for it, e.g. `failed (exit 3)`.
+    pub fn describe(&self) -> String {
         match self {
             Outcome::Exited(0) => "passed".to_owned(),
             Outcome::Exited(code) => format!("failed (exit {code})"),
-            Outcome::Signalled(name) => format!("killed by SIG{name}"),
+            // The guest's SSH server names the signal: guest text.
+            Outcome::Signalled(name) => format!("killed by SIG{}", crate::guest_text::line(name)),
             Outcome::TimedOut(after) => format!("timed out after {}s", after.as_secs()),
             Outcome::Stopped(_) => "interrupted".to_owned(),
             Outcome::Failed(failure) => format!("error: {}", failure.message),
@@ -145,20 +148,28 @@ fn signal_number(name: &str) -> Option<i32> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
+    /// Its number in the schedule (`--repeat`), from 1.
+    pub index: u32,
     pub id: String,
     pub phases: Vec<(Phase, Duration)>,
     pub outcome: Option<Outcome>,
     /// Bytes of artifacts copied back, when the artifacts step ran.
     pub artifact_bytes: Option<u64>,
+    /// The end of the command's output.
+    pub stdout: Tail,
+    pub stderr: Tail,
 }
 
 impl RunReport {
-    pub fn new(id: &str) -> RunReport {
+    pub fn new(index: u32, id: &str) -> RunReport {
         RunReport {
+            index,
             id: id.to_owned(),
             phases: Vec::new(),
             outcome: None,
             artifact_bytes: None,
+            stdout: Tail::default(),
+            stderr: Tail::default(),
         }
     }
 
@@ -252,6 +263,15 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_name_from_the_guest_is_shown_not_run() {
+        let forged = Outcome::Signalled("KILL\x1b]0;x\x07\nerror: forged".into());
+        assert_eq!(
+            forged.describe(),
+            r"killed by SIGKILL\x1b]0;x\x07\x0aerror: forged"
+        );
+    }
+
+    #[test]
     fn a_failure_keeps_its_errors_first_line_as_its_message() {
         #[derive(Debug, thiserror::Error, miette::Diagnostic)]
         #[error("QEMU exited (signal 9)\nlast lines of QEMU's log")]
@@ -271,12 +291,12 @@ mod tests {
 
     #[test]
     fn table_shows_phases_results_and_totals() {
-        let mut a = RunReport::new("r1");
+        let mut a = RunReport::new(1, "r1");
         a.record(Phase::Boot, Duration::from_millis(41_500));
         a.record(Phase::Command, Duration::from_millis(250));
         a.outcome = Some(Outcome::Exited(0));
         a.artifact_bytes = Some(1536);
-        let mut b = RunReport::new("r2");
+        let mut b = RunReport::new(2, "r2");
         b.outcome = Some(Outcome::ArtifactsFailed {
             command: Box::new(Outcome::Exited(3)),
             failure: Failure {
