@@ -22,8 +22,8 @@ use miette::Diagnostic;
 pub use chain::{ChainEntry, backing_chain};
 pub use foreign::ForeignFormat;
 pub use format::{DiskFormat, sniff};
-pub use qcow2::{Overlay, set_backing_name};
 pub use qcow2::features::Encryption;
+pub use qcow2::{Overlay, set_backing_name};
 
 use crate::exit_code;
 use qcow2::features::{bit_list, data_file_name};
@@ -148,7 +148,11 @@ pub enum Error {
         .path.display()
     )]
     #[diagnostic(code(vmrun::disk::backing_name_no_room))]
-    BackingNameNoRoom { path: PathBuf, len: usize, room: u64 },
+    BackingNameNoRoom {
+        path: PathBuf,
+        len: usize,
+        room: u64,
+    },
 
     #[error("backing path `{}` is {len} bytes long; qcow2 allows at most 1023", .path.display())]
     #[diagnostic(

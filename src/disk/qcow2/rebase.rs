@@ -87,7 +87,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn overlay(path: &Path, backing: &str) {
-        fs::write(path, Layout::new(1 << 20, backing.as_bytes(), "raw").to_bytes()).unwrap();
+        fs::write(
+            path,
+            Layout::new(1 << 20, backing.as_bytes(), "raw").to_bytes(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -104,7 +108,10 @@ mod tests {
         let decoded = header::decode(&raw[..1 << 16]).unwrap();
         assert_eq!(decoded.backing_name.as_deref(), Some(&b"base.raw"[..]));
         let tail = decoded.header.backing_file_offset as usize + 8;
-        assert!(raw[tail..tail + 40].iter().all(|&b| b == 0), "old name left");
+        assert!(
+            raw[tail..tail + 40].iter().all(|&b| b == 0),
+            "old name left"
+        );
 
         let longer = dir.path().join("sub/../base.raw");
         fs::create_dir(dir.path().join("sub")).unwrap();
@@ -132,7 +139,10 @@ mod tests {
         let layout = Layout::with_extensions(
             1 << 20,
             b"/base.raw",
-            &[(EXT_BACKING_FORMAT, b"raw"), (EXT_DATA_FILE, b"/etc/shadow")],
+            &[
+                (EXT_BACKING_FORMAT, b"raw"),
+                (EXT_DATA_FILE, b"/etc/shadow"),
+            ],
         );
         fs::write(&evil, layout.to_bytes()).unwrap();
         let before = fs::read(&evil).unwrap();
