@@ -23,3 +23,6 @@ pub use error::{Error, Fault};
 pub use export::{Exported, Output, export};
 pub use import::{Imported, import};
 pub use input::Input;
+
+#[cfg(test)]
+mod tests;
