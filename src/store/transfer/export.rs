@@ -19,9 +19,9 @@ use crate::sha256::Sha256;
 use crate::store::{BakedImage, Store};
 use crate::warm::WarmState;
 
-/// zstd's level: measured on the default image (README, "Performance"), level 3 makes a file
-/// 9% smaller than level 1 for a few more seconds, and higher levels cost twice the time for
-/// 5% less.
+/// zstd's level, measured on the default image (730 MiB of files, 2 threads): level 1 gave
+/// 254 MB in 11.9 s, level 3 232 MB in 15.0 s, level 6 219 MB in 37.9 s. Level 3 is 9%
+/// smaller for a few seconds more; beyond it, 5% less costs two and a half times as long.
 const LEVEL: i32 = 3;
 
 /// Where an export goes: a file, or standard output (`-`).
