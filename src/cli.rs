@@ -90,6 +90,22 @@ pub struct ImagesArgs {
 pub enum ImagesCommand {
     /// Remove a baked image.
     Rm { name: String },
+    /// Write a baked image (its disk layers, keys and warm state) to one file.
+    Export {
+        name: String,
+        /// The file to write; `-` for standard output.
+        #[arg(short, long, value_name = "FILE|-")]
+        output: PathBuf,
+    },
+    /// Store an image written by `images export`, checked, under its key.
+    Import {
+        /// The file to read; `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
+        /// The name to give it; default: the name it was exported under.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,11 @@ pub enum Error {
     #[diagnostic(transparent)]
     Store(#[from] crate::store::Error),
 
+    /// `images export` and `images import`: a refused import is BAD_INPUT.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Transfer(#[from] crate::store::transfer::Error),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Run(#[from] crate::run::Error),
@@ -108,6 +113,7 @@ impl Error {
             Error::Config(e) => e.exit_code(),
             Error::Bake(e) => e.exit_code(),
             Error::Store(e) => e.exit_code(),
+            Error::Transfer(e) => e.exit_code(),
             Error::Run(e) => e.exit_code(),
             Error::Warm(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),

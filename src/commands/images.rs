@@ -1,4 +1,4 @@
-//! `vmrun images [--json]` and `vmrun images rm NAME`.
+//! `vmrun images [--json]`, `vmrun images rm NAME`, and `images export` / `images import`.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,8 @@ use crate::error::Error;
 use crate::human_size::human_size;
 use crate::name::ImageName;
 use crate::paths::Home;
-use crate::store::{NamedImage, Store};
+use crate::store::{NamedImage, Store, transfer};
+use crate::ui::Ui;
 use crate::utc::UtcTime;
 
 /// One row of the listing; also the `--json` form.
@@ -51,6 +52,45 @@ pub(super) fn run(args: ImagesArgs) -> Result<ExitCode, Error> {
             crate::vm::adopt_image_references(&home)?;
             store.remove(&ImageName::new(&name)?)?;
             eprintln!("removed image `{name}`");
+        }
+        Some(ImagesCommand::Export { name, output }) => {
+            let name = ImageName::new(&name)?;
+            let ui = Ui::for_stderr();
+            let sink = |event| ui.render(event);
+            let output = transfer::Output::parse(&output);
+            let exported = transfer::export(&store, &name, &output, &sink)?;
+            eprintln!(
+                "exported image `{name}` ({}, {} of files{})",
+                &exported.key[..12],
+                human_size(exported.bytes),
+                if exported.warm {
+                    ", warm state included"
+                } else {
+                    ", no warm state"
+                }
+            );
+        }
+        Some(ImagesCommand::Import { file, name }) => {
+            let name = name.as_deref().map(ImageName::new).transpose()?;
+            let ui = Ui::for_stderr();
+            let sink = |event| ui.render(event);
+            let input = transfer::Input::parse(&file);
+            let imported = transfer::import(&input, name, &home, &sink)?;
+            eprintln!(
+                "imported image `{}` ({}{}{})",
+                imported.name,
+                &imported.key[..12],
+                if imported.existed {
+                    ", already stored"
+                } else {
+                    ""
+                },
+                if imported.warm {
+                    ", with its warm state"
+                } else {
+                    ", no warm state"
+                }
+            );
         }
         None => {
             let rows: Vec<Row> = store.list()?.into_iter().map(Row::of).collect();

@@ -7,6 +7,7 @@
 //!   QEMU read a host file (an external data file), need a key (encryption), or use an
 //!   incompatible feature vmrun does not know.
 //! - [`backing_chain`] follows backing files from an overlay down to its base, checking each.
+//! - [`set_backing_name`] gives a qcow2 image another backing file name (an imported layer).
 
 mod chain;
 mod foreign;
@@ -21,8 +22,8 @@ use miette::Diagnostic;
 pub use chain::{ChainEntry, backing_chain};
 pub use foreign::ForeignFormat;
 pub use format::{DiskFormat, sniff};
-pub use qcow2::Overlay;
 pub use qcow2::features::Encryption;
+pub use qcow2::{Overlay, set_backing_name};
 
 use crate::exit_code;
 use qcow2::features::{bit_list, data_file_name};
@@ -141,6 +142,17 @@ pub enum Error {
     )]
     #[diagnostic(code(vmrun::disk::backing_format_mismatch))]
     BackingFormatMismatch { overlay: PathBuf, backing: PathBuf },
+
+    #[error(
+        "`{}` has room for a backing file name of {room} bytes in its first cluster, not {len}",
+        .path.display()
+    )]
+    #[diagnostic(code(vmrun::disk::backing_name_no_room))]
+    BackingNameNoRoom {
+        path: PathBuf,
+        len: usize,
+        room: u64,
+    },
 
     #[error("backing path `{}` is {len} bytes long; qcow2 allows at most 1023", .path.display())]
     #[diagnostic(

@@ -8,6 +8,7 @@
 
 mod manifest;
 mod references;
+pub mod transfer;
 
 pub use manifest::Manifest;
 use references::References;

@@ -5,5 +5,7 @@ pub(crate) mod features;
 pub(crate) mod header;
 pub(crate) mod layout;
 mod overlay;
+mod rebase;
 
 pub use overlay::Overlay;
+pub use rebase::set_backing_name;
