@@ -252,10 +252,12 @@ fn escape_sequences_on_the_console_reach_a_failed_bake_s_message_made_visible() 
     let _one = one_at_a_time();
     common::guest_image();
     let project = tempfile::tempdir().unwrap();
-    // A provisioning step that leaves a process printing an OSC (retitle the terminal) and a
-    // C1 CSI on the console until the guest powers off, then fails.
+    // A provisioning step that prints an OSC (retitle the terminal) and a C1 CSI, leaves a
+    // process printing them on the console until the guest powers off, then fails: the
+    // failed module's own lines, which the error shows, hold them.
     let config = format!(
         "bake:\n  run:\n    - |\n      echo {token}\n      \
+         printf \"hostile \\033]0;pwned\\007 \\302\\233 2J end\\n\"\n      \
          setsid sh -c 'while :; do \
          printf \"hostile \\033]0;pwned\\007 \\302\\233 2J end\\n\" > /dev/ttyS0; \
          sleep 0.2; done' </dev/null >/dev/null 2>&1 &\n      exit 1\n",
