@@ -13,7 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::path_error::{PathError, create_private_dir};
+use crate::path_error::PathError;
 
 /// How old an unlocked `*.new` directory must be before it counts as left behind.
 const GRACE: Duration = Duration::from_secs(10);
@@ -30,7 +30,8 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// A new directory in `parent` (made 0700 if missing) named `prefix` + random letters.
+    /// A new directory in `parent` (made 0700 if missing, else left as it is) named `prefix`
+    /// + random letters.
     pub fn new_in(parent: &Path, prefix: &str) -> Result<Scratch, PathError> {
         loop {
             match Scratch::named(parent, &format!("{prefix}{}", crate::random::hex(6))) {
@@ -40,9 +41,14 @@ impl Scratch {
         }
     }
 
-    /// The directory `parent/name` (0700), which must not exist yet.
+    /// The directory `parent/name` (0700), which must not exist yet. A missing `parent` is
+    /// made 0700; an existing one is left as it is (it may be a shared one, like /tmp).
     pub fn named(parent: &Path, name: &str) -> Result<Scratch, PathError> {
-        create_private_dir(parent)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(PathError::at("create", parent))?;
         let path = parent.join(name);
         let refuse_existing = || match path.exists() {
             true => Err(PathError::at("create", &path)(
@@ -212,6 +218,25 @@ mod tests {
             "a directory too new to judge was reaped"
         );
         assert!(other.exists(), "a directory without the prefix was reaped");
+    }
+
+    #[test]
+    fn a_shared_parent_keeps_its_mode_and_a_missing_one_is_private() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("tmp");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let _in_shared = Scratch::new_in(&shared, ".probe-").unwrap();
+        assert_eq!(
+            fs::metadata(&shared).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
+        let missing = root.path().join("runs");
+        let _in_missing = Scratch::new_in(&missing, ".warm-").unwrap();
+        assert_eq!(
+            fs::metadata(&missing).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn probe_guest_prints_its_marker_under_tcg() {
         &qemu_system(),
         Accel::Tcg,
         Duration::from_secs(30),
-        &std::env::temp_dir(),
+        tempfile::tempdir().unwrap().path(),
     )
     .unwrap();
     eprintln!(
@@ -454,8 +454,13 @@ fn probe_under_kvm_with_the_default_cpu() {
         return;
     }
     let kvm = ["-accel", "kvm"].map(std::ffi::OsString::from);
-    let report =
-        probe::run_with(&qemu_system(), &kvm, probe::TIMEOUT, &std::env::temp_dir()).unwrap();
+    let report = probe::run_with(
+        &qemu_system(),
+        &kvm,
+        probe::TIMEOUT,
+        tempfile::tempdir().unwrap().path(),
+    )
+    .unwrap();
     eprintln!(
         "probe under KVM: {:?} in {:?}\nserial: {:?}\nqemu: {:?}",
         report.outcome, report.elapsed, report.serial, report.qemu_log
