@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Live;
 use vmrun::paths::Home;
 
 /// How long vmrun may take to notice a dead QEMU and tear down.
@@ -31,77 +30,27 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// vmrun started in the background, its stderr read line by line by a thread.
-struct Live {
-    child: Child,
-    stderr: Receiver<String>,
-    lines: Vec<String>,
+/// `vmrun ARGS` in `cwd` with the shared test home, started in the background.
+fn start(cwd: &Path, args: &[&str]) -> Live {
+    let mut cmd = Command::new(common::VMRUN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("VMRUN_HOME", common::test_home());
+    Live::start(cmd)
 }
 
-impl Live {
-    fn start(cwd: &Path, args: &[&str]) -> Live {
-        let mut child = Command::new(common::VMRUN)
-            .args(args)
-            .current_dir(cwd)
-            .env("VMRUN_HOME", common::test_home())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        Live {
-            child,
-            stderr: rx,
-            lines: Vec::new(),
+/// The pid of the QEMU `live` started (its child running qemu-system), once there.
+fn qemu_pid(live: &Live, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(pid) = children(live.child.id() as i32)
+            .into_iter()
+            .find(|&pid| cmdline(pid).contains("qemu-system"))
+        {
+            return pid;
         }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.lines.push(line),
-                Err(_) => panic!("no `{needle}` on stderr; saw:\n{}", self.lines.join("\n")),
-            }
-        }
-    }
-
-    /// The pid of the QEMU this vmrun started (its child running qemu-system), once there.
-    fn qemu_pid(&self, timeout: Duration) -> i32 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(pid) = children(self.child.id() as i32)
-                .into_iter()
-                .find(|&pid| cmdline(pid).contains("qemu-system"))
-            {
-                return pid;
-            }
-            assert!(Instant::now() < deadline, "vmrun started no QEMU");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for vmrun to exit; its exit code, all of stderr, and how long the wait took.
-    fn finish(mut self) -> (Option<i32>, String, Duration) {
-        let asked = Instant::now();
-        let status = self.child.wait().unwrap();
-        let took = asked.elapsed();
-        self.lines.extend(self.stderr.iter());
-        (status.code(), self.lines.join("\n"), took)
+        assert!(Instant::now() < deadline, "vmrun started no QEMU");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -156,7 +105,7 @@ fn assert_noticed_the_kill(live: Live, killed: Instant) {
 fn vmrun_test(project: &Path, args: &[&str]) -> Live {
     let mut all = vec!["test", "--image", common::baked_image()];
     all.extend(args);
-    Live::start(project, &all)
+    start(project, &all)
 }
 
 #[test]
@@ -165,7 +114,7 @@ fn qemu_killed_during_a_cold_boot_is_reported_at_once() {
     let project = tempfile::tempdir().unwrap();
     let mut live = vmrun_test(project.path(), &["--cold", "--", "true"]);
     live.wait_for(": boot", Duration::from_secs(120));
-    let pid = live.qemu_pid(Duration::from_secs(30));
+    let pid = qemu_pid(&live, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(4));
     let killed = kill_qemu(pid);
     assert_noticed_the_kill(live, killed);
@@ -177,7 +126,7 @@ fn qemu_killed_during_a_resume_is_reported_at_once() {
     let project = tempfile::tempdir().unwrap();
     let mut live = vmrun_test(project.path(), &["--", "true"]);
     live.wait_for(": boot", Duration::from_secs(120));
-    let killed = kill_qemu(live.qemu_pid(Duration::from_secs(30)));
+    let killed = kill_qemu(qemu_pid(&live, Duration::from_secs(30)));
     assert_noticed_the_kill(live, killed);
 }
 
@@ -190,7 +139,7 @@ fn qemu_killed_during_the_command_is_reported_at_once() {
         &["--", "sh", "-c", "echo command-started >&2; sleep 600"],
     );
     live.wait_for("command-started", Duration::from_secs(300));
-    let killed = kill_qemu(live.qemu_pid(Duration::from_secs(5)));
+    let killed = kill_qemu(qemu_pid(&live, Duration::from_secs(5)));
     assert_noticed_the_kill(live, killed);
 }
 
@@ -242,7 +191,7 @@ fn temporary_dirs_of(qemu: i32) -> Vec<PathBuf> {
 /// SIGTERM once the bake's QEMU runs: 143 within [`STOPPED`], the QEMU gone, and (after the
 /// next call) no temporary directory of this bake left.
 fn sigterm_during_a_bake(live: Live) {
-    let qemu = live.qemu_pid(Duration::from_secs(300));
+    let qemu = qemu_pid(&live, Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(3));
     let before = temporary_dirs_of(qemu);
     assert!(
@@ -250,8 +199,7 @@ fn sigterm_during_a_bake(live: Live) {
         "the bake's staging directory is not where this test looks: {}",
         cmdline(qemu)
     );
-    // SAFETY: kill(2) of the vmrun this test started.
-    unsafe { libc::kill(live.child.id() as i32, libc::SIGTERM) };
+    live.signal(libc::SIGTERM);
     let (code, err, took) = live.finish();
     assert_eq!(code, Some(143), "{err}");
     assert!(took < STOPPED, "vmrun took {took:?} to stop");
@@ -271,7 +219,7 @@ fn sigterm_during_vmrun_bake_stops_it_and_leaves_nothing() {
     let _one = one_at_a_time();
     common::baked_image(); // the Debian source image exists: the bake boots at once
     let project = project_with_a_new_bake(false);
-    let live = Live::start(
+    let live = start(
         project.path(),
         &[
             "bake",
@@ -289,7 +237,7 @@ fn sigterm_during_the_bake_vmrun_test_starts_stops_it_and_leaves_nothing() {
     let _one = one_at_a_time();
     common::baked_image();
     let project = project_with_a_new_bake(true);
-    let live = Live::start(project.path(), &["test", "--", "true"]);
+    let live = start(project.path(), &["test", "--", "true"]);
     sigterm_during_a_bake(live);
 }
 
@@ -298,7 +246,7 @@ fn what_a_killed_bake_left_is_reaped_by_the_next_call() {
     let _one = one_at_a_time();
     common::baked_image();
     let project = project_with_a_new_bake(false);
-    let live = Live::start(
+    let live = start(
         project.path(),
         &[
             "bake",
@@ -308,7 +256,7 @@ fn what_a_killed_bake_left_is_reaped_by_the_next_call() {
             "killed-bake",
         ],
     );
-    let qemu = live.qemu_pid(Duration::from_secs(300));
+    let qemu = qemu_pid(&live, Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(3));
     let staging = temporary_dirs_of(qemu);
     let mut child = live.child;

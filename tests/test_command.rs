@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Live;
 use vmrun::paths::Home;
 
 fn vmrun_test(project: &Path, args: &[&str]) -> Command {
@@ -45,65 +46,17 @@ fn qemu_using(dir: &Path) -> bool {
     })
 }
 
-/// A `vmrun test` started in the background, its stderr collected by a thread.
-struct LiveRun {
-    child: std::process::Child,
-    stderr: std::sync::mpsc::Receiver<String>,
-    lines: Vec<String>,
+/// A live run's directory, once its VM is reachable over SSH.
+fn wait_until_up(live: &mut Live) -> PathBuf {
+    let line = live.wait_for(": boot: done", Duration::from_secs(300));
+    runs_dir().join(common::run_id(&line).unwrap())
 }
 
-impl LiveRun {
-    fn start(mut cmd: Command) -> LiveRun {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in
-                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        LiveRun {
-            child,
-            stderr: rx,
-            lines: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.lines.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.lines.push(line),
-                Err(_) => panic!("no `{needle}` on stderr; saw:\n{}", self.lines.join("\n")),
-            }
-        }
-    }
-
-    /// This run's directory, once its VM is reachable over SSH.
-    fn wait_until_up(&mut self) -> PathBuf {
-        let line = self.wait_for(": boot: done", Duration::from_secs(300));
-        runs_dir().join(common::run_id(&line).unwrap())
-    }
-
-    /// SIGINT; the exit code and all of stderr.
-    fn interrupt(mut self) -> (Option<i32>, String) {
-        // SAFETY: kill(2) of the child this test spawned.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait().unwrap();
-        self.lines.extend(self.stderr.iter());
-        (status.code(), self.lines.join("\n"))
-    }
+/// SIGINT; the exit code and all of stderr.
+fn interrupt(live: Live) -> (Option<i32>, String) {
+    live.signal(libc::SIGINT);
+    let (code, err, _) = live.finish();
+    (code, err)
 }
 
 #[test]
@@ -218,11 +171,11 @@ fn forward_port(run_dir: &Path) -> u16 {
 #[test]
 fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
     let project = tempfile::tempdir().unwrap();
-    let mut live = LiveRun::start(vmrun_test(
+    let mut live = Live::start(vmrun_test(
         project.path(),
         &["--keep", "--", "sh", "-c", "exit 5"],
     ));
-    let run_dir = live.wait_until_up();
+    let run_dir = wait_until_up(&mut live);
     let id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
     let port = forward_port(&run_dir);
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -254,7 +207,7 @@ fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
     assert_eq!(text(&ssh.stdout), "inside it's\n");
     assert!(qemu_using(&run_dir), "the kept VM is gone");
 
-    let (code, err) = live.interrupt();
+    let (code, err) = interrupt(live);
     assert_eq!(code, Some(130), "{err}");
     assert!(
         err.contains(&format!("vmrun ssh {id}")),
@@ -267,11 +220,11 @@ fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
 #[test]
 fn sigint_during_the_command_tears_everything_down() {
     let project = tempfile::tempdir().unwrap();
-    let mut live = LiveRun::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
-    let run_dir = live.wait_until_up();
+    let mut live = Live::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
+    let run_dir = wait_until_up(&mut live);
     assert!(qemu_using(&run_dir));
     std::thread::sleep(Duration::from_secs(3));
-    let (code, err) = live.interrupt();
+    let (code, err) = interrupt(live);
     assert_eq!(code, Some(130), "{err}");
     assert!(!run_dir.exists(), "run directory left behind");
     assert!(!qemu_using(&run_dir), "QEMU left running");
@@ -280,8 +233,8 @@ fn sigint_during_the_command_tears_everything_down() {
 #[test]
 fn a_killed_vmrun_takes_its_qemu_along_and_the_next_call_reaps_its_files() {
     let project = tempfile::tempdir().unwrap();
-    let mut live = LiveRun::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
-    let run_dir = live.wait_until_up();
+    let mut live = Live::start(vmrun_test(project.path(), &["--", "sleep", "600"]));
+    let run_dir = wait_until_up(&mut live);
     live.child.kill().unwrap(); // SIGKILL: no handler runs
     live.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -109,3 +109,67 @@ pub fn run_id(text: &str) -> Option<String> {
     let rest = &text[text.find("] run ")? + "] run ".len()..];
     Some(rest.split(':').next()?.to_owned())
 }
+
+/// vmrun started in the background (its stdout discarded), its stderr read line by line by a
+/// thread so a test can wait for what it says.
+pub struct Live {
+    pub child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Live {
+    pub fn start(mut cmd: std::process::Command) -> Live {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Live {
+            child,
+            stderr: rx,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.lines.push(line),
+                Err(_) => panic!("no `{needle}` on stderr; saw:\n{}", self.lines.join("\n")),
+            }
+        }
+    }
+
+    /// Sends `signal` to vmrun (the child this test started).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) of the child this test spawned, not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for vmrun to exit; its exit code, all of stderr, and how long the wait took.
+    pub fn finish(mut self) -> (Option<i32>, String, std::time::Duration) {
+        let asked = Instant::now();
+        let status = self.child.wait().unwrap();
+        let took = asked.elapsed();
+        self.lines.extend(self.stderr.iter());
+        (status.code(), self.lines.join("\n"), took)
+    }
+}
