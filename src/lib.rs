@@ -33,6 +33,7 @@ pub mod seed;
 pub mod sha256;
 pub mod shard;
 pub mod signals;
+pub mod sparse;
 pub mod ssh;
 pub mod store;
 pub mod sync;

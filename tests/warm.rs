@@ -197,3 +197,70 @@ fn a_failed_warm_capture_is_a_warning_and_the_image_runs_cold() {
         "{err}"
     );
 }
+
+/// The sha256 of the image's saved RAM file, in hex.
+fn ram_file_digest(image: &str) -> String {
+    use sha2::Digest;
+    let home = Home::under(&common::test_home());
+    let ram = std::fs::canonicalize(home.images().join(image))
+        .unwrap()
+        .join("warm/ram");
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(&ram).unwrap(), &mut hasher).unwrap();
+    format!("{:x}", hasher.finalize())
+}
+
+#[test]
+fn clones_running_at_once_never_see_each_others_ram_and_the_ram_file_stays_as_saved() {
+    let image = common::baked_image();
+    let before = ram_file_digest(image);
+    // Each clone writes a marker of its own into tmpfs (guest RAM), waits long enough for
+    // the other to have written its own, and counts the markers it can see.
+    let script = "m=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \\n'); \
+                  echo \"$m\" > /dev/shm/clone-$m; echo start $(date +%s.%N); sleep 4; \
+                  echo seen $(ls /dev/shm | grep -c '^clone-') mine $m; echo end $(date +%s.%N)";
+    let project = tempfile::tempdir().unwrap();
+    let out = vmrun_test(
+        project.path(),
+        image,
+        &["--jobs", "2", "--repeat", "2", "--", "sh", "-c", script],
+    )
+    .output()
+    .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("booting cold"), "did not resume: {stderr}");
+    let field = |word: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| {
+                l.split_once(&format!("] {word} "))
+                    .map(|(_, v)| v.to_owned())
+            })
+            .collect()
+    };
+    let (starts, ends, seen) = (field("start"), field("end"), field("seen"));
+    assert_eq!(
+        (starts.len(), ends.len(), seen.len()),
+        (2, 2, 2),
+        "{stdout}"
+    );
+    let time = |s: &String| s.parse::<f64>().unwrap();
+    // The two clones ran at the same time: each started before the other ended.
+    assert!(
+        time(&starts[0]) < time(&ends[1]) && time(&starts[1]) < time(&ends[0]),
+        "the clones did not overlap: {stdout}"
+    );
+    for line in &seen {
+        assert!(
+            line.starts_with("1 mine "),
+            "a clone saw another's RAM: {stdout}"
+        );
+    }
+    assert_ne!(seen[0], seen[1], "{stdout}");
+    assert_eq!(
+        ram_file_digest(image),
+        before,
+        "runs changed the saved RAM file"
+    );
+}

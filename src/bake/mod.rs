@@ -280,7 +280,11 @@ fn ensure_warm(
     qemu: &Path,
     sink: Sink,
 ) -> Result<(), Error> {
-    if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
+    let current = |image: &BakedImage| -> Result<bool, Error> {
+        let warm = WarmState::load(&image.dir).map_err(Error::Warm)?;
+        Ok(warm.is_some_and(|w| w.machine.format == warm::machine::FORMAT))
+    };
+    if current(image)? {
         return Ok(());
     }
     let _lock = LockFile::acquire(&image.dir.join("warm.lock"), || {
@@ -288,11 +292,15 @@ fn ensure_warm(
             "waiting for another vmrun saving this image's warm state".into(),
         ))
     })?;
-    if WarmState::load(&image.dir).map_err(Error::Warm)?.is_some() {
+    if current(image)? {
         return Ok(());
     }
+    // A half-written state, or one an older vmrun saved (runs then boot cold): replaced.
     let partial = image.dir.join(crate::warm::DIR);
     if partial.exists() {
+        sink(Event::Detail(
+            "replacing the warm state an older vmrun or an interrupted bake left".into(),
+        ));
         fs::remove_dir_all(&partial).map_err(PathError::at("remove", &partial))?;
     }
     let capture = warm::Capture {
@@ -307,13 +315,7 @@ fn ensure_warm(
         warm::capture(&capture, sink)
     });
     match saved {
-        Ok(machine) => {
-            sink(Event::Detail(format!(
-                "warm state: {} MiB",
-                machine.state_bytes >> 20
-            )));
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(e) => {
             let _ = fs::remove_dir_all(&partial);
             match e {

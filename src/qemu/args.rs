@@ -80,12 +80,38 @@ pub struct Control {
     /// A VM generation id (vmgenid) for a warm machine: a new one on every resume makes the
     /// guest kernel reseed its random number generator.
     pub generation: Option<String>,
-    /// The descriptor of an open saved state to resume from, which QEMU inherits (reading
-    /// the file itself loads the state in about half the time a `cat` through a pipe takes).
-    pub incoming: Option<RawFd>,
+    /// The guest's RAM in a file instead of QEMU's own memory (a warm machine's).
+    pub ram: Option<RamFile>,
+    /// The saved state to resume from; `None` boots.
+    pub incoming: Option<Incoming>,
     /// Under KVM, the named [`PORTABLE_CPU`] instead of the host's CPU: a state saved with it
     /// resumes on another host (TCG's CPU is the same everywhere already).
     pub portable_cpu: bool,
+}
+
+/// Guest RAM backed by a file (`memory-backend-file`). The QEMU that saves a warm state maps
+/// it shared, so the guest's RAM is written into the file, and migrates with `x-ignore-shared`,
+/// so the saved device state leaves the RAM out. Each QEMU that resumes it maps the same file
+/// private: pages are read from the page cache, which every clone on the host shares, and a
+/// page the guest writes becomes the clone's own copy; the file never changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RamFile {
+    pub path: PathBuf,
+    pub shared: bool,
+}
+
+/// A saved state to resume: QEMU starts with `-incoming defer` and is given the state over
+/// its monitor once the migration capabilities are set (see [`crate::warm::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Incoming {
+    /// The descriptor of the open saved state, which QEMU inherits (reading the file itself
+    /// loads the state in about half the time a `cat` through a pipe takes).
+    pub fd: RawFd,
+    /// How many images the disk's backing chain has, the disk itself included. A QEMU that
+    /// resumes re-opens them all when the state is in, and by default drops their pages from
+    /// the host's page cache then (`drop-cache`, meant for storage shared between hosts):
+    /// every clone would evict the image the other clones read.
+    pub layers: usize,
 }
 
 /// The CPU model of warm machines under KVM: x86-64-v3 as Haswell has it (AVX2, BMI1/2, FMA,
@@ -108,7 +134,15 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
         (accel, _) => accel_args(accel),
     });
     args.extend(size_args(m.size));
-    args.extend(disk_args(&m.disk));
+    if let Some(ram) = m.control.as_ref().and_then(|c| c.ram.as_ref()) {
+        args.extend(ram_args(ram, m.size));
+    }
+    let layers = m
+        .control
+        .as_ref()
+        .and_then(|c| c.incoming)
+        .map_or(0, |i| i.layers);
+    args.extend(disk_args(&m.disk, layers));
     if let Some(seed) = &m.seed {
         args.extend(seed_args(seed));
     }
@@ -124,8 +158,8 @@ pub fn command_line(m: &Machine) -> Vec<OsString> {
                 format!("vmgenid,guid={generation}").into(),
             ]);
         }
-        if let Some(fd) = control.incoming {
-            args.extend(["-incoming".into(), format!("fd:{fd}").into()]);
+        if control.incoming.is_some() {
+            args.extend(os(&["-incoming", "defer"]));
         }
     }
     args
@@ -197,10 +231,30 @@ fn size_args(size: MachineSize) -> Vec<OsString> {
     ]
 }
 
-fn disk_args(disk: &Path) -> Vec<OsString> {
+/// The disk; with `keep_cached` layers, each one's file node told to keep its pages in the
+/// host's page cache when a migration completes (see [`Incoming::layers`]).
+fn disk_args(disk: &Path, keep_cached: usize) -> Vec<OsString> {
+    let mut options = String::from(",if=virtio,format=qcow2,discard=unmap");
+    for layer in 0..keep_cached {
+        options.push(',');
+        options.push_str(&"backing.".repeat(layer));
+        options.push_str("file.drop-cache=off");
+    }
+    vec!["-drive".into(), option_list("file=", disk, &options)]
+}
+
+/// The guest's RAM from `ram`'s file, as the machine's memory.
+fn ram_args(ram: &RamFile, size: MachineSize) -> Vec<OsString> {
+    let share = if ram.shared { "on" } else { "off" };
+    let prefix = format!(
+        "memory-backend-file,id=ram0,size={}M,mem-path=",
+        size.memory_mib
+    );
     vec![
-        "-drive".into(),
-        option_list("file=", disk, ",if=virtio,format=qcow2,discard=unmap"),
+        "-object".into(),
+        option_list(&prefix, &ram.path, &format!(",share={share}")),
+        "-machine".into(),
+        "memory-backend=ram0".into(),
     ]
 }
 
@@ -332,20 +386,25 @@ mod tests {
 
     #[test]
     fn a_warm_machines_saving_and_resuming_lines_differ_only_in_instance_parts() {
-        let warm = |dir: &str, generation: &str, incoming| Machine {
+        let warm = |dir: &str, generation: &str, incoming: Option<Incoming>| Machine {
             disk: format!("{dir}/disk.qcow2").into(),
             seed: None,
             control: Some(Control {
                 qmp: format!("{dir}/qmp.sock").into(),
                 guest_agent: format!("{dir}/qga.sock").into(),
                 generation: Some(generation.into()),
+                ram: Some(RamFile {
+                    path: "/store/k/warm/ram".into(),
+                    shared: incoming.is_none(),
+                }),
                 incoming,
                 portable_cpu: true,
             }),
             ..machine()
         };
         let save = command_line(&warm("/a", "g1", None));
-        let resume = command_line(&warm("/b", "g2", Some(9)));
+        let incoming = Incoming { fd: 9, layers: 3 };
+        let resume = command_line(&warm("/b", "g2", Some(incoming)));
         assert_eq!(resume.len(), save.len() + 2);
         let shape = |line: &[OsString]| -> Vec<String> {
             text(line)
@@ -355,18 +414,36 @@ mod tests {
                         .replace("/b/", "/X/")
                         .replace("g1", "G")
                         .replace("g2", "G")
+                        .replace("share=on", "share=S")
+                        .replace("share=off", "share=S")
+                        .replace(
+                            ",file.drop-cache=off,backing.file.drop-cache=off,\
+                             backing.backing.file.drop-cache=off",
+                            "",
+                        )
                 })
                 .collect()
         };
         assert_eq!(shape(&save), shape(&resume[..save.len()]));
-        assert_eq!(text(&resume[save.len()..]), ["-incoming", "fd:9"]);
-        let save = text(&save);
+        assert_eq!(text(&resume[save.len()..]), ["-incoming", "defer"]);
+        let (save, resume) = (text(&save), text(&resume));
         let at = |needle: &str| save.iter().position(|a| a.contains(needle)).unwrap();
         assert!(at("qmp.sock") < at("qga.sock") && at("qga.sock") < at("vmgenid,guid=g1"));
         assert!(
             at("virtio-rng-pci") < at("qmp.sock"),
             "control after the test machine"
         );
+        // The saving QEMU writes the RAM into the file; resuming ones map it private.
+        let ram = "memory-backend-file,id=ram0,size=1024M,mem-path=/store/k/warm/ram";
+        assert_eq!(save[at(ram)], format!("{ram},share=on"));
+        assert_eq!(resume[at(ram)], format!("{ram},share=off"));
+        assert_eq!(save[at(ram) + 2], "memory-backend=ram0");
+        // Only the resuming QEMU keeps its chain's page cache when the state is in.
+        assert!(!save[at("-drive") + 1].contains("drop-cache"));
+        assert!(resume[at("-drive") + 1].ends_with(
+            "discard=unmap,file.drop-cache=off,backing.file.drop-cache=off,\
+             backing.backing.file.drop-cache=off"
+        ));
     }
 
     #[test]
@@ -377,6 +454,7 @@ mod tests {
                 qmp: "/q".into(),
                 guest_agent: "/g".into(),
                 generation: None,
+                ram: None,
                 incoming: None,
                 portable_cpu,
             }),
@@ -409,6 +487,7 @@ mod tests {
                 qmp: "/run/db/qmp.sock".into(),
                 guest_agent: "/run/db/qga.sock".into(),
                 generation: None,
+                ram: None,
                 incoming: None,
                 portable_cpu: false,
             }),
@@ -463,7 +542,7 @@ mod tests {
     #[test]
     fn commas_in_paths_are_doubled() {
         assert_eq!(
-            disk_args(Path::new("/a,b/c d.qcow2"))[1],
+            disk_args(Path::new("/a,b/c d.qcow2"), 0)[1],
             "file=/a,,b/c d.qcow2,if=virtio,format=qcow2,discard=unmap"
         );
     }

@@ -2,7 +2,7 @@
 //! warm state. Each way knows the disk the run's overlay goes on, how QEMU is started for
 //! it, and what must happen once QEMU runs.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,38 +38,45 @@ impl Boot {
     }
 
     /// Starts QEMU for `machine`, in the run's isolated network, with QEMU's log, monitor
-    /// and agent sockets in the run's directory.
+    /// and agent sockets in the run's directory. For a resume, also the descriptor number
+    /// QEMU has the saved state under, for [`Boot::started`].
     pub(super) fn spawn(
         &self,
         machine: &Machine,
         dir: &RunDir,
         qemu: &Path,
         console: Console,
-    ) -> Result<QemuProcess, Error> {
+    ) -> Result<(QemuProcess, Option<RawFd>), Error> {
         let launch =
             |args| isolate::command(machine.network, dir.path(), &machine.forwards, qemu, args);
         let log = dir.file("qemu.log");
         Ok(match self {
             Boot::Cold => {
                 let (program, args) = launch(command_line(machine))?;
-                QemuProcess::spawn(&program, &args, &log, console)?
+                (QemuProcess::spawn(&program, &args, &log, console)?, None)
             }
             Boot::Resume(warm) => {
                 let state = std::fs::File::open(&warm.state)
                     .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
-                let warm_machine = Machine {
-                    control: Some(machine::control(dir.path(), Some(state.as_raw_fd()))),
-                    ..machine.clone()
-                };
-                let (program, args) = launch(command_line(&warm_machine))?;
-                QemuProcess::spawn_passing(&program, &args, &log, console, state.as_fd())?
+                let clone = warm
+                    .clone_machine(machine, dir.path(), &state)
+                    .map_err(Error::Resume)?;
+                let (program, args) = launch(command_line(&clone))?;
+                let process =
+                    QemuProcess::spawn_passing(&program, &args, &log, console, state.as_fd())?;
+                (process, Some(state.as_raw_fd()))
             }
         })
     }
 
     /// What follows QEMU's start: a cold QEMU is given a moment to fail to bind its
-    /// forward; a resumed one loads its state and is let run.
-    pub(super) fn started(&self, process: &QemuProcess, dir: &RunDir) -> Result<(), Error> {
+    /// forward; a resumed one loads its state from descriptor `incoming` and is let run.
+    pub(super) fn started(
+        &self,
+        process: &QemuProcess,
+        incoming: Option<RawFd>,
+        dir: &RunDir,
+    ) -> Result<(), Error> {
         match self {
             Boot::Cold => {
                 let deadline = Instant::now() + START_CHECK;
@@ -82,7 +89,8 @@ impl Boot {
             }
             Boot::Resume(_) => {
                 let qmp = dir.file(machine::QMP_SOCKET);
-                warm::resume(&qmp, &Watch::qemu(process)).map_err(Error::Resume)
+                let state = incoming.expect("a resumed QEMU was given its state");
+                warm::resume(&qmp, state, &Watch::qemu(process)).map_err(Error::Resume)
             }
         }
     }

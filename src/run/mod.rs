@@ -329,9 +329,9 @@ fn start_qemu(
             control: None,
             persistent: None,
         };
-        let process = plan.boot.spawn(&machine, dir, qemu, console)?;
+        let (process, incoming) = plan.boot.spawn(&machine, dir, qemu, console)?;
         dir.record_qemu_pid(process.pid())?;
-        match plan.boot.started(&process, dir) {
+        match plan.boot.started(&process, incoming, dir) {
             Ok(()) => return Ok((process, port)),
             Err(e) => match explained(e, Some(&process)) {
                 Error::Stopped(Stop::QemuExited(exited))

@@ -1,15 +1,15 @@
 //! The machine a warm state belongs to: QEMU's arguments for it (pure), and what a run must
 //! match to resume it.
 
-use std::os::fd::RawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::args::{Accel, Control, MachineSize, PORTABLE_CPU};
+use crate::qemu::args::{Accel, Control, Incoming, MachineSize, PORTABLE_CPU, RamFile};
 
 /// Bumped whenever the warm machine's arguments change shape: older states then fall back.
-pub const FORMAT: u32 = 1;
+/// 2: the guest's RAM is a file of its own, left out of the saved state.
+pub const FORMAT: u32 = 2;
 
 /// What a saved state needs of the QEMU that resumes it. Stored beside the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub struct WarmMachine {
     pub memory_mib: u64,
     /// The exact command line the state was saved from, for the record.
     pub args: Vec<String>,
-    /// Bytes of the saved state.
+    /// Bytes of the saved device state (the RAM is in its own file, of `memory_mib`).
     pub state_bytes: u64,
 }
 
@@ -147,13 +147,18 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const AGENT_SOCKET: &str = "qga.sock";
 
 /// What makes a test machine a warm one: a QMP monitor, the guest agent's channel and a
-/// vmgenid device with a new generation, the sockets in `dir`; `incoming`, the saved state
-/// to resume (`None` when booting to save one).
-pub fn control(dir: &Path, incoming: Option<RawFd>) -> Control {
+/// vmgenid device with a new generation, the sockets in `dir`; the guest's RAM in the file
+/// `ram`; `incoming`, the saved state to resume (`None` when booting to save one: the RAM
+/// file is then written, otherwise only mapped copy-on-write).
+pub fn control(dir: &Path, ram: &Path, incoming: Option<Incoming>) -> Control {
     Control {
         qmp: dir.join(QMP_SOCKET),
         guest_agent: dir.join(AGENT_SOCKET),
         generation: Some(new_generation()),
+        ram: Some(RamFile {
+            path: ram.to_owned(),
+            shared: incoming.is_none(),
+        }),
         incoming,
         portable_cpu: true,
     }

@@ -11,6 +11,8 @@ mod cpu;
 pub mod machine;
 
 use std::fs;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +26,7 @@ use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Machine, MachineSize, command_line};
+use crate::qemu::args::{Accel, Incoming, Machine, MachineSize, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
@@ -38,6 +40,7 @@ use machine::WarmMachine;
 /// The warm state's directory inside a store entry.
 pub const DIR: &str = "warm";
 const DISK: &str = "disk.qcow2";
+const RAM: &str = "ram";
 const STATE: &str = "state";
 const MACHINE: &str = "machine.json";
 /// How long saving or loading the state may take.
@@ -101,6 +104,9 @@ impl Error {
 pub struct WarmState {
     /// The disk layer as it was when the state was saved (runs put overlays on it).
     pub disk: PathBuf,
+    /// The guest's RAM as it was, which runs map copy-on-write.
+    pub ram: PathBuf,
+    /// The device state, without the RAM.
     pub state: PathBuf,
     pub machine: WarmMachine,
 }
@@ -119,9 +125,44 @@ impl WarmState {
             .map_err(|e| PathError::at("read", &path)(std::io::Error::other(e)))?;
         Ok(Some(WarmState {
             disk: dir.join(DISK),
+            ram: dir.join(RAM),
             state: dir.join(STATE),
             machine,
         }))
+    }
+
+    /// The machine a resumed clone runs: `machine` with the monitor, agent and generation of
+    /// a warm machine in `dir`, this state's RAM mapped copy-on-write, and the state open as
+    /// `state` to load from. `machine.disk` is the clone's overlay on [`WarmState::disk`].
+    pub fn clone_machine(
+        &self,
+        machine: &Machine,
+        dir: &Path,
+        state: &fs::File,
+    ) -> Result<Machine, Error> {
+        let incoming = Incoming {
+            fd: state.as_raw_fd(),
+            layers: disk::backing_chain(&machine.disk)?.len(),
+        };
+        Ok(Machine {
+            control: Some(machine::control(dir, &self.ram, Some(incoming))),
+            ..machine.clone()
+        })
+    }
+
+    /// Whether the RAM file is there whole: a regular file of the machine's memory size.
+    fn ram_fits(&self) -> Result<(), String> {
+        let want = self.machine.memory_mib << 20;
+        match fs::symlink_metadata(&self.ram) {
+            Ok(meta) if meta.is_file() && meta.len() == want => Ok(()),
+            Ok(meta) if meta.is_file() => Err(format!(
+                "its RAM file {} has {} bytes, not {want}",
+                self.ram.display(),
+                meta.len()
+            )),
+            Ok(_) => Err(format!("its RAM file {} is not a file", self.ram.display())),
+            Err(e) => Err(format!("its RAM file {}: {e}", self.ram.display())),
+        }
     }
 }
 
@@ -140,6 +181,11 @@ pub fn fitting(
     };
     if let Err(mismatch) = warm.machine.check(&qemu_version(qemu)?, accel, size) {
         return Ok(Err(format!("the warm state does not fit: {mismatch}")));
+    }
+    if let Err(why) = warm.ram_fits() {
+        return Ok(Err(format!(
+            "the warm state is damaged: {why} (bake it again)"
+        )));
     }
     if accel == Accel::Kvm
         && let Err(why) = cpu::host_runs_portable_cpu(qemu)?
@@ -202,7 +248,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         // lack one. So the same isolated network as the runs' default.
         network: Network::Outbound,
         forwards: vec![Forward::ssh(port)],
-        control: Some(machine::control(scratch.path(), None)),
+        control: Some(machine::control(scratch.path(), &dir.join(RAM), None)),
         persistent: None,
     };
     let qmp_path = scratch.path().join(machine::QMP_SOCKET);
@@ -242,6 +288,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let state = dir.join(STATE);
     let mut qmp = Qmp::connect(&qmp_path)?;
     qmp.execute("stop", None)?;
+    ignore_shared_ram(&mut qmp)?;
     let uri = format!(
         "exec:cat > {}",
         crate::ssh::sh_quote(&state.to_string_lossy())
@@ -252,6 +299,28 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     Watch::signals().until(Instant::now() + QUIT_TIMEOUT, POLL, || {
         Ok::<_, Stop>(vm.exited())
     })?;
+    // Pages the guest touched and left zero need no disk blocks (about a seventh of them in
+    // vmrun's Debian image); runs read holes as zeros all the same.
+    let ram = dir.join(RAM);
+    let written = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&ram)
+        .and_then(|file| {
+            crate::sparse::punch_zero_pages(&file)?;
+            file.sync_all()?;
+            Ok(file.metadata()?.blocks() * 512)
+        });
+    let ram_on_disk = written.map_err(PathError::at("write", &ram))?;
+    let state_bytes = fs::metadata(&state)
+        .map_err(PathError::at("read", &state))?
+        .len();
+    sink(Event::Detail(format!(
+        "warm state: {} MiB on disk ({} MiB of RAM that is not zero, {} KiB of device state)",
+        (ram_on_disk + state_bytes) >> 20,
+        ram_on_disk >> 20,
+        state_bytes >> 10
+    )));
 
     let saved = WarmMachine {
         format: machine::FORMAT,
@@ -264,15 +333,24 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        state_bytes: fs::metadata(&state)
-            .map_err(PathError::at("read", &state))?
-            .len(),
+        state_bytes,
     };
     // Its presence says the state is complete: written whole or not at all.
     let path = dir.join(MACHINE);
     let json = serde_json::to_string_pretty(&saved).expect("serializes") + "\n";
     crate::atomic_file::write(&path, json.as_bytes())?;
     Ok(saved)
+}
+
+/// Leaves the file-backed RAM out of the migration stream: the file is the RAM. Set on both
+/// sides: the stream then names where each left-out block is instead of carrying it.
+fn ignore_shared_ram(qmp: &mut Qmp) -> Result<(), Error> {
+    let capability = json!({ "capability": "x-ignore-shared", "state": true });
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": [capability] })),
+    )?;
+    Ok(())
 }
 
 fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
@@ -303,10 +381,11 @@ fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
     })
 }
 
-/// After QEMU was started with `-incoming`: waits until the saved state is loaded and lets
-/// the guest run. The guest then still has the saved clock and random state: see
-/// [`refresh_clone`]. `watch` watches the resuming QEMU.
-pub fn resume(qmp_path: &Path, watch: &Watch) -> Result<(), Error> {
+/// After QEMU was started with `-incoming defer` and the state open as `state` (see
+/// [`WarmState::clone_machine`]): loads the state and lets the guest run. The guest then
+/// still has the saved clock and random state: see [`refresh_clone`]. `watch` watches the
+/// resuming QEMU.
+pub fn resume(qmp_path: &Path, state: RawFd, watch: &Watch) -> Result<(), Error> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut last = None;
     let qmp = watch.until(deadline, RESUME_POLL, || match Qmp::connect(qmp_path) {
@@ -325,6 +404,9 @@ pub fn resume(qmp_path: &Path, watch: &Watch) -> Result<(), Error> {
             Error::from,
         ));
     };
+    ignore_shared_ram(&mut qmp)?;
+    let uri = format!("fd:{state}");
+    qmp.execute("migrate-incoming", Some(json!({ "uri": uri })))?;
     // The state was saved from a stopped guest, so it loads paused: `cont` once it is in.
     let mut status = serde_json::Value::Null;
     let loaded = watch.until(deadline, RESUME_POLL, || {

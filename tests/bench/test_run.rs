@@ -25,28 +25,56 @@ struct Sample {
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
-/// Resident memory of `pid` and all its descendants, KiB; 0 for a process that is gone.
-fn tree_rss_kib(pid: u32) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64) / 1024;
-    let own = std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * page_kib;
+/// `pid` and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
     // Children are listed under the thread that started them.
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten();
-    let children = tasks
+    let children: Vec<u32> = tasks
         .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
         .flat_map(|list| {
             list.split_whitespace()
                 .filter_map(|c| c.parse::<u32>().ok())
                 .collect::<Vec<_>>()
-        });
-    own + children.map(tree_rss_kib).sum::<u64>()
+        })
+        .collect();
+    std::iter::once(pid)
+        .chain(children.into_iter().flat_map(tree))
+        .collect()
+}
+
+/// Resident memory of `pid` and all its descendants, KiB (0 for processes that are gone).
+fn tree_rss_kib(pid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page_kib = (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64) / 1024;
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tree(pid).into_iter().map(rss).sum::<u64>() * page_kib
+}
+
+/// The proportional set sizes (PSS, KiB) of the QEMU processes under `pid`: each page shared
+/// by N processes counts 1/N in each, so their sum is what they take together.
+fn qemu_pss_kib(pid: u32) -> Vec<u64> {
+    let is_qemu = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.starts_with("qemu-system"))
+    };
+    let pss = |pid: u32| {
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    tree(pid)
+        .into_iter()
+        .filter(is_qemu)
+        .filter_map(pss)
+        .collect()
 }
 
 /// Runs `cmd` to completion, measuring wall time and the peak RSS of it and its children.
@@ -136,9 +164,11 @@ fn main() {
         String::from_utf8_lossy(&bake.stderr)
     );
     let entry = std::fs::canonicalize(Home::under(&home).images().join("bench")).unwrap();
-    let state_bytes = std::fs::metadata(entry.join("warm/state"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let on_disk = |file: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(entry.join("warm").join(file)).map_or(0, |m| m.blocks() * 512)
+    };
+    let (ram_bytes, state_bytes) = (on_disk("ram"), on_disk("state"));
 
     let mut warm = Vec::new();
     let mut warm_host = Vec::new();
@@ -195,8 +225,11 @@ fn main() {
     }
     let (w, c, s) = (median(&warm), median(&cold), median(&shell));
     println!(
-        "\n`true` in a fresh VM, end to end ({runs} runs each, accel {accel}); warm state {} MiB",
-        state_bytes >> 20
+        "\n`true` in a fresh VM, end to end ({runs} runs each, accel {accel}); warm state on \
+         disk {} MiB (RAM file {} MiB, device state {} KiB)",
+        (ram_bytes + state_bytes) >> 20,
+        ram_bytes >> 20,
+        state_bytes >> 10
     );
     println!(
         "{:<34} {:>10} {:>10} {:>22} {:>22}",
@@ -238,6 +271,18 @@ fn main() {
         median(&warm_host).took.as_secs_f64(),
         median(&warm_none).took.as_secs_f64()
     );
+    clones_at_once(&home, project.path());
+    let series = measure(vmrun(
+        &home,
+        project.path(),
+        &["test", "--image", "bench", "--repeat", "20", "--", "true"],
+    ));
+    println!(
+        "\n`vmrun test --repeat 20 -- true` (warm): {:.2}s in all, {:.2}s a run",
+        series.took.as_secs_f64(),
+        series.took.as_secs_f64() / 20.0
+    );
+    vm_create(&home, project.path(), runs);
     for (name, m) in [("warm", w), ("cold", c)] {
         println!("\nphases of the median {name} run:");
         for line in m
@@ -248,4 +293,73 @@ fn main() {
             println!("  {line}");
         }
     }
+}
+
+/// `--jobs 3 --repeat 3 -- sleep 20`: the QEMU processes' summed PSS while all three run
+/// (sampled every half second; the highest sum is printed).
+fn clones_at_once(home: &Path, project: &Path) {
+    let mut child = vmrun(
+        home,
+        project,
+        &[
+            "test", "--image", "bench", "--jobs", "3", "--repeat", "3", "--", "sleep", "20",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("starts");
+    let mut peak: Vec<u64> = Vec::new();
+    while child.try_wait().expect("waits").is_none() {
+        let pss = qemu_pss_kib(child.id());
+        if pss.len() == 3 && pss.iter().sum::<u64>() > peak.iter().sum() {
+            peak = pss;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let each: Vec<String> = peak.iter().map(|k| format!("{}", k >> 10)).collect();
+    println!(
+        "\n`--jobs 3 --repeat 3 -- sleep 20` (warm, 1 GiB guests): the three QEMU processes' \
+         summed PSS {} MiB at its highest ({} MiB each)",
+        peak.iter().sum::<u64>() >> 10,
+        each.join(" + ")
+    );
+}
+
+/// `vmrun vm create` until the guest answers SSH, then `vm delete`; needs a systemd user
+/// manager (skipped, saying so, without one).
+fn vm_create(home: &Path, project: &Path, runs: usize) {
+    let mut took = Vec::new();
+    for _ in 0..runs {
+        let name = "bench-vm";
+        let create = measure_status(vmrun(
+            home,
+            project,
+            &["vm", "create", name, "--image", "bench"],
+        ));
+        let deleted = vmrun(home, project, &["vm", "delete", name]).output();
+        match (create, deleted) {
+            (Ok(t), Ok(out)) if out.status.success() => took.push(t),
+            (Err(why), _) => {
+                println!("\n`vmrun vm create` skipped: {why}");
+                return;
+            }
+            (_, out) => panic!("vm delete: {out:?}"),
+        }
+    }
+    took.sort();
+    println!(
+        "\n`vmrun vm create NAME --image bench` to SSH ready ({runs} runs): median {:.2}s",
+        took[took.len() / 2].as_secs_f64()
+    );
+}
+
+fn measure_status(mut cmd: Command) -> Result<Duration, String> {
+    let started = Instant::now();
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().last().unwrap_or("").to_owned());
+    }
+    Ok(started.elapsed())
 }

@@ -139,6 +139,9 @@ fn members(image: &BakedImage, name: &ImageName) -> Result<Vec<(Member, PathBuf)
         ));
         files.push((Member::WarmDisk, warm.disk));
         files.push((Member::WarmState, warm.state));
+        if warm.ram.exists() {
+            files.push((Member::WarmRam, warm.ram));
+        }
     }
     files.sort_by_key(|(member, _)| *member);
     Ok(files)

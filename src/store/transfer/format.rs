@@ -91,8 +91,11 @@ impl Header {
         if seen.iter().filter(|m| m.is_source()).count() != 1 {
             return bad("it must hold exactly one of `source.qcow2` and `source.raw`".into());
         }
-        let warm = seen.iter().filter(|m| m.is_warm()).count();
-        if warm != 0 && warm != 3 {
+        // A warm state saved before its RAM had a file of its own has none: it is imported
+        // as it is, and runs boot cold from it (its machine record says why).
+        let warm = [Member::WarmMachine, Member::WarmDisk, Member::WarmState];
+        let held = warm.iter().filter(|m| seen.contains(m)).count();
+        if (held != 0 || seen.contains(&Member::WarmRam)) && held != warm.len() {
             return bad("it holds part of the warm state (`warm/`), not all of it".into());
         }
         Ok(())

@@ -25,11 +25,12 @@ pub enum Member {
     SourceQcow2,
     SourceRaw,
     WarmState,
+    WarmRam,
 }
 
 impl Member {
     /// Every member, in the order an export writes them (small files first).
-    pub const ALL: [Member; 9] = [
+    pub const ALL: [Member; 10] = [
         Member::Manifest,
         Member::HostKey,
         Member::ClientKey,
@@ -39,6 +40,7 @@ impl Member {
         Member::SourceQcow2,
         Member::SourceRaw,
         Member::WarmState,
+        Member::WarmRam,
     ];
 
     /// Its name in the file, which is also its path relative to the store entry.
@@ -53,6 +55,7 @@ impl Member {
             Member::SourceQcow2 => "source.qcow2",
             Member::SourceRaw => "source.raw",
             Member::WarmState => "warm/state",
+            Member::WarmRam => "warm/ram",
         }
     }
 
@@ -75,11 +78,11 @@ impl Member {
         }
     }
 
-    /// Whether it belongs to the warm state (`warm/`): all of those or none.
+    /// Whether it belongs to the warm state (`warm/`).
     pub fn is_warm(self) -> bool {
         matches!(
             self,
-            Member::WarmMachine | Member::WarmDisk | Member::WarmState
+            Member::WarmMachine | Member::WarmDisk | Member::WarmState | Member::WarmRam
         )
     }
 
@@ -127,6 +130,7 @@ mod tests {
         let warm = crate::warm::WarmState::load(entry.path()).unwrap().unwrap();
         assert_eq!(warm.disk, entry.path().join(Member::WarmDisk.name()));
         assert_eq!(warm.state, entry.path().join(Member::WarmState.name()));
+        assert_eq!(warm.ram, entry.path().join(Member::WarmRam.name()));
     }
 
     const WARM_MACHINE: &str = r#"{"format": 1, "qemu_version": "QEMU emulator version 7.2",
