@@ -264,3 +264,19 @@ fn clones_running_at_once_never_see_each_others_ram_and_the_ram_file_stays_as_sa
         "runs changed the saved RAM file"
     );
 }
+
+#[test]
+fn the_guests_sshd_does_not_re_exec_itself_for_each_connection() {
+    let project = tempfile::tempdir().unwrap();
+    let listener = "tr '\\0' ' ' < /proc/$(pgrep -o -x sshd)/cmdline";
+    let out = vmrun_test(
+        project.path(),
+        common::baked_image(),
+        &["--", "sh", "-c", listener],
+    )
+    .output()
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("/usr/sbin/sshd -D -r"), "{stdout}");
+}

@@ -83,9 +83,12 @@ pub fn user_data(bake: &BakeConfig, secrets: &BakeSecrets) -> Result<String, Err
             Value::Sequence(bake.run.iter().map(command).collect()),
         );
     }
-    let mut files: Vec<Value> = bake.files.iter().map(write_file).collect();
+    let files = doc
+        .get_mut("write_files")
+        .and_then(Value::as_sequence_mut)
+        .expect("template has write_files");
+    files.extend(bake.files.iter().map(write_file));
     files.push(file_entry(VERDICT_PATH, VERDICT_SCRIPT, Some("0755"), None));
-    doc.insert("write_files".into(), Value::Sequence(files));
 
     let power_state = doc
         .get_mut("power_state")
@@ -215,8 +218,17 @@ mod tests {
         assert_eq!(condition[1], VERDICT_PATH);
         assert_eq!(condition[2], "vmrun-bake-1234");
         let files = doc["write_files"].as_sequence().unwrap();
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0]["content"], VERDICT_SCRIPT);
+        assert_eq!(files.len(), 2);
+        let drop_in = files[0]["content"].as_str().unwrap();
+        assert_eq!(
+            files[0]["path"],
+            "/etc/systemd/system/ssh.service.d/vmrun-no-reexec.conf"
+        );
+        assert!(
+            drop_in.contains("exec /usr/sbin/sshd -D -r $$SSHD_OPTS"),
+            "{drop_in}"
+        );
+        assert_eq!(files[1]["content"], VERDICT_SCRIPT);
         assert!(doc.get("packages").is_none() && doc.get("runcmd").is_none());
     }
 
@@ -281,9 +293,9 @@ mod tests {
         assert_eq!(doc["packages"][1], "git");
         assert_eq!(doc["runcmd"][0], "echo hi > /x");
         assert_eq!(doc["runcmd"][1][1], "/y z");
-        assert_eq!(doc["write_files"][0]["path"], "/etc/motd");
-        assert_eq!(doc["write_files"][0]["owner"], "root:root");
-        assert_eq!(doc["write_files"][1]["path"], VERDICT_PATH);
+        assert_eq!(doc["write_files"][1]["path"], "/etc/motd");
+        assert_eq!(doc["write_files"][1]["owner"], "root:root");
+        assert_eq!(doc["write_files"][2]["path"], VERDICT_PATH);
     }
 
     #[test]
