@@ -320,3 +320,60 @@ fn a_guest_that_does_not_come_up_in_time_fails_with_its_console() {
     assert!(err.contains("did not become reachable over SSH"), "{err}");
     assert!(err.contains("last lines of the serial console"), "{err}");
 }
+
+/// The lines of `stream` with when each arrived.
+fn timed_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<(Instant, String)>> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+            .map(|line| (Instant::now(), line))
+            .collect()
+    })
+}
+
+#[test]
+fn a_series_brings_the_next_vm_up_while_a_command_runs_and_runs_commands_in_turn() {
+    let project = tempfile::tempdir().unwrap();
+    let mut child = vmrun_test(
+        project.path(),
+        &[
+            "--repeat",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "echo begin; sleep 3; echo end",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = timed_lines(child.stdout.take().unwrap());
+    let stderr = timed_lines(child.stderr.take().unwrap());
+    assert!(child.wait().unwrap().success());
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let lines: Vec<&str> = stdout.iter().map(|(_, l)| l.as_str()).collect();
+    // One command at a time, whole, in turn.
+    assert_eq!(lines, ["begin", "end", "begin", "end", "begin", "end"]);
+    // The second run's VM started coming up before the first command ended.
+    let boots: Vec<Instant> = stderr
+        .iter()
+        .filter(|(_, l)| l.ends_with(": boot ..."))
+        .map(|(at, _)| *at)
+        .collect();
+    let all: Vec<&str> = stderr.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(boots.len(), 3, "{all:#?}");
+    assert!(
+        boots[1] < stdout[1].0,
+        "run 2 came up only after run 1: {all:#?}"
+    );
+    assert!(
+        boots[2] < stdout[3].0,
+        "run 3 came up only after run 2: {all:#?}"
+    );
+}

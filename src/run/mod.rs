@@ -85,6 +85,10 @@ pub enum Error {
     Port(#[source] std::io::Error),
     #[error("cannot set up the guest's serial console: {0}")]
     Console(#[source] std::io::Error),
+    /// The run's VM came up, but the series ended before its turn (a stop request, or an
+    /// earlier run failed under `--until-fail`).
+    #[error("the run was not needed after all")]
+    NotNeeded,
     #[error("resuming the warm state failed")]
     #[diagnostic(help("`vmrun test --cold` boots instead"))]
     Resume(#[source] warm::Error),
@@ -103,7 +107,7 @@ impl Error {
             Error::Qemu(_) | Error::Stopped(_) | Error::NoPort { .. } | Error::NotReady { .. } => {
                 VM_FAILED
             }
-            Error::RunDir(_) | Error::Port(_) | Error::Console(_) => INTERNAL,
+            Error::RunDir(_) | Error::Port(_) | Error::Console(_) | Error::NotNeeded => INTERNAL,
             Error::Resume(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
         }
@@ -148,17 +152,31 @@ pub struct RunPlan {
 
 /// Runs `plan` once in a new VM, as run `index` of its schedule. Never returns before the VM
 /// is gone (or, with `keep` and a failure, before the user interrupts).
-#[allow(clippy::too_many_arguments)]
+/// Where a run happens: its number in the series, its id, the runs' directory and QEMU.
+pub struct Place<'a> {
+    pub index: u32,
+    pub id: &'a str,
+    pub runs: &'a Path,
+    pub qemu: &'a Path,
+}
+
+/// One run, start to teardown. Once its VM is up, `turn` says whether it goes on to its
+/// command (waiting first, when runs are pipelined); `None` when it does not: the run is
+/// torn down and leaves no report.
 pub fn run_once(
     plan: &RunPlan,
-    index: u32,
-    id: &str,
-    runs: &Path,
-    qemu: &Path,
+    place: &Place,
+    turn: &dyn Fn() -> bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
     sink: Sink,
-) -> RunReport {
+) -> Option<RunReport> {
+    let Place {
+        index,
+        id,
+        runs,
+        qemu,
+    } = *place;
     let mut report = RunReport::new(index, id);
     let mut out = tail::KeepTail::new(out);
     let mut err = tail::KeepTail::new(err);
@@ -167,24 +185,29 @@ pub fn run_once(
     let outcome = match dir {
         Ok((_reference, dir)) => {
             let mut vm = None;
-            let outcome = drive(
+            let driven = drive(
                 plan,
                 &dir,
                 qemu,
+                turn,
                 &mut vm,
                 &mut out,
                 &mut err,
                 &mut report,
                 sink,
-            )
-            .map_err(|e| explained(e, vm.as_ref()))
-            .unwrap_or_else(|e| match e.stop() {
-                Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
-                _ => {
-                    let code = e.exit_code();
-                    Outcome::Failed(Failure::new(e, code))
-                }
-            });
+            );
+            if matches!(driven, Err(Error::NotNeeded)) {
+                return None;
+            }
+            let outcome = driven
+                .map_err(|e| explained(e, vm.as_ref()))
+                .unwrap_or_else(|e| match e.stop() {
+                    Some(Stop::Signal(signal)) => Outcome::Stopped(*signal),
+                    _ => {
+                        let code = e.exit_code();
+                        Outcome::Failed(Failure::new(e, code))
+                    }
+                });
             if let (true, false, Some(vm)) = (plan.keep, outcome.passed(), &vm) {
                 keep_until_interrupted(&dir, vm, sink);
             }
@@ -197,7 +220,7 @@ pub fn run_once(
     report.outcome = Some(outcome);
     report.stdout = out.tail();
     report.stderr = err.tail();
-    report
+    Some(report)
 }
 
 /// `error`, or QEMU's exit when that is what caused it: a connection to the guest breaks
@@ -220,6 +243,7 @@ fn drive(
     plan: &RunPlan,
     dir: &run_dir::RunDir,
     qemu: &Path,
+    turn: &dyn Fn() -> bool,
     vm: &mut Option<QemuProcess>,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -269,6 +293,9 @@ fn drive(
         elapsed: started.elapsed(),
     });
 
+    if !turn() {
+        return Err(Error::NotNeeded);
+    }
     if let Some(master) = &master {
         master.wait_ready(&files, MASTER_WAIT, &watch);
     }
