@@ -74,6 +74,23 @@ mod tests {
     use crate::vm::record::WarmStart;
     use std::path::Path;
 
+    fn record() -> VmRecord {
+        VmRecord {
+            name: "db".into(),
+            image: "base".into(),
+            image_key: "k".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            accel: Accel::Tcg,
+            ssh_port: 40022,
+            forwards: vec!["udp:5353:53".parse().unwrap()],
+            network: crate::net::Network::Host,
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            created: 1,
+            warm: None,
+        }
+    }
+
     /// A line's devices and their order: what a migrated or snapshotted state must find
     /// again. Left out is what may differ between the QEMU that saved a warm state and a VM
     /// that resumes it: the name, `-no-reboot`, `-incoming`, paths, forwards, the vmgenid
@@ -148,18 +165,8 @@ mod tests {
         std::fs::create_dir_all(&layout.state).unwrap();
         crate::disk::Overlay::create(&layout.disk(), &state.disk).unwrap();
         let record = VmRecord {
-            name: "db".into(),
-            image: "base".into(),
-            image_key: "k".into(),
-            cpus: 2,
-            memory_mib: 1024,
-            accel: Accel::Tcg,
-            ssh_port: 40022,
-            forwards: vec!["8080:80".parse().unwrap()],
-            network: crate::net::Network::Host,
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
-            created: 1,
             warm: Some(WarmStart { resume: true }),
+            ..record()
         };
         let first = qemu_argv(&record, &layout, Some(&state)).unwrap();
         let later = qemu_argv(&record, &layout, None).unwrap();
@@ -193,20 +200,7 @@ mod tests {
     fn whole_command_line() {
         let db = crate::name::VmName::new("db").unwrap();
         let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), &db);
-        let record = VmRecord {
-            name: "db".into(),
-            image: "base".into(),
-            image_key: "k".into(),
-            cpus: 2,
-            memory_mib: 1024,
-            accel: crate::qemu::args::Accel::Tcg,
-            ssh_port: 40022,
-            forwards: vec!["udp:5353:53".parse().unwrap()],
-            network: crate::net::Network::Host,
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
-            created: 1,
-            warm: None,
-        };
+        let record = record();
         let line: Vec<String> = qemu_argv(&record, &layout, None)
             .unwrap()
             .iter()
