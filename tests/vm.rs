@@ -379,13 +379,6 @@ fn a_vm_lives_from_create_to_delete() {
     }
     assert_eq!(entry(&name)["enabled"], true);
 
-    let logs = ok(vmrun(&["vm", "logs", &name]));
-    assert!(
-        stdout(&logs).contains("Linux version"),
-        "the serial console log: {}",
-        stdout(&logs)
-    );
-
     let stopped = Instant::now();
     let stop = ok(vmrun(&["vm", "stop", &name]));
     assert!(
@@ -421,6 +414,13 @@ fn a_vm_lives_from_create_to_delete() {
     assert_eq!(state(&name), "running");
     wait_for_addresses(&name);
     phase("started again");
+    // This start booted (the first resumed the image's warm state, whose boot is past).
+    let logs = ok(vmrun(&["vm", "logs", &name]));
+    assert!(
+        stdout(&logs).contains("Linux version"),
+        "the serial console log: {}",
+        stdout(&logs)
+    );
     ok(vmrun(&["vm", "restart", &name]));
     assert_eq!(state(&name), "running");
     wait_for_addresses(&name);
@@ -548,6 +548,97 @@ fn whoami() -> String {
 
 /// A forward whose port is taken cannot be bound: the create fails saying why, and leaves no
 /// disk, record, sockets or unit behind.
+fn seconds_since_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The guest's uptime in seconds.
+fn uptime(name: &str) -> f64 {
+    let text = ssh(name, &["cat", "/proc/uptime"]);
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn boot_id(name: &str) -> String {
+    ssh(name, &["cat", "/proc/sys/kernel/random/boot_id"])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_vm_made_from_a_warm_state_resumes_it_then_boots_its_own_disk() {
+    require_user_manager();
+    let image = image();
+    let (a, b) = (vm_name("warm-a"), vm_name("warm-b"));
+    let _cleanup = (Cleanup(a.clone()), Cleanup(b.clone()));
+
+    let created = Instant::now();
+    let out = ok(vmrun(&["vm", "create", &a, "--image", image]));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("resume VM {a} from the image's warm state: done")),
+        "{said}"
+    );
+    assert!(!said.contains("booting cold"), "{said}");
+    ssh(&a, &["true"]);
+    // The guest counts on from the save: it has been up longer than the VM exists.
+    let up = uptime(&a);
+    assert!(
+        up > created.elapsed().as_secs_f64(),
+        "uptime {up}s: booted, not resumed"
+    );
+    // Its clock is the host's, not the save's.
+    let before = seconds_since_epoch();
+    let guest: f64 = ssh(&a, &["date", "+%s.%N"]).trim().parse().unwrap();
+    let after = seconds_since_epoch();
+    assert!(
+        guest > before - 2.0 && guest < after + 2.0,
+        "guest clock {guest}, host {before}..{after}"
+    );
+    let layout = vmrun::vm::VmLayout::new(
+        &vmrun::paths::Home::under(&common::test_home()),
+        &unit_dir(),
+        &vmrun::vm::VmName::new(&a).unwrap(),
+    );
+    let record = vmrun::vm::VmRecord::load(&layout.record()).unwrap();
+    assert_eq!(
+        record.warm.map(|w| w.resume),
+        Some(false),
+        "later starts boot"
+    );
+
+    // A second VM from the same state: the same saved kernel, its own randomness.
+    let out = ok(vmrun(&["vm", "create", &b, "--image", image]));
+    assert!(stderr(&out).contains("from the image's warm state: done"));
+    ssh(&b, &["true"]);
+    let resumed_boot = boot_id(&a);
+    assert_eq!(boot_id(&b), resumed_boot, "both resumed the same save");
+    let random = |name: &str| ssh(name, &["od", "-An", "-tx1", "-N32", "/dev/urandom"]);
+    assert_ne!(random(&a), random(&b));
+    ok(vmrun(&["vm", "delete", &b]));
+
+    // A snapshot of the resumed start loads in a later, booted one.
+    ok(vmrun(&["vm", "snapshot", &a, "save", "resumed"]));
+    let stopped = stderr(&ok(vmrun(&["vm", "stop", &a])));
+    assert!(stopped.contains("the guest powered off"), "{stopped}");
+    let started = Instant::now();
+    let out = ok(vmrun(&["vm", "start", &a]));
+    assert!(!stderr(&out).contains("resume VM"), "{}", stderr(&out));
+    ssh(&a, &["true"]);
+    assert_ne!(boot_id(&a), resumed_boot, "the second start boots");
+    let up = uptime(&a);
+    assert!(
+        up < started.elapsed().as_secs_f64(),
+        "uptime {up}s: not booted"
+    );
+    ok(vmrun(&["vm", "snapshot", &a, "load", "resumed"]));
+    assert_eq!(boot_id(&a), resumed_boot);
+    ssh(&a, &["true"]);
+    ok(vmrun(&["vm", "delete", &a]));
+}
+
 #[test]
 fn a_failed_create_leaves_nothing_behind() {
     require_user_manager();

@@ -80,13 +80,24 @@ pub struct Control {
     /// A VM generation id (vmgenid) for a warm machine: a new one on every resume makes the
     /// guest kernel reseed its random number generator.
     pub generation: Option<String>,
-    /// The guest's RAM in a file instead of QEMU's own memory (a warm machine's).
-    pub ram: Option<RamFile>,
+    /// The guest's RAM as a memory backend of its own (a warm machine's) instead of QEMU's
+    /// built-in RAM.
+    pub ram: Option<Ram>,
     /// The saved state to resume from; `None` boots.
     pub incoming: Option<Incoming>,
     /// Under KVM, the named [`PORTABLE_CPU`] instead of the host's CPU: a state saved with it
     /// resumes on another host (TCG's CPU is the same everywhere already).
     pub portable_cpu: bool,
+}
+
+/// A warm machine's RAM: a memory backend named `ram0`, which a migrated or snapshotted
+/// state names its RAM by (QEMU's built-in RAM has another name).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ram {
+    File(RamFile),
+    /// Anonymous memory: a persistent VM made from a warm state boots with it after its first
+    /// start, so that snapshots saved in any of its starts load in any other.
+    Anonymous,
 }
 
 /// Guest RAM backed by a file (`memory-backend-file`). The QEMU that saves a warm state maps
@@ -104,9 +115,6 @@ pub struct RamFile {
 /// its monitor once the migration capabilities are set (see [`crate::warm::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Incoming {
-    /// The descriptor of the open saved state, which QEMU inherits (reading the file itself
-    /// loads the state in about half the time a `cat` through a pipe takes).
-    pub fd: RawFd,
     /// How many images the disk's backing chain has, the disk itself included. A QEMU that
     /// resumes re-opens them all when the state is in, and by default drops their pages from
     /// the host's page cache then (`drop-cache`, meant for storage shared between hosts):
@@ -244,15 +252,21 @@ fn disk_args(disk: &Path, keep_cached: usize) -> Vec<OsString> {
 }
 
 /// The guest's RAM from `ram`'s file, as the machine's memory.
-fn ram_args(ram: &RamFile, size: MachineSize) -> Vec<OsString> {
-    let share = if ram.shared { "on" } else { "off" };
-    let prefix = format!(
-        "memory-backend-file,id=ram0,size={}M,mem-path=",
-        size.memory_mib
-    );
+fn ram_args(ram: &Ram, size: MachineSize) -> Vec<OsString> {
+    let backend = match ram {
+        Ram::File(file) => {
+            let share = if file.shared { "on" } else { "off" };
+            let prefix = format!(
+                "memory-backend-file,id=ram0,size={}M,mem-path=",
+                size.memory_mib
+            );
+            option_list(&prefix, &file.path, &format!(",share={share}"))
+        }
+        Ram::Anonymous => format!("memory-backend-ram,id=ram0,size={}M", size.memory_mib).into(),
+    };
     vec![
         "-object".into(),
-        option_list(&prefix, &ram.path, &format!(",share={share}")),
+        backend,
         "-machine".into(),
         "memory-backend=ram0".into(),
     ]
@@ -393,17 +407,17 @@ mod tests {
                 qmp: format!("{dir}/qmp.sock").into(),
                 guest_agent: format!("{dir}/qga.sock").into(),
                 generation: Some(generation.into()),
-                ram: Some(RamFile {
+                ram: Some(Ram::File(RamFile {
                     path: "/store/k/warm/ram".into(),
                     shared: incoming.is_none(),
-                }),
+                })),
                 incoming,
                 portable_cpu: true,
             }),
             ..machine()
         };
         let save = command_line(&warm("/a", "g1", None));
-        let incoming = Incoming { fd: 9, layers: 3 };
+        let incoming = Incoming { layers: 3 };
         let resume = command_line(&warm("/b", "g2", Some(incoming)));
         assert_eq!(resume.len(), save.len() + 2);
         let shape = |line: &[OsString]| -> Vec<String> {

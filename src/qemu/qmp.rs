@@ -5,6 +5,7 @@
 //! hostfwd_add, hostfwd_remove): on QEMU 7.2 these are synchronous and need only the snapshot
 //! tag, where the job-based `snapshot-save` needs the block node names and polling the job.
 
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -82,6 +83,23 @@ impl Qmp {
 
     /// Runs `command` and returns its `return` value.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, Error> {
+        self.run(command, arguments, None)
+    }
+
+    /// Gives QEMU a copy of `fd` under `name` (`getfd`): commands then name it where they
+    /// take a descriptor (`migrate-incoming` with `fd:NAME`). A QEMU that vmrun did not start
+    /// (systemd's) inherits nothing from vmrun.
+    pub fn hand_fd(&mut self, name: &str, fd: BorrowedFd) -> Result<(), Error> {
+        self.run("getfd", Some(json!({"fdname": name})), Some(fd))
+            .map(drop)
+    }
+
+    fn run(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<BorrowedFd>,
+    ) -> Result<Value, Error> {
         self.next_id += 1;
         let id = format!("vmrun-{}", self.next_id);
         let mut message = json!({"execute": command, "id": id});
@@ -89,9 +107,11 @@ impl Qmp {
             message["arguments"] = arguments;
         }
         let context = || format!("`{command}`");
-        self.stream
-            .send(&message)
-            .map_err(stream_error(&context()))?;
+        match fd {
+            None => self.stream.send(&message),
+            Some(fd) => self.stream.send_with_fd(&message, fd),
+        }
+        .map_err(stream_error(&context()))?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let mut answer = self
@@ -211,6 +231,74 @@ mod tests {
             json!({"execute": "qmp_capabilities", "id": "vmrun-1"})
         );
         assert_eq!(seen[2]["arguments"], json!({"command-line": "savevm a b"}));
+    }
+
+    /// One message read with `recvmsg`, as QEMU's socket chardev reads: its text and the
+    /// descriptor that came with it.
+    fn receive_with_fd(socket: &UnixStream) -> (String, Option<std::fs::File>) {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut bytes = [0u8; 4096];
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_mut_ptr().cast(),
+            iov_len: bytes.len(),
+        };
+        // SAFETY: the buffers outlive the call; the control message is read only when the
+        // kernel says it is there.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+            assert!(n > 0, "{}", std::io::Error::last_os_error());
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            let fd = (!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS).then(|| {
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+                std::fs::File::from_raw_fd(fd)
+            });
+            let text = String::from_utf8_lossy(&bytes[..n as usize]).into_owned();
+            (text, fd)
+        }
+    }
+
+    #[test]
+    fn a_handed_descriptor_goes_with_its_getfd() {
+        use std::io::{Read, Seek};
+        let (client, server) = UnixStream::pair().unwrap();
+        let peer = thread::spawn(move || {
+            let mut writer = server.try_clone().unwrap();
+            writer.write_all(b"{\"QMP\": {}}\r\n").unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (text, fd) = receive_with_fd(&server);
+                let command: Value = serde_json::from_str(text.trim()).unwrap();
+                let reply = json!({"return": {}, "id": command["id"]}).to_string() + "\r\n";
+                writer.write_all(reply.as_bytes()).unwrap();
+                seen.push((command, fd));
+            }
+            seen
+        });
+        let mut qmp = Qmp::handshake(client).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"saved state").unwrap();
+        qmp.hand_fd("warm-state", std::os::fd::AsFd::as_fd(&file))
+            .unwrap();
+        let mut seen = peer.join().unwrap();
+        assert!(seen[0].1.is_none(), "qmp_capabilities comes alone");
+        assert_eq!(
+            seen[1].0["arguments"],
+            json!({"fdname": "warm-state"}),
+            "{:?}",
+            seen[1].0
+        );
+        assert_eq!(seen[1].0["execute"], "getfd");
+        let mut handed = seen[1].1.take().expect("the descriptor came with getfd");
+        handed.rewind().unwrap();
+        let mut text = String::new();
+        handed.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "saved state");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::qemu::process::QemuProcess;
 use crate::qemu::serial::Console;
 use crate::store::BakedImage;
 use crate::wait::{Stop, Watch};
-use crate::warm::{self, WarmState, machine};
+use crate::warm::{self, StateFile, WarmState, machine};
 
 /// How long a cold QEMU is watched right after its start: a forward that cannot bind makes
 /// it exit at once, and the run then tries another port.
@@ -59,7 +59,7 @@ impl Boot {
                 let state = std::fs::File::open(&warm.state)
                     .map_err(|e| Error::Resume(PathError::at("open", &warm.state)(e).into()))?;
                 let clone = warm
-                    .clone_machine(machine, dir.path(), &state)
+                    .clone_machine(machine, dir.path())
                     .map_err(Error::Resume)?;
                 let (program, args) = launch(command_line(&clone))?;
                 let process =
@@ -90,7 +90,8 @@ impl Boot {
             Boot::Resume(_) => {
                 let qmp = dir.file(machine::QMP_SOCKET);
                 let state = incoming.expect("a resumed QEMU was given its state");
-                warm::resume(&qmp, state, &Watch::qemu(process)).map_err(Error::Resume)
+                warm::resume(&qmp, StateFile::Inherited(state), &Watch::qemu(process))
+                    .map_err(Error::Resume)
             }
         }
     }

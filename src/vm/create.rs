@@ -1,5 +1,6 @@
-//! `vm create`: a new VM's record, disk, SSH files and unit, then its first start. Refused
-//! when the name is taken; a failure removes everything made.
+//! `vm create`: a new VM's record, disk, SSH files and unit, then its first start, which
+//! resumes the image's warm state when it fits (see `warm_start`). Refused when the name is
+//! taken; a failure removes everything made.
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -7,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::lock::lock;
+use super::record::WarmStart;
 use super::{Error, Forward, VmLayout, VmName, VmRecord, Vms, image_reference};
-use crate::events::{self, Sink};
+use crate::events::{self, Event, Sink};
 use crate::name::ImageName;
 use crate::net::Network;
 use crate::path_error::PathError;
@@ -18,6 +20,7 @@ use crate::qemu::args::MachineSize;
 use crate::qemu::port::free_loopback_port;
 use crate::ssh::ClientFiles;
 use crate::store::{BakedImage, NamedImage, Store};
+use crate::warm;
 
 /// What `vm create` needs, validated by the caller.
 #[derive(Debug, Clone)]
@@ -97,6 +100,7 @@ impl Vms {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            warm: None,
         };
         let mut unit_written = false;
         let made = self.make(&layout, record, image, &mut unit_written, sink);
@@ -127,9 +131,19 @@ impl Vms {
         // First, so that from now on `images rm` sees the image as in use.
         image_reference::hold(&self.home, &layout.name, &record.image_key)?;
         record.ssh_port = free_port(&record.forwards)?;
+        let base = match warm::fitting(&image.dir, &record.qemu, record.accel, record.size())? {
+            Ok(warm) => {
+                record.warm = Some(WarmStart { resume: true });
+                warm.disk
+            }
+            Err(why) => {
+                sink(Event::Notice(format!("booting cold: {why}")));
+                image.disk()
+            }
+        };
         record.save(&layout.record())?;
         events::phase(sink, "create the VM's disk", || {
-            crate::disk::Overlay::create(&layout.disk(), &image.disk())
+            crate::disk::Overlay::create(&layout.disk(), &base)
         })?;
         ClientFiles::write(&layout.ssh_dir(), &image.ssh_target(record.ssh_port)?)?;
         self.write_unit(layout, &record, true)?;
@@ -143,10 +157,8 @@ impl Vms {
                 load_state: state.load_state,
             });
         }
-        events::phase(sink, &format!("start VM {}", record.name), || {
-            self.start_unit(layout, false)
-        })?;
-        Ok(record)
+        self.start_unit(layout, &record, false, sink)?;
+        Ok(VmRecord::load(&layout.record())?)
     }
 
     /// Best effort after a failed create: stops and removes what was made, the image

@@ -167,6 +167,11 @@ pub enum Error {
     #[diagnostic(transparent)]
     External(#[from] crate::external::ExternalError),
 
+    /// Loading the image's warm state or building the machine that resumes it.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Warm(#[from] crate::warm::Error),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     Io(#[from] crate::path_error::PathError),
@@ -191,6 +196,7 @@ impl Error {
             Error::Disk(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
+            Error::Warm(e) => e.exit_code(),
             Error::Slirp(_) => VM_FAILED,
             Error::Systemd(super::systemd::Error::MissingTool(_)) => MISSING_TOOL,
             Error::UnitNotLoaded { .. }

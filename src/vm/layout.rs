@@ -58,11 +58,13 @@ impl VmLayout {
     pub fn ssh_dir(&self) -> PathBuf {
         self.state.join("ssh")
     }
+    /// Named as a warm machine's are, in the runtime directory: a VM made from a warm state
+    /// runs the warm machine's control with its sockets there.
     pub fn qmp_socket(&self) -> PathBuf {
-        self.runtime.join("qmp.sock")
+        self.runtime.join(crate::warm::machine::QMP_SOCKET)
     }
     pub fn agent_socket(&self) -> PathBuf {
-        self.runtime.join("qga.sock")
+        self.runtime.join(crate::warm::machine::AGENT_SOCKET)
     }
 
     /// The first socket path too long for a unix socket address, if any.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Error, VmLayout, VmName, VmState, Vms, image_reference, systemd};
+use super::{Error, VmLayout, VmName, VmRecord, VmState, Vms, image_reference, systemd};
 use crate::events::{self, Sink};
 use crate::path_error::PathError;
 use crate::qemu::qmp::Qmp;
@@ -42,14 +42,17 @@ pub struct Enabled {
 impl Vms {
     /// Starts the VM; `Ok(false)` when it was already running.
     pub fn start(&self, name: &VmName, sink: Sink) -> Result<bool, Error> {
-        let (layout, _record, _lock) = self.locked(name)?;
+        let (layout, record, _lock) = self.locked(name)?;
         let state = self.systemctl.show(&layout.unit())?;
         if state.is_running() {
+            if record.warm.is_some_and(|w| w.resume) {
+                // systemd started it (at login), or a vmrun that was to resume it was killed:
+                // its QEMU still waits for the state.
+                self.resume_first_start(&layout, &record, sink)?;
+            }
             return Ok(false);
         }
-        events::phase(sink, &format!("start VM {name}"), || {
-            self.start_unit(&layout, state.active_state == "failed")
-        })?;
+        self.start_unit(&layout, &record, state.active_state == "failed", sink)?;
         Ok(true)
     }
 
@@ -83,13 +86,11 @@ impl Vms {
 
     /// Stops (cleanly, as [`Vms::stop`]) and starts the VM, or starts it if it was stopped.
     pub fn restart(&self, name: &VmName, sink: Sink) -> Result<(), Error> {
-        let (layout, _record, _lock) = self.locked(name)?;
+        let (layout, record, _lock) = self.locked(name)?;
         let unit = layout.unit();
         let state = self.systemctl.show(&unit)?;
         if !state.is_running() {
-            return events::phase(sink, &format!("start VM {name}"), || {
-                self.start_unit(&layout, state.active_state == "failed")
-            });
+            return self.start_unit(&layout, &record, state.active_state == "failed", sink);
         }
         events::phase(sink, &format!("restart VM {name}"), || {
             self.systemctl
@@ -147,16 +148,29 @@ impl Vms {
     }
 
     /// systemd starts QEMU; it is up when its monitor answers. If QEMU exits first (a taken
-    /// port, a missing disk), its own messages say why.
-    pub(super) fn start_unit(&self, layout: &VmLayout, was_failed: bool) -> Result<(), Error> {
+    /// port, a missing disk), its own messages say why. A first start that resumes the warm
+    /// state then loads it (see `warm_start`).
+    pub(super) fn start_unit(
+        &self,
+        layout: &VmLayout,
+        record: &VmRecord,
+        was_failed: bool,
+        sink: Sink,
+    ) -> Result<(), Error> {
         let unit = layout.unit();
-        if was_failed {
-            self.systemctl.reset_failed(&unit)?;
+        events::phase(sink, &format!("start VM {}", layout.name), || {
+            if was_failed {
+                self.systemctl.reset_failed(&unit)?;
+            }
+            self.systemctl
+                .start(&unit)
+                .map_err(|e| self.start_failed(layout, e.to_string()))?;
+            self.wait_for_monitor(layout)
+        })?;
+        if record.warm.is_some_and(|w| w.resume) {
+            self.resume_first_start(layout, record, sink)?;
         }
-        self.systemctl
-            .start(&unit)
-            .map_err(|e| self.start_failed(layout, e.to_string()))?;
-        self.wait_for_monitor(layout)
+        Ok(())
     }
 
     fn wait_for_monitor(&self, layout: &VmLayout) -> Result<(), Error> {

@@ -2,17 +2,29 @@
 
 use std::ffi::OsString;
 
+use super::Error;
 use super::layout::VmLayout;
 use super::record::VmRecord;
 use crate::net::isolate;
-use crate::qemu::args::{Control, Machine, command_line};
+use crate::qemu::args::{Control, Machine, Ram, command_line};
+use crate::warm::{self, WarmState};
 
 /// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
 /// its files in the runtime directory) and its arguments: headless, the VM's overlay disk,
 /// user networking with the SSH forward and the user's, the serial console into the pipe the
 /// unit's console writer makes ([`super::console`]), the QMP and guest-agent sockets.
-pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, isolate::Error> {
-    let machine = Machine {
+///
+/// A VM made from a warm state has the warm machine's devices, in the same order, at every
+/// start: snapshots name the RAM and devices they hold, so one saved in any start loads in
+/// any other. With `resume` (its first start), the machine is the warm state's clone,
+/// waiting for the state ([`super::warm_start`]); later starts boot its disk with RAM of
+/// its own.
+pub fn qemu_argv(
+    record: &VmRecord,
+    layout: &VmLayout,
+    resume: Option<&WarmState>,
+) -> Result<Vec<OsString>, Error> {
+    let cold = Machine {
         accel: record.accel,
         size: record.size(),
         disk: layout.disk(),
@@ -30,6 +42,18 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
         }),
         persistent: Some(record.name.clone()),
     };
+    let machine = match (record.warm, resume) {
+        (None, _) => cold,
+        (Some(_), Some(state)) => state.clone_machine(&cold, &layout.runtime)?,
+        (Some(_), None) => Machine {
+            control: Some(warm::machine::control(
+                &layout.runtime,
+                Ram::Anonymous,
+                None,
+            )),
+            ..cold
+        },
+    };
     let (program, args) = isolate::command(
         machine.network,
         &layout.runtime,
@@ -46,26 +70,138 @@ pub fn qemu_argv(record: &VmRecord, layout: &VmLayout) -> Result<Vec<OsString>, 
 mod tests {
     use super::*;
     use crate::paths::Home;
+    use crate::qemu::args::{Accel, MachineSize};
+    use crate::vm::record::WarmStart;
     use std::path::Path;
 
-    #[test]
-    fn whole_command_line() {
-        let db = crate::name::VmName::new("db").unwrap();
-        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), &db);
-        let record = VmRecord {
+    fn record() -> VmRecord {
+        VmRecord {
             name: "db".into(),
             image: "base".into(),
             image_key: "k".into(),
             cpus: 2,
             memory_mib: 1024,
-            accel: crate::qemu::args::Accel::Tcg,
+            accel: Accel::Tcg,
             ssh_port: 40022,
             forwards: vec!["udp:5353:53".parse().unwrap()],
             network: crate::net::Network::Host,
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
+            warm: None,
+        }
+    }
+
+    /// A line's devices and their order: what a migrated or snapshotted state must find
+    /// again. Left out is what may differ between the QEMU that saved a warm state and a VM
+    /// that resumes it: the name, `-no-reboot`, `-incoming`, paths, forwards, the vmgenid
+    /// generation, how the RAM file is mapped, the page-cache options.
+    fn devices(line: &[OsString]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut args = line.iter().map(|a| a.to_string_lossy().into_owned());
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-name" | "-incoming" => drop(args.next()),
+                "-no-reboot" => {}
+                _ => out.push(
+                    arg.split(',')
+                        .filter(|o| {
+                            !["hostfwd=", "share=", "guid=", "mem-path="]
+                                .iter()
+                                .any(|p| o.starts_with(p))
+                                && !o.contains("drop-cache")
+                        })
+                        .map(|o| match o.split_once('=') {
+                            Some((key, value)) if value.starts_with('/') => format!("{key}=/"),
+                            _ => o.to_owned(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_vm_made_from_a_warm_state_has_the_saving_machines_devices_at_every_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = MachineSize {
+            cpus: 2,
+            memory_mib: 1024,
         };
-        let line: Vec<String> = qemu_argv(&record, &layout)
+        let entry = dir.path().join("store/k");
+        let warm_dir = entry.join(crate::warm::DIR);
+        std::fs::create_dir_all(&warm_dir).unwrap();
+        std::fs::write(entry.join("disk.raw"), [0u8; 512]).unwrap();
+        crate::disk::Overlay::create(&warm_dir.join("disk.qcow2"), &entry.join("disk.raw"))
+            .unwrap();
+        let saving = crate::warm::saving_machine(
+            Accel::Tcg,
+            size,
+            warm_dir.join("disk.qcow2"),
+            9,
+            40000,
+            &dir.path().join("capture"),
+            &warm_dir,
+        );
+        let saved = command_line(&saving);
+        let state = WarmState {
+            disk: warm_dir.join("disk.qcow2"),
+            ram: warm_dir.join("ram"),
+            state: warm_dir.join("state"),
+            machine: crate::warm::machine::WarmMachine {
+                format: crate::warm::machine::FORMAT,
+                qemu_version: "QEMU emulator version 7.2.22".into(),
+                accel: Accel::Tcg,
+                cpu: None,
+                cpus: 2,
+                memory_mib: 1024,
+                args: vec![],
+                state_bytes: 1,
+            },
+        };
+        let db = crate::name::VmName::new("db").unwrap();
+        let layout = VmLayout::new(&Home::under(dir.path()), Path::new("/u"), &db);
+        std::fs::create_dir_all(&layout.state).unwrap();
+        crate::disk::Overlay::create(&layout.disk(), &state.disk).unwrap();
+        let record = VmRecord {
+            warm: Some(WarmStart { resume: true }),
+            ..record()
+        };
+        let first = qemu_argv(&record, &layout, Some(&state)).unwrap();
+        let later = qemu_argv(&record, &layout, None).unwrap();
+        let text = |line: &[OsString]| -> Vec<String> {
+            line.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert!(devices(&saved).contains(&"vmgenid".to_owned()));
+        assert_eq!(devices(&first[1..]), devices(&saved));
+        assert_eq!(text(&first[first.len() - 2..]), ["-incoming", "defer"]);
+        let ram = text(&first)
+            .into_iter()
+            .find(|a| a.starts_with("memory-backend-file"))
+            .unwrap();
+        assert!(ram.contains("/store/k/warm/ram,share=off"), "{ram}");
+        // Later starts boot with RAM of their own, under the same name.
+        let with_own_ram: Vec<String> = devices(&saved)
+            .iter()
+            .map(|a| a.replace("memory-backend-file", "memory-backend-ram"))
+            .collect();
+        assert_eq!(devices(&later[1..]), with_own_ram);
+        assert!(!text(&later).contains(&"-incoming".to_owned()));
+        // Each start has a generation of its own.
+        let guid = |line: &[OsString]| text(line).into_iter().find(|a| a.contains("guid="));
+        assert_ne!(guid(&first), guid(&later));
+        assert_ne!(guid(&first), guid(&saved));
+    }
+
+    #[test]
+    fn whole_command_line() {
+        let db = crate::name::VmName::new("db").unwrap();
+        let layout = VmLayout::new(&Home::under(Path::new("/v")), Path::new("/u"), &db);
+        let record = record();
+        let line: Vec<String> = qemu_argv(&record, &layout, None)
             .unwrap()
             .iter()
             .map(|a| a.to_string_lossy().into_owned())

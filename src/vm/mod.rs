@@ -7,7 +7,8 @@
 //! [`Vms`] is split by concern, one file each: `create`, `lifecycle` (start, stop, restart,
 //! delete, enable), `readiness` (waiting for SSH), `status`, `forwards` (changed live),
 //! `snapshots`, `lock` (one change at a time), `image_reference` (the store entry a VM
-//! stands on) and `unit_file`. Names arrive checked ([`VmName`]); nothing here checks them
+//! stands on), `unit_file` and `warm_start` (a first start that resumes the image's warm
+//! state). Names arrive checked ([`VmName`]); nothing here checks them
 //! again.
 
 mod console;
@@ -28,6 +29,7 @@ mod status;
 pub mod systemd;
 pub mod unit;
 mod unit_file;
+mod warm_start;
 
 use std::fs;
 use std::path::PathBuf;

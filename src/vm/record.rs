@@ -35,6 +35,20 @@ pub struct VmRecord {
     pub qemu: PathBuf,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// Made from the image's warm state: the disk is an overlay on the warm layer, and the
+    /// machine has the warm machine's devices at every start. None: made from the baked disk
+    /// (also every VM made before vmrun resumed warm states).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmStart>,
+}
+
+/// A VM made from a warm state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmStart {
+    /// The next start resumes the warm state instead of booting: from create until a start
+    /// has resumed it (or failed to, and booted).
+    pub resume: bool,
 }
 
 impl VmRecord {
@@ -99,6 +113,7 @@ mod tests {
             network: Network::Outbound,
             qemu: "/usr/bin/qemu-system-x86_64".into(),
             created: 1,
+            warm: None,
         }
     }
 
@@ -142,6 +157,21 @@ mod tests {
         value.as_object_mut().unwrap().remove("network");
         let old: VmRecord = serde_json::from_value(value).unwrap();
         assert_eq!(old.network, Network::Host);
+    }
+
+    #[test]
+    fn a_record_from_before_warm_starts_boots_cold() {
+        let value = serde_json::to_value(record()).unwrap();
+        assert!(value.get("warm").is_none(), "{value}");
+        let old: VmRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(old.warm, None);
+        let warm = VmRecord {
+            warm: Some(WarmStart { resume: true }),
+            ..record()
+        };
+        let value = serde_json::to_value(&warm).unwrap();
+        assert_eq!(value["warm"], serde_json::json!({"resume": true}));
+        assert_eq!(serde_json::from_value::<VmRecord>(value).unwrap(), warm);
     }
 
     #[test]

@@ -18,6 +18,7 @@ impl Vms {
         create: bool,
     ) -> Result<(), Error> {
         let mkdir = tools::find("mkdir")?;
+        let resume = self.warm_state_to_resume(record)?;
         let vmrun = std::env::current_exe()
             .map_err(PathError::at("find", Path::new("vmrun's own executable")))?;
         let spec = unit::UnitSpec {
@@ -26,7 +27,7 @@ impl Vms {
             run: console::exec_start(
                 &vmrun,
                 &layout.serial_log(),
-                machine::qemu_argv(record, layout)?,
+                machine::qemu_argv(record, layout, resume.as_ref())?,
             ),
             stop: vec![
                 vmrun.into(),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::args::{Accel, Control, Incoming, MachineSize, PORTABLE_CPU, RamFile};
+use crate::qemu::args::{Accel, Control, Incoming, MachineSize, PORTABLE_CPU, Ram};
 
 /// Bumped whenever the warm machine's arguments change shape: older states then fall back.
 /// 2: the guest's RAM is a file of its own, left out of the saved state.
@@ -146,19 +146,16 @@ impl WarmMachine {
 pub const QMP_SOCKET: &str = "qmp.sock";
 pub const AGENT_SOCKET: &str = "qga.sock";
 
-/// What makes a test machine a warm one: a QMP monitor, the guest agent's channel and a
-/// vmgenid device with a new generation, the sockets in `dir`; the guest's RAM in the file
-/// `ram`; `incoming`, the saved state to resume (`None` when booting to save one: the RAM
-/// file is then written, otherwise only mapped copy-on-write).
-pub fn control(dir: &Path, ram: &Path, incoming: Option<Incoming>) -> Control {
+/// What makes a machine a warm one: a QMP monitor, the guest agent's channel and a vmgenid
+/// device with a new generation, the sockets in `dir`; the guest's RAM as `ram` (the saving
+/// QEMU writes the warm state's file, resuming ones map it copy-on-write); `incoming`, the
+/// saved state to resume.
+pub fn control(dir: &Path, ram: Ram, incoming: Option<Incoming>) -> Control {
     Control {
         qmp: dir.join(QMP_SOCKET),
         guest_agent: dir.join(AGENT_SOCKET),
         generation: Some(new_generation()),
-        ram: Some(RamFile {
-            path: ram.to_owned(),
-            shared: incoming.is_none(),
-        }),
+        ram: Some(ram),
         incoming,
         portable_cpu: true,
     }

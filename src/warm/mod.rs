@@ -11,7 +11,7 @@ mod cpu;
 pub mod machine;
 
 use std::fs;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,7 +26,7 @@ use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
-use crate::qemu::args::{Accel, Incoming, Machine, MachineSize, command_line};
+use crate::qemu::args::{Accel, Incoming, Machine, MachineSize, Ram, RamFile, command_line};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::qga::{self, GuestAgent};
 use crate::qemu::qmp::{self, Qmp};
@@ -132,20 +132,18 @@ impl WarmState {
     }
 
     /// The machine a resumed clone runs: `machine` with the monitor, agent and generation of
-    /// a warm machine in `dir`, this state's RAM mapped copy-on-write, and the state open as
-    /// `state` to load from. `machine.disk` is the clone's overlay on [`WarmState::disk`].
-    pub fn clone_machine(
-        &self,
-        machine: &Machine,
-        dir: &Path,
-        state: &fs::File,
-    ) -> Result<Machine, Error> {
+    /// a warm machine in `dir`, and this state's RAM mapped copy-on-write, waiting for the
+    /// state ([`resume`]). `machine.disk` is the clone's overlay on [`WarmState::disk`].
+    pub fn clone_machine(&self, machine: &Machine, dir: &Path) -> Result<Machine, Error> {
         let incoming = Incoming {
-            fd: state.as_raw_fd(),
             layers: disk::backing_chain(&machine.disk)?.len(),
         };
+        let ram = Ram::File(RamFile {
+            path: self.ram.clone(),
+            shared: false,
+        });
         Ok(Machine {
-            control: Some(machine::control(dir, &self.ram, Some(incoming))),
+            control: Some(machine::control(dir, ram, Some(incoming))),
             ..machine.clone()
         })
     }
@@ -225,6 +223,41 @@ pub struct Capture<'a> {
     pub runs: &'a Path,
 }
 
+/// The machine that boots the provisioned image to save its state: the warm machine's
+/// devices with `disk`, its console into descriptor `console`, SSH on `ssh_port`, its sockets
+/// in `dir` and its RAM written into the warm state's file in `warm_dir`.
+pub fn saving_machine(
+    accel: Accel,
+    size: MachineSize,
+    disk: PathBuf,
+    console: RawFd,
+    ssh_port: u16,
+    dir: &Path,
+    warm_dir: &Path,
+) -> Machine {
+    Machine {
+        accel,
+        size,
+        disk,
+        seed: None,
+        console,
+        // The guest's network as every run finds it is configured here, by DHCP: `none`
+        // (`restrict=on`) would hand out no default route, and every resumed clone would
+        // lack one. So the same isolated network as the runs' default.
+        network: Network::Outbound,
+        forwards: vec![Forward::ssh(ssh_port)],
+        control: Some(machine::control(
+            dir,
+            Ram::File(RamFile {
+                path: warm_dir.join(RAM),
+                shared: true,
+            }),
+            None,
+        )),
+        persistent: None,
+    }
+}
+
 /// Boots the provisioned image, lets it settle, and saves its state into `entry/warm`.
 pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let dir = c.image.dir.join(DIR);
@@ -237,20 +270,15 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         .map_err(PathError::at("bind", Path::new("127.0.0.1")))?;
     let serial_log = scratch.path().join("serial.log");
     let console = Console::to_log(&serial_log).map_err(PathError::at("create", &serial_log))?;
-    let machine = Machine {
-        accel: c.accel,
-        size: c.size,
+    let machine = saving_machine(
+        c.accel,
+        c.size,
         disk,
-        seed: None,
-        console: console.fd(),
-        // The guest's network as every run finds it is configured here, by DHCP: `none`
-        // (`restrict=on`) would hand out no default route, and every resumed clone would
-        // lack one. So the same isolated network as the runs' default.
-        network: Network::Outbound,
-        forwards: vec![Forward::ssh(port)],
-        control: Some(machine::control(scratch.path(), &dir.join(RAM), None)),
-        persistent: None,
-    };
+        console.fd(),
+        port,
+        scratch.path(),
+        &dir,
+    );
     let qmp_path = scratch.path().join(machine::QMP_SOCKET);
     let agent_path = scratch.path().join(machine::AGENT_SOCKET);
     let line = command_line(&machine);
@@ -345,7 +373,11 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
 /// Leaves the file-backed RAM out of the migration stream: the file is the RAM. Set on both
 /// sides: the stream then names where each left-out block is instead of carrying it.
 fn ignore_shared_ram(qmp: &mut Qmp) -> Result<(), Error> {
-    let capability = json!({ "capability": "x-ignore-shared", "state": true });
+    set_ignore_shared(qmp, true)
+}
+
+fn set_ignore_shared(qmp: &mut Qmp, state: bool) -> Result<(), Error> {
+    let capability = json!({ "capability": "x-ignore-shared", "state": state });
     qmp.execute(
         "migrate-set-capabilities",
         Some(json!({ "capabilities": [capability] })),
@@ -381,11 +413,23 @@ fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
     })
 }
 
-/// After QEMU was started with `-incoming defer` and the state open as `state` (see
-/// [`WarmState::clone_machine`]): loads the state and lets the guest run. The guest then
-/// still has the saved clock and random state: see [`refresh_clone`]. `watch` watches the
-/// resuming QEMU.
-pub fn resume(qmp_path: &Path, state: RawFd, watch: &Watch) -> Result<(), Error> {
+/// Where a resuming QEMU reads the saved state from: a descriptor of the open file either
+/// way (QEMU reads a file itself in about half the time a `cat` through a pipe takes).
+#[derive(Debug, Clone, Copy)]
+pub enum StateFile<'a> {
+    /// Inherited by a QEMU vmrun started (a run's), under this number.
+    Inherited(RawFd),
+    /// Handed over the monitor (`getfd`) to a QEMU that systemd started (a persistent VM's).
+    Handed(&'a fs::File),
+}
+
+/// The name a handed state's descriptor has in QEMU.
+const HANDED_STATE: &str = "warm-state";
+
+/// After QEMU was started with `-incoming defer` (see [`WarmState::clone_machine`]): loads
+/// the state from `state` and lets the guest run. The guest then still has the saved clock
+/// and random state: see [`refresh_clone`]. `watch` watches the resuming QEMU.
+pub fn resume(qmp_path: &Path, state: StateFile, watch: &Watch) -> Result<(), Error> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut last = None;
     let qmp = watch.until(deadline, RESUME_POLL, || match Qmp::connect(qmp_path) {
@@ -405,7 +449,13 @@ pub fn resume(qmp_path: &Path, state: RawFd, watch: &Watch) -> Result<(), Error>
         ));
     };
     ignore_shared_ram(&mut qmp)?;
-    let uri = format!("fd:{state}");
+    let uri = match state {
+        StateFile::Inherited(fd) => format!("fd:{fd}"),
+        StateFile::Handed(file) => {
+            qmp.hand_fd(HANDED_STATE, file.as_fd())?;
+            format!("fd:{HANDED_STATE}")
+        }
+    };
     qmp.execute("migrate-incoming", Some(json!({ "uri": uri })))?;
     // The state was saved from a stopped guest, so it loads paused: `cont` once it is in.
     let mut status = serde_json::Value::Null;
@@ -417,6 +467,9 @@ pub fn resume(qmp_path: &Path, state: RawFd, watch: &Watch) -> Result<(), Error>
             _ => None,
         })
     })?;
+    // The capability was for this load: a snapshot saved later (a persistent VM's) records
+    // it, and would not load in a start that did not resume.
+    set_ignore_shared(&mut qmp, false)?;
     match loaded {
         Some(true) => {
             qmp.execute("cont", None)?;
