@@ -82,6 +82,8 @@ pub enum Error {
     Io(#[from] PathError),
     #[error("setting the guest's clock: `date --set` exited with {code}")]
     Clock { code: i64 },
+    #[error("reseeding the guest's random number generator: perl exited with {code}")]
+    Reseed { code: i64 },
     #[error("cannot tell QEMU's version from `{0}`")]
     Version(String),
 }
@@ -516,8 +518,27 @@ fn set_clock(agent: &mut GuestAgent) -> Result<(), Error> {
     }
 }
 
-/// Writes fresh host randomness into the guest's /dev/urandom (mixed into its pool).
+/// Mixes fresh host randomness into the guest's pool and reseeds its random number generator
+/// at once, with perl (part of every Debian system) run by the agent: bytes written to
+/// `/dev/urandom` only enter the pool, which the kernel draws from at its next scheduled
+/// reseed (a minute), and the reseed vmgenid asks for arrives by an ACPI event the guest
+/// handles when it gets to it. Two clones that ran their command first drew the same bytes.
+/// `RNDRESEEDCRNG` (`_IO('R', 7)`) reseeds from the pool now.
+const RESEED: &str = "open(my $u, '>', '/dev/urandom') or die \"open: $!\"; \
+                      binmode $u; print $u pack('H*', $ARGV[0]) or die \"write: $!\"; \
+                      ioctl($u, 0x5207, 0) or die \"RNDRESEEDCRNG: $!\"; close($u) or die;";
+
+/// Gives the guest fresh host randomness and reseeds it (see [`RESEED`]). Where the agent
+/// runs no programs, the bytes are written into `/dev/urandom` through it instead, and the
+/// reseed is left to vmgenid's event.
 fn feed_entropy(agent: &mut GuestAgent) -> Result<(), Error> {
+    let seed = crate::random::hex(64);
+    match agent.run("/usr/bin/perl", &["-e", RESEED, &seed]) {
+        Ok(0) => return Ok(()),
+        Ok(code) => return Err(Error::Reseed { code }),
+        Err(qga::Error::Refused { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let handle = agent.execute(
         "guest-file-open",
         Some(json!({ "path": "/dev/urandom", "mode": "w" })),
@@ -587,6 +608,44 @@ mod tests {
         assert_eq!(sent[1]["execute"], "guest-set-time");
         let set = sent[1]["arguments"]["time"].as_u64().unwrap() as f64 / 1e9;
         assert!((seconds_since_epoch() - set).abs() < 5.0, "set to {set}");
+    }
+
+    #[test]
+    fn fresh_randomness_goes_in_and_the_generator_is_reseeded_at_once() {
+        let (mut ga, server) = agent(returning(&[
+            json!({"pid": 6}),
+            json!({"exited": true, "exitcode": 0}),
+        ]));
+        feed_entropy(&mut ga).unwrap();
+        drop(ga);
+        let sent = commands(&server.join().unwrap());
+        assert_eq!(sent[0]["arguments"]["path"], "/usr/bin/perl");
+        let args = sent[0]["arguments"]["arg"].as_array().unwrap();
+        assert_eq!(args[1], RESEED);
+        assert!(RESEED.contains("0x5207"));
+        let seed = args[2].as_str().unwrap();
+        assert_eq!(seed.len(), 128);
+        assert!(seed.bytes().all(|b| b.is_ascii_hexdigit()), "{seed}");
+    }
+
+    #[test]
+    fn an_agent_that_runs_no_programs_gets_the_bytes_written_through_it() {
+        let refused = "{\"error\": {\"class\": \"GenericError\", \
+                       \"desc\": \"command guest-exec has been disabled\"}}\n";
+        let mut replies = vec![refused.to_owned()];
+        replies.extend(returning(&[json!(7), json!({"count": 64}), json!({})]));
+        let (mut ga, server) = agent(replies);
+        feed_entropy(&mut ga).unwrap();
+        drop(ga);
+        let sent = commands(&server.join().unwrap());
+        let names: Vec<&str> = sent
+            .iter()
+            .map(|c| c["execute"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names[1..],
+            ["guest-file-open", "guest-file-write", "guest-file-close"]
+        );
     }
 
     #[test]
