@@ -17,7 +17,7 @@ pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
 pub use master::Master;
-pub use session::{Ended, Session, wait_ready};
+pub use session::{Ended, Session, signal_number, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.
 pub const USER: &str = "vmrun";
@@ -92,6 +92,8 @@ pub enum Error {
     },
     #[error("cannot pass on the command's output")]
     Output(#[source] std::io::Error),
+    #[error("cannot read the command's input")]
+    Input(#[source] std::io::Error),
     #[error("the path {} cannot be written into an ssh_config", path.display())]
     #[diagnostic(help("it must be absolute, valid UTF-8 and without line breaks"))]
     UnusablePath { path: PathBuf },
@@ -115,6 +117,7 @@ impl Error {
             Error::Stopped(stop) => stop.exit_code(),
             Error::PinnedKey { .. }
             | Error::Output(_)
+            | Error::Input(_)
             | Error::UnusablePath { .. }
             | Error::Io(_) => INTERNAL,
         }
