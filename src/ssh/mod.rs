@@ -6,8 +6,10 @@
 
 mod client_files;
 mod command_line;
+mod fd_passing;
 mod host_key;
 mod master;
+pub mod relay;
 mod session;
 
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
 pub use master::Master;
+pub use relay::Relay;
 pub use session::{Ended, Session, signal_number, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.
@@ -94,6 +97,9 @@ pub enum Error {
     Output(#[source] std::io::Error),
     #[error("cannot read the command's input")]
     Input(#[source] std::io::Error),
+    /// The rsync relay (see [`Relay`]) went away, or the run ended, while its command ran.
+    #[error("the rsync relay went away before its command ended")]
+    RelayGone,
     #[error("the path {} cannot be written into an ssh_config", path.display())]
     #[diagnostic(help("it must be absolute, valid UTF-8 and without line breaks"))]
     UnusablePath { path: PathBuf },
@@ -118,6 +124,7 @@ impl Error {
             Error::PinnedKey { .. }
             | Error::Output(_)
             | Error::Input(_)
+            | Error::RelayGone
             | Error::UnusablePath { .. }
             | Error::Io(_) => INTERNAL,
         }
