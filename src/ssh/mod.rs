@@ -1,6 +1,7 @@
 //! SSH to a guest over its loopback forward: connections that accept only the image's pinned
 //! host key, readiness polling while the guest boots, commands with their output streamed,
-//! and the files the system's ssh and rsync need to connect the same way.
+//! rsync's remote shell relayed over the same session, and the files the system's ssh needs
+//! to connect the same way.
 //!
 //! Everything here blocks; the run calls it from its own thread.
 
@@ -8,7 +9,6 @@ mod client_files;
 mod command_line;
 mod fd_passing;
 mod host_key;
-mod master;
 pub mod relay;
 mod session;
 
@@ -18,7 +18,6 @@ use std::time::Duration;
 pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
-pub use master::Master;
 pub use relay::Relay;
 pub use session::{Ended, Session, signal_number, wait_ready};
 
