@@ -13,9 +13,13 @@
 //! Only `rsync --server ...` is run. The words are joined with spaces for the guest's shell,
 //! as ssh joins them: rsync escapes them for that shell itself (a remote `work dir/` comes as
 //! `work\ dir/`). The command is not wrapped in the watchdog of `killed_on_close`, which
-//! takes the channel's stdin away from the command: rsync speaks its protocol on stdin.
-//! Closing the channel ends the guest's rsync as it ended through ssh: its stdin reaches its
-//! end and its output breaks (and `--timeout`, which rsync passes on, bounds a stall).
+//! takes the channel's stdin away from the command: rsync speaks its protocol on stdin. A
+//! working rsync ends when its stdin does; one that does not (stuck, or a stand-in that
+//! never reads) would keep its channel open, and libssh2 waits for the guest to close a
+//! channel when it is freed, and again when the session is. So when a relay goes away (its
+//! rsync was ended at a deadline or a stop) the server kills the command's process group on
+//! a channel of its own, from the process id the command line left in the guest, before it
+//! closes the command's channel.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -46,6 +50,13 @@ const POLL: Duration = Duration::from_millis(100);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest request taken: rsync's words for the guest are a few hundred bytes.
 const MAX_REQUEST: usize = 64 * 1024;
+/// Where the guest's rsync records its process id (which is its process group's: sshd makes
+/// each command a session of its own), in the guest user's home; one relay command runs at a
+/// time.
+const PID_FILE: &str = ".vmrun-relay.pid";
+/// Ends an abandoned relay command and all its processes.
+const KILL_LINE: &str =
+    "kill -KILL -- -\"$(cat .vmrun-relay.pid)\" 2>/dev/null; rm -f .vmrun-relay.pid";
 
 /// A run's relay socket; the server runs while [`Relay::serve_in`]'s guard lives. The
 /// socket file is removed when dropped.
@@ -114,7 +125,7 @@ impl Relay {
             }
             if let Ok((connection, _)) = self.listener.accept() {
                 let run = |line: &str, streams: Streams, stop: &mut Stop| {
-                    session.run(line, streams, None, stop)
+                    session.run(line, Some(KILL_LINE), streams, None, stop)
                 };
                 answer(&connection, &self.finished, Box::new(run));
             }
@@ -250,8 +261,9 @@ pub enum Refusal {
     NotUtf8,
 }
 
-/// The line for the guest's shell: the words joined with spaces, as ssh joins them, if
-/// they are a server-side rsync.
+/// The line for the guest's shell, if the words are a server-side rsync: they are joined with
+/// spaces, as ssh joins them, and run by `exec` once the shell's process id is in
+/// [`PID_FILE`], for [`KILL_LINE`].
 fn remote_line(words: &[Vec<u8>]) -> Result<String, Refusal> {
     let words = words
         .iter()
@@ -259,7 +271,7 @@ fn remote_line(words: &[Vec<u8>]) -> Result<String, Refusal> {
         .collect::<Result<Vec<&str>, _>>()?;
     let line = words.join(" ");
     match words.as_slice() {
-        ["rsync", "--server", ..] => Ok(line),
+        ["rsync", "--server", ..] => Ok(format!("echo $$ >{PID_FILE} && exec {line}")),
         _ => Err(Refusal::NotRsyncServer(crate::guest_text::line(
             line.as_bytes(),
         ))),
@@ -332,7 +344,10 @@ mod tests {
                 ".",
                 r"a\ b/"
             ])),
-            Ok(r"rsync --server -logDtpre.iLsfxCIvu . a\ b/".to_owned())
+            Ok(
+                r"echo $$ >.vmrun-relay.pid && exec rsync --server -logDtpre.iLsfxCIvu . a\ b/"
+                    .into()
+            )
         );
         assert_eq!(
             remote_line(&words(&["rm", "-rf", "/"])),
@@ -414,7 +429,10 @@ mod tests {
             Box::new(run),
         );
         assert_eq!(code, 23);
-        assert_eq!(out, r"rsync --server . a\ b/|protocol bytes");
+        assert_eq!(
+            out,
+            r"echo $$ >.vmrun-relay.pid && exec rsync --server . a\ b/|protocol bytes"
+        );
         assert_eq!(err, "warning");
     }
 

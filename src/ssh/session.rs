@@ -209,15 +209,19 @@ impl Session {
             stderr,
         };
         let mut stop = || watch.check().map_err(Error::from);
-        self.run(&killed_on_close(command_line), streams, deadline, &mut stop)
+        let line = killed_on_close(command_line);
+        self.run(&line, None, streams, deadline, &mut stop)
     }
 
     /// Runs `remote_line` as the guest user's shell gets it and connects its streams to
-    /// `streams`, until it ends, `deadline` passes (the channel is closed) or `stop` fails
-    /// (the channel is closed, and that failure returned). `stop` is asked at every turn.
+    /// `streams`, until it ends, `deadline` passes or `stop` fails (asked at every turn; its
+    /// failure is returned). Then the command is abandoned: `kill_line`, if given, runs on a
+    /// channel of its own first (for a command that closing its channel does not end), and
+    /// the command's channel is closed.
     pub(super) fn run(
         &self,
         remote_line: &str,
+        kill_line: Option<&str>,
         mut streams: Streams,
         deadline: Option<Instant>,
         stop: &mut dyn FnMut() -> Result<(), Error>,
@@ -230,7 +234,7 @@ impl Session {
             .exec(remote_line)
             .map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
-        let outcome = self.follow(&mut channel, &mut streams, deadline, stop);
+        let outcome = self.follow(&mut channel, &mut streams, deadline, stop, kill_line);
         self.inner.set_blocking(true);
         // Freeing a channel that is not closed yet waits for it, as long as the session's
         // timeout allows: after an abandon that is the short one.
@@ -247,6 +251,7 @@ impl Session {
         streams: &mut Streams,
         deadline: Option<Instant>,
         stop: &mut dyn FnMut() -> Result<(), Error>,
+        kill_line: Option<&str>,
     ) -> Result<Ended, Error> {
         let mut buffer = vec![0u8; 32 * 1024];
         let mut input = streams.stdin.map(|from| Input {
@@ -272,12 +277,12 @@ impl Session {
                 }
             }
             if let Err(stopped) = stop() {
-                self.abandon(channel);
+                self.abandon(channel, kill_line);
                 return Err(stopped);
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                self.abandon(channel);
+                self.abandon(channel, kill_line);
                 return Ok(Ended::TimedOut);
             }
             if !progressed {
@@ -373,11 +378,19 @@ impl Session {
         }
     }
 
-    /// Closes the channel, which kills the command, waiting only briefly for the guest to
-    /// confirm.
-    fn abandon(&self, channel: &mut Channel) {
+    /// Runs `kill_line` (if any) to its end, then closes the channel, waiting only briefly
+    /// for the guest each time. Closing the channel ends a command run by [`Self::exec`];
+    /// the guest confirms once the command is gone, and until it does, libssh2 waits for it
+    /// when the channel and the session are freed.
+    fn abandon(&self, channel: &mut Channel, kill_line: Option<&str>) {
         self.inner.set_blocking(true);
         self.inner.set_timeout(millis(ABANDON_TIMEOUT));
+        if let Some(line) = kill_line
+            && let Ok(mut kill) = self.inner.channel_session()
+            && kill.exec(line).is_ok()
+        {
+            let _ = kill.wait_close();
+        }
         let _ = channel.close();
     }
 
