@@ -41,6 +41,8 @@ use crate::path_error::PathError;
 pub const SUBCOMMAND: &str = "__rsync-relay";
 /// The socket's name in the run's ssh directory.
 const SOCKET: &str = "relay";
+/// The longest path a unix socket's address holds (`sun_path`, less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// The exit code for a command that could not be run or whose end is unknown (ssh's own).
 pub const LOST: u8 = 255;
 /// How often the server looks whether the run is over while no relay connects, and whether a
@@ -64,6 +66,8 @@ pub struct Relay {
     listener: UnixListener,
     path: PathBuf,
     finished: AtomicBool,
+    /// The socket's directory when `dir` was too deep for a socket address.
+    _short_dir: Option<tempfile::TempDir>,
 }
 
 /// Ends the server when dropped (the scope then joins its thread).
@@ -79,9 +83,22 @@ impl Drop for Serving<'_> {
 
 impl Relay {
     /// Listens on `dir`/relay; `dir` must be private to this user (a run's ssh directory is
-    /// 0700): whoever can connect gets rsync run in the guest.
+    /// 0700): whoever can connect gets rsync run in the guest. A socket's address holds
+    /// only [`MAX_SOCKET_PATH`] bytes: below a deeper `dir` (a deep `VMRUN_HOME`), the
+    /// socket goes into a new 0700 directory in the temporary directory instead.
     pub fn listen(dir: &Path) -> Result<Relay, Error> {
-        let path = dir.join(SOCKET);
+        let mut path = dir.join(SOCKET);
+        let mut short_dir = None;
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            let temp = std::env::temp_dir();
+            let made = tempfile::Builder::new()
+                .prefix("vmrun-relay-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir_in(&temp)
+                .map_err(PathError::at("create a directory in", &temp))?;
+            path = made.path().join(SOCKET);
+            short_dir = Some(made);
+        }
         let listener = UnixListener::bind(&path)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(PathError::at("listen on", &path))?;
@@ -89,6 +106,7 @@ impl Relay {
             listener,
             path,
             finished: AtomicBool::new(false),
+            _short_dir: short_dir,
         })
     }
 
@@ -480,6 +498,25 @@ mod tests {
             answer(&connection, &relay.finished, Box::new(run));
         });
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_directory_too_deep_for_a_socket_gets_a_private_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("d".repeat(120));
+        std::fs::create_dir(&deep).unwrap();
+        let relay = Relay::listen(&deep).unwrap();
+        assert!(relay.path.as_os_str().len() <= MAX_SOCKET_PATH);
+        let parent = relay.path.parent().unwrap().to_owned();
+        let mode = std::fs::metadata(&parent).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        UnixStream::connect(&relay.path).unwrap();
+        drop(relay);
+        assert!(!parent.exists());
+
+        let shallow = Relay::listen(root.path()).unwrap();
+        assert_eq!(shallow.path, root.path().join(SOCKET));
     }
 
     #[test]
