@@ -285,7 +285,9 @@ impl Session {
                 self.abandon(channel, kill_line);
                 return Ok(Ended::TimedOut);
             }
-            if !progressed {
+            // Reading one stream can bring the other's data in from the socket: then there is
+            // something to read, and the socket may stay silent.
+            if !progressed && channel.read_window().available == 0 {
                 let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
                 let wanted = input.as_ref().filter(|i| i.wants_more()).map(|i| i.from);
                 self.wait_socket(wait, wanted)
