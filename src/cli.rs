@@ -41,6 +41,9 @@ pub enum Command {
     /// Internal: start QEMU in an isolated network namespace (`outbound` network).
     #[command(hide = true)]
     Isolate(IsolateArgs),
+    /// Internal: rsync's remote shell during a run, relayed over the run's SSH session.
+    #[command(name = crate::ssh::relay::SUBCOMMAND, hide = true)]
+    RsyncRelay(RsyncRelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +185,15 @@ pub struct IsolateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RsyncRelayArgs {
+    /// The run's relay socket.
+    pub socket: PathBuf,
+    /// What rsync gives its remote shell: the host, then the remote command's words.
+    #[arg(last = true, required = true, value_name = "REMOTE")]
+    pub remote: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
 pub struct SshArgs {
     /// The run's id, as `vmrun test` prints it.
     pub run_id: String,
@@ -296,6 +308,33 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// rsync appends the host and the remote command, options and all, after the relay's `--`.
+    #[test]
+    fn the_rsync_relay_takes_rsyncs_words_and_is_hidden() {
+        let cli = Cli::try_parse_from([
+            "vmrun",
+            "__rsync-relay",
+            "/r/ssh/relay",
+            "--",
+            "guest",
+            "rsync",
+            "--server",
+            "-logDtpre.iLsfxCIvu",
+            ".",
+        ])
+        .unwrap();
+        let Command::RsyncRelay(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.socket, PathBuf::from("/r/ssh/relay"));
+        assert_eq!(
+            args.remote,
+            ["guest", "rsync", "--server", "-logDtpre.iLsfxCIvu", "."]
+        );
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("rsync-relay"), "{help}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error_line;
 pub mod events;
 pub mod exit_code;
 pub mod external;
+pub mod fd_passing;
 pub mod guest_text;
 pub mod hex;
 pub mod human_size;

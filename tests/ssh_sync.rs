@@ -20,7 +20,7 @@ use vmrun::qemu::process::QemuProcess;
 use vmrun::qemu::serial::Console;
 use vmrun::ssh::{self, ClientFiles, Ended, Session, Target};
 use vmrun::store::{BakedImage, Store};
-use vmrun::sync::{Bounds, Destination};
+use vmrun::sync::{Bounds, Destination, RemoteShell};
 use vmrun::wait::{Stop, Watch};
 
 const IMAGE_NAME: &str = "ssh-sync-test";
@@ -242,19 +242,28 @@ fn ssh_and_rsync_against_one_booted_guest() {
     step("deadline and stop", || {
         deadline_and_stop_end_the_command(&session)
     });
-    let client_files =
-        ClientFiles::write(&scratch.path().join("run 'a' %h"), &guest.target).unwrap();
-    step("push", || {
-        push_copies_the_project_as_configured(&session, &client_files.ssh_config)
-    });
-    step("pull", || {
-        pull_brings_artifacts_back(&session, &client_files.ssh_config, scratch.path())
+    // rsync through vmrun's relay over this session, as a run copies (in a directory whose
+    // name needs quoting in rsync's `-e`).
+    let ssh_dir = scratch.path().join("run 'a' %h");
+    ClientFiles::write(&ssh_dir, &guest.target).unwrap();
+    let relay = ssh::Relay::listen(&ssh_dir).unwrap();
+    let shell = RemoteShell {
+        argv: relay.remote_shell(Path::new(common::VMRUN)),
+    };
+    std::thread::scope(|scope| {
+        let _serving = relay.serve_in(scope, &session);
+        step("push", || {
+            push_copies_the_project_as_configured(&session, &shell)
+        });
+        step("pull", || {
+            pull_brings_artifacts_back(&session, &shell, scratch.path())
+        });
+        step("guest without rsync", || {
+            a_guest_without_rsync_is_named(&session, &shell)
+        });
     });
     step("wrong keys", || {
         wrong_keys_fail_at_once(&guest.target, &image, scratch.path())
-    });
-    step("guest without rsync", || {
-        a_guest_without_rsync_is_named(&session, &client_files.ssh_config)
     });
 }
 
@@ -424,7 +433,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
     assert_eq!(run(session, "true").0, Ended::Exited(0));
 }
 
-fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
+fn push_copies_the_project_as_configured(session: &Session, shell: &RemoteShell) {
     let project = tempfile::tempdir().unwrap();
     write_files(
         project.path(),
@@ -444,7 +453,7 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
         include: vec!["keep.log".into()],
         exclude: vec!["target/".into()],
     };
-    vmrun::sync::push(ssh_config, project.path(), PROJECT_DIR, &sync, &bounds()).unwrap();
+    vmrun::sync::push(shell, project.path(), PROJECT_DIR, &sync, &bounds()).unwrap();
     let (outcome, listing, err) = run_in(
         session,
         PROJECT_DIR,
@@ -465,7 +474,7 @@ fn push_copies_the_project_as_configured(session: &Session, ssh_config: &Path) {
     assert_eq!(content, "content of file with spaces.txt\nvmrun\n");
 }
 
-fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Path) {
+fn pull_brings_artifacts_back(session: &Session, shell: &RemoteShell, scratch: &Path) {
     let (outcome, _, err) = run_in(
         session,
         PROJECT_DIR,
@@ -478,7 +487,7 @@ fn pull_brings_artifacts_back(session: &Session, ssh_config: &Path, scratch: &Pa
     let globs = vec!["**/junit.xml".to_owned(), "cov".to_owned()];
     let destination = Destination::new(&local, &[scratch]);
     let pulled = vmrun::sync::pull(
-        ssh_config,
+        shell,
         PROJECT_DIR,
         &globs,
         &destination,
@@ -555,7 +564,7 @@ fn wrong_keys_fail_at_once(target: &Target, image: &BakedImage, scratch: &Path) 
     );
 }
 
-fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
+fn a_guest_without_rsync_is_named(session: &Session, shell: &RemoteShell) {
     let project = tempfile::tempdir().unwrap();
     write_files(project.path(), &["a"]);
     assert_eq!(
@@ -563,7 +572,7 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
         Ended::Exited(0)
     );
     let result = vmrun::sync::push(
-        ssh_config,
+        shell,
         project.path(),
         "other",
         &SyncConfig::default(),
@@ -581,7 +590,7 @@ fn a_guest_without_rsync_is_named(session: &Session, ssh_config: &Path) {
     );
     // And with rsync back, the same push works.
     vmrun::sync::push(
-        ssh_config,
+        shell,
         project.path(),
         "other",
         &SyncConfig::default(),

@@ -217,6 +217,72 @@ fn keep_leaves_a_failed_runs_vm_up_for_vmrun_ssh_on_loopback_only() {
     assert!(!qemu_using(&run_dir), "QEMU left running");
 }
 
+/// The guest's sshd counts the logins of one run that copies a project in, runs a command
+/// and copies an artifact out: one (vmrun's session; rsync rides it through the relay). The
+/// run boots cold so that the guest's journal of this boot holds no logins from the bake;
+/// it fails so that `--keep` leaves its VM up to be asked, after the artifacts came back.
+#[test]
+fn a_run_makes_one_ssh_login_for_sync_command_and_artifacts() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("data.txt"), "from the host\n").unwrap();
+    std::fs::write(
+        project.path().join("vmrun.yaml"),
+        "test:\n  artifacts: [result.txt]\n",
+    )
+    .unwrap();
+    let mut live = Live::start(vmrun_test(
+        project.path(),
+        &[
+            "--cold",
+            "--keep",
+            "--",
+            "sh",
+            "-c",
+            "cp data.txt result.txt && exit 5",
+        ],
+    ));
+    let run_dir = wait_until_up(&mut live);
+    let id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
+    live.wait_for("its VM is kept", Duration::from_secs(300));
+    let artifact = project.path().join("vmrun-artifacts/result.txt");
+    assert_eq!(
+        std::fs::read_to_string(&artifact).unwrap(),
+        "from the host\n"
+    );
+
+    let journal = Command::new(common::VMRUN)
+        .args([
+            "ssh",
+            &id,
+            "--",
+            "sudo",
+            "journalctl",
+            "-b",
+            "-u",
+            "ssh",
+            "-o",
+            "cat",
+        ])
+        .env("VMRUN_HOME", common::test_home())
+        .output()
+        .unwrap();
+    assert!(
+        journal.status.success(),
+        "vmrun ssh: {}",
+        text(&journal.stderr)
+    );
+    let journal = text(&journal.stdout);
+    let logins = journal
+        .lines()
+        .filter(|l| l.starts_with("Accepted publickey for vmrun"))
+        .count();
+    // The run's login, and this `vmrun ssh`.
+    assert_eq!(logins, 2, "{journal}");
+
+    let (code, err) = interrupt(live);
+    assert_eq!(code, Some(130), "{err}");
+}
+
 #[test]
 fn sigint_during_the_command_tears_everything_down() {
     let project = tempfile::tempdir().unwrap();

@@ -21,6 +21,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     if let Command::Isolate(args) = cli.command {
         return isolate::run(args);
     }
+    // Started by rsync for each copy in or out of a run: nothing else to do, and quickly.
+    if let Command::RsyncRelay(args) = cli.command {
+        return Ok(ExitCode::from(crate::ssh::relay::forward(
+            &args.socket,
+            &args.remote,
+        )));
+    }
     reap_left_behind();
     match cli.command {
         Command::Seed(args) => seed::run(args),
@@ -30,7 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Ssh(args) => ssh::run(args),
         Command::Vm(command) => vm::run(command),
         Command::Doctor(args) => doctor::run(args),
-        Command::Isolate(_) => unreachable!("handled above"),
+        Command::Isolate(_) | Command::RsyncRelay(_) => unreachable!("handled above"),
     }
 }
 

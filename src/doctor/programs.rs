@@ -23,7 +23,7 @@ const PROGRAMS: &[Program] = &[
     },
     Program {
         name: "ssh",
-        used_for: "rsync's transport and `vmrun ssh`",
+        used_for: "`vmrun ssh` and `vmrun vm ssh`",
         required: true,
     },
     Program {

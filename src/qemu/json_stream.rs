@@ -27,48 +27,6 @@ const MAX_LINE: usize = 16 << 20;
 /// Characters of a line that is not JSON shown in the error.
 const SHOWN_CHARS: usize = 200;
 
-/// One `sendmsg` of `bytes` (non-empty) carrying `fd`; how many bytes went.
-fn send_first_bytes_with_fd(
-    stream: &UnixStream,
-    bytes: &[u8],
-    fd: BorrowedFd,
-) -> io::Result<usize> {
-    let raw = fd.as_raw_fd();
-    let fd_len = std::mem::size_of_val(&raw) as u32;
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
-    // u64s: the control buffer must be aligned for `cmsghdr`.
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
-    // SAFETY: zeroed is a valid msghdr; every pointer set below outlives the sendmsg call,
-    // and the one control message fits the buffer CMSG_SPACE sized.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_len) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), raw);
-        loop {
-            let sent = libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-            if sent >= 0 {
-                return Ok(sent as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
 pub struct JsonStream {
     stream: UnixStream,
     /// Bytes read but not yet returned as a message.
@@ -98,7 +56,8 @@ impl JsonStream {
         self.stream
             .set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(Error::Io)?;
-        let sent = send_first_bytes_with_fd(&self.stream, &bytes, fd).map_err(timeout_or_io)?;
+        let sent = crate::fd_passing::send(&self.stream, &bytes, &[fd.as_raw_fd()])
+            .map_err(timeout_or_io)?;
         self.send_bytes(&bytes[sent..])
     }
 

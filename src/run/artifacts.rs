@@ -1,8 +1,6 @@
 //! The artifacts step of a run: copy back what `test.artifacts` matches, say what was
 //! skipped, and fold a failure into the run's outcome without hiding the command's result.
 
-use std::path::Path;
-
 use super::summary::Failure;
 use super::summary::{Outcome, RunReport};
 use super::{GUEST_PROJECT_DIR, Phase, RunPlan};
@@ -16,7 +14,7 @@ use crate::wait::{Stop, Watch};
 pub fn collect(
     plan: &RunPlan,
     id: &str,
-    ssh_config: &Path,
+    shell: &sync::RemoteShell,
     outcome: Outcome,
     watch: Watch,
     report: &mut RunReport,
@@ -25,7 +23,7 @@ pub fn collect(
     let bounds = Bounds::new(sync::TRANSFER_TIMEOUT, watch);
     let pulled = report.time(Phase::Artifacts, || {
         sync::pull(
-            ssh_config,
+            shell,
             GUEST_PROJECT_DIR,
             &plan.artifacts,
             &plan.artifacts_dir,

@@ -38,8 +38,6 @@ use crate::warm;
 
 /// Where the project lands in the guest.
 pub const GUEST_PROJECT_DIR: &str = "/home/vmrun/project";
-/// How long sync waits for the master connection before connecting on its own.
-const MASTER_WAIT: Duration = Duration::from_secs(5);
 /// How long after a broken connection QEMU's exit may take to be seen.
 const EXIT_SEEN: Duration = Duration::from_secs(1);
 /// Console lines shown when a boot fails.
@@ -258,14 +256,11 @@ fn drive(
     let (process, port) = start_qemu(plan, dir, qemu, &disk)?;
     let watch = Watch::qemu(vm.insert(process));
     let target = plan.image.ssh_target(port)?;
-    let files = ssh::ClientFiles::write(&dir.ssh_dir(), &target)?;
-    // A resumed guest answers at once: its clock and randomness are refreshed, and the
-    // system ssh's master connection for rsync is made, while vmrun's own session is.
+    // For `vmrun ssh` into this run (e.g. one kept with --keep).
+    ssh::ClientFiles::write(&dir.ssh_dir(), &target)?;
+    // A resumed guest answers at once: its clock and randomness are refreshed while vmrun's
+    // session is made.
     let refresh = plan.boot.refresh(dir);
-    let master = refresh.as_ref().and_then(|_| {
-        let ssh = crate::tools::find("ssh").ok()?;
-        ssh::Master::start(&ssh, &files)
-    });
     let session = ssh::wait_ready(&target, started + plan.boot_timeout, &watch).map_err(
         |source| match source {
             ssh::Error::NotReady { .. } => Error::NotReady {
@@ -296,42 +291,47 @@ fn drive(
     if !turn() {
         return Err(Error::NotNeeded);
     }
-    if let Some(master) = &master {
-        master.wait_ready(&files, MASTER_WAIT, &watch);
-    }
-    let bounds = sync::Bounds::new(sync::TRANSFER_TIMEOUT, watch);
-    report.time(Phase::Sync, || {
-        sync::push(
-            &files.ssh_config,
-            &plan.project,
-            GUEST_PROJECT_DIR,
-            &plan.sync,
-            &bounds,
-        )
-    })?;
-
-    let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
-    let deadline = plan.timeout.map(|t| Instant::now() + t);
-    let result = report.time(Phase::Command, || {
-        session.exec(&command_line, out, err, deadline, &watch)
-    })?;
-    let outcome = match result {
-        ssh::Ended::Exited(code) => Outcome::Exited(code),
-        ssh::Ended::Signalled(name) => Outcome::Signalled(name),
-        ssh::Ended::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
+    // rsync reaches the guest through the relay, over this session: one handshake a run.
+    let relay = ssh::Relay::listen(&dir.ssh_dir())?;
+    let shell = sync::RemoteShell {
+        argv: relay.remote_shell(&ssh::relay::this_vmrun()?),
     };
-    if plan.artifacts.is_empty() {
-        return Ok(outcome);
-    }
-    Ok(artifacts::collect(
-        plan,
-        dir.id(),
-        &files.ssh_config,
-        outcome,
-        watch,
-        report,
-        sink,
-    ))
+    std::thread::scope(|scope| -> Result<Outcome, Error> {
+        let _serving = relay.serve_in(scope, &session);
+        let bounds = sync::Bounds::new(sync::TRANSFER_TIMEOUT, watch);
+        report.time(Phase::Sync, || {
+            sync::push(
+                &shell,
+                &plan.project,
+                GUEST_PROJECT_DIR,
+                &plan.sync,
+                &bounds,
+            )
+        })?;
+
+        let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
+        let deadline = plan.timeout.map(|t| Instant::now() + t);
+        let result = report.time(Phase::Command, || {
+            session.exec(&command_line, out, err, deadline, &watch)
+        })?;
+        let outcome = match result {
+            ssh::Ended::Exited(code) => Outcome::Exited(code),
+            ssh::Ended::Signalled(name) => Outcome::Signalled(name),
+            ssh::Ended::TimedOut => Outcome::TimedOut(plan.timeout.unwrap_or_default()),
+        };
+        if plan.artifacts.is_empty() {
+            return Ok(outcome);
+        }
+        Ok(artifacts::collect(
+            plan,
+            dir.id(),
+            &shell,
+            outcome,
+            watch,
+            report,
+            sink,
+        ))
+    })
 }
 
 /// Starts QEMU with a forward on a free loopback port, booting or resuming, and chooses

@@ -88,7 +88,7 @@ impl Outcome {
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Exited(code) => (*code & 0xff) as u8,
-            Outcome::Signalled(name) => 128 + signal_number(name).unwrap_or(0) as u8,
+            Outcome::Signalled(name) => 128 + crate::ssh::signal_number(name).unwrap_or(0) as u8,
             Outcome::TimedOut(_) => crate::exit_code::TIMEOUT,
             Outcome::Stopped(signal) => crate::signals::exit_code(*signal),
             Outcome::Failed(failure) => failure.code,
@@ -124,26 +124,6 @@ impl Outcome {
             }
         }
     }
-}
-
-/// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
-fn signal_number(name: &str) -> Option<i32> {
-    Some(match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "ABRT" => libc::SIGABRT,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "SEGV" => libc::SIGSEGV,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        _ => return None,
-    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

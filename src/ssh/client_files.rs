@@ -1,5 +1,6 @@
-//! Files that let the system's ssh (and rsync through it) reach a guest exactly as vmrun's own
-//! connections do: only the pinned host key is accepted, only vmrun's client key is offered.
+//! Files that let the system's ssh (`vmrun ssh`, `vmrun vm ssh`) reach a guest exactly as
+//! vmrun's own connections do: only the pinned host key is accepted, only vmrun's client key
+//! is offered.
 
 use crate::path_error::PathError;
 use std::fs;
@@ -18,9 +19,6 @@ pub const GUEST_HOST: &str = "guest";
 pub struct ClientFiles {
     pub ssh_config: PathBuf,
     pub known_hosts: PathBuf,
-    /// Where a master connection (see [`super::Master`]) listens; ssh and rsync through the
-    /// config use it when it is there and connect on their own when not.
-    pub control_path: PathBuf,
 }
 
 /// The known_hosts line that pins `host_key_line` for the forwarded port
@@ -33,7 +31,6 @@ pub fn known_hosts_line(port: u16, host_key_line: &str) -> String {
 impl ClientFiles {
     pub const SSH_CONFIG: &str = "ssh_config";
     pub const KNOWN_HOSTS: &str = "known_hosts";
-    pub const CONTROL: &str = "control";
 
     /// Writes `known_hosts` and `ssh_config` for `target` into `dir` (created 0700 if
     /// missing), both 0600. The client key path must be absolute: ssh would resolve a
@@ -47,18 +44,12 @@ impl ClientFiles {
         let files = ClientFiles {
             ssh_config: dir.join(Self::SSH_CONFIG),
             known_hosts: dir.join(Self::KNOWN_HOSTS),
-            control_path: dir.join(Self::CONTROL),
         };
         write_private(
             &files.known_hosts,
             &(known_hosts_line(target.port, &target.host_key) + "\n"),
         )?;
-        let config = render_ssh_config(
-            target.port,
-            &target.client_key,
-            &files.known_hosts,
-            &files.control_path,
-        )?;
+        let config = render_ssh_config(target.port, &target.client_key, &files.known_hosts)?;
         write_private(&files.ssh_config, &config)?;
         Ok(files)
     }
@@ -69,12 +60,7 @@ impl ClientFiles {
 /// Keepalives end a connection to a guest that stopped answering instead of hanging.
 /// Key exchange is curve25519: the default hybrid post-quantum exchange costs an emulated
 /// guest about a second more per connection, and these connections never leave the host.
-fn render_ssh_config(
-    port: u16,
-    client_key: &Path,
-    known_hosts: &Path,
-    control: &Path,
-) -> Result<String, Error> {
+fn render_ssh_config(port: u16, client_key: &Path, known_hosts: &Path) -> Result<String, Error> {
     Ok(format!(
         "# Written by vmrun for one VM.\n\
          Host *\n\
@@ -91,12 +77,9 @@ fn render_ssh_config(
          \x20 LogLevel ERROR\n\
          \x20 ServerAliveInterval 10\n\
          \x20 ServerAliveCountMax 6\n\
-         \x20 KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n\
-         \x20 ControlMaster no\n\
-         \x20 ControlPath {}\n",
+         \x20 KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n",
         config_path(client_key)?,
         config_path(known_hosts)?,
-        config_path(control)?,
     ))
 }
 
@@ -162,7 +145,6 @@ mod tests {
             2222,
             Path::new("/keys/client"),
             Path::new("/run/a/known_hosts"),
-            Path::new("/run/a/control"),
         )
         .unwrap();
         assert_eq!(
@@ -172,8 +154,7 @@ mod tests {
              UserKnownHostsFile \"/run/a/known_hosts\"\n  GlobalKnownHostsFile none\n  \
              StrictHostKeyChecking yes\n  UpdateHostKeys no\n  BatchMode yes\n  \
              LogLevel ERROR\n  ServerAliveInterval 10\n  ServerAliveCountMax 6\n  \
-             KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n  ControlMaster no\n  \
-             ControlPath \"/run/a/control\"\n"
+             KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org\n"
         );
         assert_eq!(
             config_path(Path::new(r#"/a "b" %c\d"#)).unwrap(),

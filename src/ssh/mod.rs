@@ -1,13 +1,14 @@
 //! SSH to a guest over its loopback forward: connections that accept only the image's pinned
 //! host key, readiness polling while the guest boots, commands with their output streamed,
-//! and the files the system's ssh and rsync need to connect the same way.
+//! rsync's remote shell relayed over the same session, and the files the system's ssh needs
+//! to connect the same way.
 //!
 //! Everything here blocks; the run calls it from its own thread.
 
 mod client_files;
 mod command_line;
 mod host_key;
-mod master;
+pub mod relay;
 mod session;
 
 use std::path::PathBuf;
@@ -16,8 +17,8 @@ use std::time::Duration;
 pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
-pub use master::Master;
-pub use session::{Ended, Session, wait_ready};
+pub use relay::Relay;
+pub use session::{Ended, Session, signal_number, wait_ready};
 
 /// The guest user vmrun's bake creates, with vmrun's client key and passwordless sudo.
 pub const USER: &str = "vmrun";
@@ -92,6 +93,11 @@ pub enum Error {
     },
     #[error("cannot pass on the command's output")]
     Output(#[source] std::io::Error),
+    #[error("cannot read the command's input")]
+    Input(#[source] std::io::Error),
+    /// The rsync relay (see [`Relay`]) went away, or the run ended, while its command ran.
+    #[error("the rsync relay went away before its command ended")]
+    RelayGone,
     #[error("the path {} cannot be written into an ssh_config", path.display())]
     #[diagnostic(help("it must be absolute, valid UTF-8 and without line breaks"))]
     UnusablePath { path: PathBuf },
@@ -115,6 +121,8 @@ impl Error {
             Error::Stopped(stop) => stop.exit_code(),
             Error::PinnedKey { .. }
             | Error::Output(_)
+            | Error::Input(_)
+            | Error::RelayGone
             | Error::UnusablePath { .. }
             | Error::Io(_) => INTERNAL,
         }

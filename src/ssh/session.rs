@@ -1,6 +1,7 @@
 //! Connections to a guest (pinned host key first, then vmrun's client key), polling for one
 //! while the guest boots, and commands whose output is passed on as it arrives.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -165,6 +166,27 @@ fn wait_for_banner(
     }
 }
 
+/// The local ends of a command's streams.
+pub(super) struct Streams<'a> {
+    /// What the command reads, passed on as it comes, then ended with EOF. `None`: nothing is
+    /// sent, and the channel's stdin stays open (see [`killed_on_close`]).
+    pub stdin: Option<&'a File>,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+/// The command's input on its way into the channel.
+struct Input<'a> {
+    from: &'a File,
+    /// Read but not yet taken by the channel: after a "would block", libssh2 wants the same
+    /// bytes offered again.
+    pending: Vec<u8>,
+    /// `from` reached its end.
+    ended: bool,
+    /// The channel was told (EOF), or no longer takes input.
+    closed: bool,
+}
+
 impl Session {
     /// Runs `command_line` (see [`super::remote_command_line`]) and passes its stdout and
     /// stderr on, each to its own writer, flushed as each piece arrives. The command's stdin
@@ -181,15 +203,38 @@ impl Session {
         deadline: Option<Instant>,
         watch: &Watch,
     ) -> Result<Ended, Error> {
+        let streams = Streams {
+            stdin: None,
+            stdout,
+            stderr,
+        };
+        let mut stop = || watch.check().map_err(Error::from);
+        let line = killed_on_close(command_line);
+        self.run(&line, None, streams, deadline, &mut stop)
+    }
+
+    /// Runs `remote_line` as the guest user's shell gets it and connects its streams to
+    /// `streams`, until it ends, `deadline` passes or `stop` fails (asked at every turn; its
+    /// failure is returned). Then the command is abandoned: `kill_line`, if given, runs on a
+    /// channel of its own first (for a command that closing its channel does not end), and
+    /// the command's channel is closed.
+    pub(super) fn run(
+        &self,
+        remote_line: &str,
+        kill_line: Option<&str>,
+        mut streams: Streams,
+        deadline: Option<Instant>,
+        stop: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Ended, Error> {
         let mut channel = self
             .inner
             .channel_session()
             .map_err(self.failed("open a channel"))?;
         channel
-            .exec(&killed_on_close(command_line))
+            .exec(remote_line)
             .map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
-        let outcome = self.follow(&mut channel, stdout, stderr, deadline, watch);
+        let outcome = self.follow(&mut channel, &mut streams, deadline, stop, kill_line);
         self.inner.set_blocking(true);
         // Freeing a channel that is not closed yet waits for it, as long as the session's
         // timeout allows: after an abandon that is the short one.
@@ -198,21 +243,32 @@ impl Session {
         outcome
     }
 
-    /// Passes output on until the channel closes, the deadline passes, or `watch` stops it.
+    /// Passes input and output on until the channel closes, the deadline passes, or `stop`
+    /// fails.
     fn follow(
         &self,
         channel: &mut Channel,
-        stdout: &mut dyn Write,
-        stderr: &mut dyn Write,
+        streams: &mut Streams,
         deadline: Option<Instant>,
-        watch: &Watch,
+        stop: &mut dyn FnMut() -> Result<(), Error>,
+        kill_line: Option<&str>,
     ) -> Result<Ended, Error> {
         let mut buffer = vec![0u8; 32 * 1024];
+        let mut input = streams.stdin.map(|from| Input {
+            from,
+            pending: Vec::new(),
+            ended: false,
+            closed: false,
+        });
         let mut error_stream = channel.stderr();
         loop {
             // One read per stream per turn, so a flood on one cannot starve the checks below.
-            let mut progressed = self.pass_on(channel, stdout, &mut buffer)?;
-            progressed |= self.pass_on(&mut error_stream, stderr, &mut buffer)?;
+            let mut progressed = match &mut input {
+                Some(input) => self.feed(channel, input, &mut buffer)?,
+                None => false,
+            };
+            progressed |= self.pass_on(channel, streams.stdout, &mut buffer)?;
+            progressed |= self.pass_on(&mut error_stream, streams.stderr, &mut buffer)?;
             if channel.eof() {
                 match channel.wait_close() {
                     Ok(()) => break,
@@ -220,18 +276,21 @@ impl Session {
                     Err(e) => return Err(self.lost("wait for the command to end", e.into())),
                 }
             }
-            if let Err(stop) = watch.check() {
-                self.abandon(channel);
-                return Err(stop.into());
+            if let Err(stopped) = stop() {
+                self.abandon(channel, kill_line);
+                return Err(stopped);
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                self.abandon(channel);
+                self.abandon(channel, kill_line);
                 return Ok(Ended::TimedOut);
             }
-            if !progressed {
+            // Reading one stream can bring the other's data in from the socket: then there is
+            // something to read, and the socket may stay silent.
+            if !progressed && channel.read_window().available == 0 {
                 let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
-                self.wait_socket(wait)
+                let wanted = input.as_ref().filter(|i| i.wants_more()).map(|i| i.from);
+                self.wait_socket(wait, wanted)
                     .map_err(|e| self.lost("wait for the guest", e))?;
             }
         }
@@ -246,6 +305,59 @@ impl Session {
                     .map_err(self.failed("read the exit status"))?,
             ),
         })
+    }
+
+    /// Reads the input if it has something and the channel took all before, and offers the
+    /// channel what is pending, or its end; whether anything moved.
+    fn feed(
+        &self,
+        channel: &mut Channel,
+        input: &mut Input,
+        buffer: &mut [u8],
+    ) -> Result<bool, Error> {
+        let mut progressed = false;
+        if input.wants_more()
+            && wait_fd(input.from.as_raw_fd(), libc::POLLIN, Duration::ZERO)
+                .map_err(Error::Input)?
+        {
+            let mut from = input.from;
+            match from.read(buffer) {
+                Ok(0) => input.ended = true,
+                Ok(n) => input.pending.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Input(e)),
+            }
+            progressed = true;
+        }
+        if input.closed {
+            return Ok(progressed);
+        }
+        if input.pending.is_empty() {
+            if !input.ended {
+                return Ok(progressed);
+            }
+            match channel.send_eof() {
+                Ok(()) => input.closed = true,
+                Err(e) if would_block(&e) => return Ok(progressed),
+                Err(_) if channel.eof() => input.closed = true,
+                Err(e) => return Err(self.lost("end the command's input", e.into())),
+            }
+        } else {
+            match channel.write(&input.pending) {
+                // 0: the channel's window is full until the guest takes some.
+                Ok(0) => return Ok(progressed),
+                Ok(n) => drop(input.pending.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progressed),
+                // The command ended (or closed its side) with input left: that input is
+                // dropped, and the command's own ending says what happened.
+                Err(_) if channel.eof() => {
+                    input.pending.clear();
+                    input.closed = true;
+                }
+                Err(e) => return Err(self.lost("pass on the command's input", e)),
+            }
+        }
+        Ok(true)
     }
 
     /// Reads what is there on one stream and writes it on; whether anything came.
@@ -268,22 +380,33 @@ impl Session {
         }
     }
 
-    /// Closes the channel, which kills the command, waiting only briefly for the guest to
-    /// confirm.
-    fn abandon(&self, channel: &mut Channel) {
+    /// Runs `kill_line` (if any) to its end, then closes the channel, waiting only briefly
+    /// for the guest each time. Closing the channel ends a command run by [`Self::exec`];
+    /// the guest confirms once the command is gone, and until it does, libssh2 waits for it
+    /// when the channel and the session are freed.
+    fn abandon(&self, channel: &mut Channel, kill_line: Option<&str>) {
         self.inner.set_blocking(true);
         self.inner.set_timeout(millis(ABANDON_TIMEOUT));
+        if let Some(line) = kill_line
+            && let Ok(mut kill) = self.inner.channel_session()
+            && kill.exec(line).is_ok()
+        {
+            let _ = kill.wait_close();
+        }
         let _ = channel.close();
     }
 
-    /// Sleeps until the socket is ready in the direction libssh2 is blocked on, or `wait`.
-    fn wait_socket(&self, wait: Duration) -> io::Result<()> {
+    /// Sleeps until the socket is ready in the direction libssh2 is blocked on, `input` (if
+    /// given) has something to read, or `wait` passed.
+    fn wait_socket(&self, wait: Duration, input: Option<&File>) -> io::Result<()> {
         let events = match self.inner.block_directions() {
             BlockDirections::Outbound => libc::POLLOUT,
             BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
             BlockDirections::Inbound | BlockDirections::None => libc::POLLIN,
         };
-        wait_fd(self.inner.as_raw_fd(), events, wait).map(drop)
+        let mut fds = vec![pollfd(self.inner.as_raw_fd(), events)];
+        fds.extend(input.map(|file| pollfd(file.as_raw_fd(), libc::POLLIN)));
+        wait_fds(&mut fds, wait).map(drop)
     }
 
     fn failed(&self, action: &'static str) -> impl Fn(ssh2::Error) -> Error + '_ {
@@ -299,16 +422,32 @@ impl Session {
     }
 }
 
-/// poll(2) on one descriptor; true when it is ready. An interrupted wait counts as not ready.
-fn wait_fd(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd {
+impl Input<'_> {
+    /// Whether more should be read: the channel took all that came, and more may come.
+    fn wants_more(&self) -> bool {
+        self.pending.is_empty() && !self.ended && !self.closed
+    }
+}
+
+/// poll(2) on one descriptor; true when it is ready (or hung up, or failed: a read or
+/// write then says which). An interrupted wait counts as not ready.
+pub(super) fn wait_fd(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool> {
+    wait_fds(&mut [pollfd(fd, events)], wait)
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
         fd,
         events,
         revents: 0,
-    };
+    }
+}
+
+/// poll(2) on several descriptors; true when one is ready.
+fn wait_fds(fds: &mut [libc::pollfd], wait: Duration) -> io::Result<bool> {
     let timeout = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, and the count says one.
-    match unsafe { libc::poll(&mut pollfd, 1, timeout) } {
+    // SAFETY: a valid slice of pollfds, and the count is its length.
+    match unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) } {
         -1 => {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -320,6 +459,26 @@ fn wait_fd(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool>
         0 => Ok(false),
         _ => Ok(true),
     }
+}
+
+/// Signal numbers by the names SSH reports (RFC 4254 uses names without "SIG").
+pub fn signal_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "ABRT" => libc::SIGABRT,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "SEGV" => libc::SIGSEGV,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        _ => return None,
+    })
 }
 
 fn would_block(e: &ssh2::Error) -> bool {

@@ -14,8 +14,8 @@ use crate::wait::{Stop, Watch};
 
 /// How often the deadline and the stop request are looked at while rsync prints nothing.
 const POLL: Duration = Duration::from_millis(50);
-/// How long stderr may stay open after rsync exited: a master ssh connection may hold it
-/// (the client ssh hands its descriptors over), and vmrun does not wait for that.
+/// How long stderr may stay open after rsync exited: a remote shell that outlives rsync may
+/// hold it, and vmrun does not wait for that.
 const STDERR_LINGER: Duration = Duration::from_millis(500);
 /// How much of rsync's stderr is kept for an error message: the guest's rsync can make ours
 /// print without end.
@@ -56,7 +56,7 @@ pub enum Ending {
 /// Runs `command` in a process group of its own, with `input` (if any) on its stdin, and
 /// passes each line of its stdout (split at `\n` and at the `\r` of progress lines) to
 /// `on_line`. When `on_line` breaks, the deadline passes or `stop` says so, the whole group
-/// (rsync, its ssh, its forked receiver) gets SIGTERM, then SIGKILL, and rsync is reaped.
+/// (rsync, its remote shell, its forked receiver) gets SIGTERM, then SIGKILL, and rsync is reaped.
 pub fn run(
     command: &mut Command,
     input: Option<Vec<u8>>,

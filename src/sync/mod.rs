@@ -1,7 +1,7 @@
-//! Copying the project into a guest and artifacts back out, with the system's rsync over
-//! the system's ssh, configured by [`crate::ssh::ClientFiles`] (pinned host key, vmrun's
-//! client key). No shell runs on the host: rsync gets its arguments as a vector and splits
-//! `-e` itself. Every rsync ends at its deadline or when vmrun is asked to stop (see
+//! Copying the project into a guest and artifacts back out, with the system's rsync through
+//! a [`RemoteShell`] (for a run, vmrun's relay over its own SSH session: see
+//! [`crate::ssh::Relay`]). No shell runs on the host: rsync gets its arguments as a vector
+//! and splits `-e` itself. Every rsync ends at its deadline or when vmrun is asked to stop (see
 //! [`Bounds`]), and gives up on a guest that sends nothing for a minute.
 //!
 //! Artifacts come from a guest that runs the code under test with root inside: they are
@@ -74,42 +74,47 @@ pub struct Pulled {
 /// is missing, but not its parent, which must exist. Which files go is decided by
 /// [`push_rules`].
 pub fn push(
-    ssh_config: &Path,
+    shell: &RemoteShell,
     project: &Path,
     remote_dir: &str,
     sync: &SyncConfig,
     bounds: &Bounds,
 ) -> Result<(), Error> {
-    Rsync::find(ssh_config)?.push(project, remote_dir, sync, bounds)
+    Rsync::find(shell)?.push(project, remote_dir, sync, bounds)
 }
 
 /// Copies the regular files that `globs` match in the guest's `remote_dir` (see
 /// [`pull_rules`]) into `destination` (made when something comes), keeping their paths
 /// relative to `remote_dir`, until they add up to more than `cap`.
 pub fn pull(
-    ssh_config: &Path,
+    shell: &RemoteShell,
     remote_dir: &str,
     globs: &[String],
     destination: &Destination,
     cap: ByteSize,
     bounds: &Bounds,
 ) -> Result<Pulled, Error> {
-    Rsync::find(ssh_config)?.pull(remote_dir, globs, destination, cap, bounds)
+    Rsync::find(shell)?.pull(remote_dir, globs, destination, cap, bounds)
+}
+
+/// rsync's remote shell (`-e`): a program and its first arguments, to which rsync appends
+/// the host and the command to run there (`... HOST rsync --server ...`), like ssh's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteShell {
+    pub argv: Vec<OsString>,
 }
 
 /// rsync with its remote shell.
 struct Rsync {
     rsync: PathBuf,
-    ssh: PathBuf,
-    ssh_config: PathBuf,
+    shell: RemoteShell,
 }
 
 impl Rsync {
-    fn find(ssh_config: &Path) -> Result<Rsync, Error> {
+    fn find(shell: &RemoteShell) -> Result<Rsync, Error> {
         Ok(Rsync {
             rsync: tools::find("rsync")?,
-            ssh: tools::find("ssh")?,
-            ssh_config: ssh_config.to_owned(),
+            shell: shell.clone(),
         })
     }
 
@@ -220,18 +225,16 @@ impl Rsync {
         Ok(pulled)
     }
 
-    /// rsync through `ssh -F CONFIG`, with the stall timeout. `-8` leaves non-ASCII names in
-    /// its output as they are, so only control characters come escaped; `--no-h` prints
+    /// rsync through the remote shell, with the stall timeout. `-8` leaves non-ASCII names
+    /// in its output as they are, so only control characters come escaped; `--no-h` prints
     /// numbers without digit separators.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.rsync);
         command
             .args(["-8", "--no-h"])
             .arg(format!("--timeout={}", STALL_TIMEOUT.as_secs()));
-        let mut shell = rsync_quote(self.ssh.as_os_str());
-        shell.push(" -F ");
-        shell.push(rsync_quote(self.ssh_config.as_os_str()));
-        command.arg("-e").arg(shell);
+        let words: Vec<OsString> = self.shell.argv.iter().map(|w| rsync_quote(w)).collect();
+        command.arg("-e").arg(words.join(OsStr::new(" ")));
         command
     }
 

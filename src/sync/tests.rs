@@ -24,7 +24,8 @@ struct FakeGuest {
     root: tempfile::TempDir,
     home: PathBuf,
     rsync: Rsync,
-    /// Where the stand-in ssh records the `-F` path it was given.
+    /// Where the stand-in ssh records the `-F` path it was given (a word of its remote shell
+    /// that needs quoting).
     seen_config: PathBuf,
 }
 
@@ -70,8 +71,9 @@ impl FakeGuest {
         let ssh_config = root.path().join("run 'one'/ssh_config");
         let rsync = Rsync {
             rsync: real,
-            ssh,
-            ssh_config,
+            shell: RemoteShell {
+                argv: vec![ssh.into(), "-F".into(), ssh_config.into()],
+            },
         };
         FakeGuest {
             root,
@@ -223,10 +225,10 @@ fn push_follows_gitignore_include_and_exclude_and_never_copies_git() {
         fs::read_to_string(guest.home.join("work dir/it's quoted.txt")).unwrap(),
         "content of it's quoted.txt"
     );
-    // rsync split `-e` back into the ssh_config path, quote and space included.
+    // rsync split `-e` back into its words, quote and space included.
     assert_eq!(
         fs::read_to_string(&guest.seen_config).unwrap(),
-        guest.rsync.ssh_config.to_str().unwrap()
+        guest.rsync.shell.argv[2].to_str().unwrap()
     );
 }
 
