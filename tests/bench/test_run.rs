@@ -359,7 +359,8 @@ fn measure_status(mut cmd: Command) -> Result<Duration, String> {
     let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().last().unwrap_or("").to_owned());
+        let said = err.lines().filter(|l| !l.trim().is_empty()).next_back();
+        return Err(said.unwrap_or("it failed without a word").trim().to_owned());
     }
     Ok(started.elapsed())
 }
