@@ -359,7 +359,7 @@ fn measure_status(mut cmd: Command) -> Result<Duration, String> {
     let out = cmd.output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let said = err.lines().filter(|l| !l.trim().is_empty()).next_back();
+        let said = err.lines().rfind(|l| !l.trim().is_empty());
         return Err(said.unwrap_or("it failed without a word").trim().to_owned());
     }
     Ok(started.elapsed())
