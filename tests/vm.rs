@@ -482,7 +482,9 @@ fn images_are_held_by_key_while_used(vm: &str) -> String {
         "--name",
         &alias,
     ]));
-    let in_use_by = |holders: &str| {
+    // The holders named, and those not: other tests' VMs and runs on the same image may be
+    // named too, since they run at once.
+    let in_use_by = |holders: &[&str], not: &[&str]| {
         let out = vmrun(&["images", "rm", &alias]);
         assert_eq!(
             out.status.code(),
@@ -491,10 +493,18 @@ fn images_are_held_by_key_while_used(vm: &str) -> String {
             stderr(&out)
         );
         let said = words(&stderr(&out));
-        let expected = format!("image `{alias}` is in use by {holders} help:");
+        let expected = format!("image `{alias}` is in use by ");
         assert!(said.contains(&expected), "expected `{expected}` in: {said}");
+        let named = said.split(" help:").next().unwrap_or_default();
+        for holder in holders {
+            assert!(named.contains(holder), "expected {holder} among: {said}");
+        }
+        for gone in not {
+            assert!(!named.contains(gone), "{gone} still named: {said}");
+        }
     };
-    in_use_by(&format!("VM `{vm}`"));
+    let vm_holds = format!("VM `{vm}`");
+    in_use_by(&[&vm_holds], &[]);
     let project = tempfile::tempdir().unwrap();
     let mut run = Command::new(VMRUN)
         .args(["test", "--image", &alias, "--", "sleep", "300"])
@@ -510,11 +520,12 @@ fn images_are_held_by_key_while_used(vm: &str) -> String {
         .map_while(Result::ok)
         .find_map(|line| common::run_id(&line))
         .expect("the run names itself on stderr");
-    in_use_by(&format!("VM `{vm}`, run `{id}`"));
+    let run_holds = format!("run `{id}`");
+    in_use_by(&[&vm_holds, &run_holds], &[]);
     // SIGKILL: the run cannot let go itself; its lock goes with the process.
     run.kill().unwrap();
     run.wait().unwrap();
-    in_use_by(&format!("VM `{vm}`"));
+    in_use_by(&[&vm_holds], &[&run_holds]);
     alias
 }
 
