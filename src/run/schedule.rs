@@ -76,27 +76,23 @@ pub fn run_all(
                             .as_ref()
                             .is_none_or(|t| t.wait(index, || should_continue(&reports)))
                     };
-                    let report = if parallel {
-                        let mut out = PrefixedLines::new(&id, stdout.clone());
-                        let mut err = PrefixedLines::new(&id, stderr.clone());
-                        let place = Place {
-                            index,
-                            id: &id,
-                            runs: runs_dir,
-                            qemu,
-                        };
-                        run_once(&run_plan, &place, &turn, &mut out, &mut err, sink)
+                    // Parallel runs' lines are prefixed with their id, so they never mix.
+                    let (mut out, mut err): (Box<dyn Write>, Box<dyn Write>) = if parallel {
+                        (
+                            Box::new(PrefixedLines::new(&id, stdout.clone())),
+                            Box::new(PrefixedLines::new(&id, stderr.clone())),
+                        )
                     } else {
-                        let mut out = std::io::stdout();
-                        let mut err = std::io::stderr();
-                        let place = Place {
-                            index,
-                            id: &id,
-                            runs: runs_dir,
-                            qemu,
-                        };
-                        run_once(&run_plan, &place, &turn, &mut out, &mut err, sink)
+                        (Box::new(std::io::stdout()), Box::new(std::io::stderr()))
                     };
+                    let place = Place {
+                        index,
+                        id: &id,
+                        runs: runs_dir,
+                        qemu,
+                    };
+                    let report = run_once(&run_plan, &place, &turn, &mut out, &mut err, sink);
+                    drop((out, err));
                     if let Some(report) = report {
                         if let Some(report_text) = report.outcome().error_report() {
                             let _ = writeln!(std::io::stderr(), "run {id} failed:\n{report_text}");
