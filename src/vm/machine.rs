@@ -149,16 +149,7 @@ mod tests {
             disk: warm_dir.join("disk.qcow2"),
             ram: warm_dir.join("ram"),
             state: warm_dir.join("state"),
-            machine: crate::warm::machine::WarmMachine {
-                format: crate::warm::machine::FORMAT,
-                qemu_version: "QEMU emulator version 7.2.22".into(),
-                accel: Accel::Tcg,
-                cpu: None,
-                cpus: 2,
-                memory_mib: 1024,
-                args: vec![],
-                state_bytes: 1,
-            },
+            machine: crate::warm::machine::tests::saved(),
         };
         let db = crate::name::VmName::new("db").unwrap();
         let layout = VmLayout::new(&Home::under(dir.path()), Path::new("/u"), &db);

@@ -178,10 +178,12 @@ pub fn new_generation() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn saved() -> WarmMachine {
+    /// A TCG machine of 2 cpus and 1024 MiB as saved on QEMU 7.2.22 (also for other modules'
+    /// tests).
+    pub(crate) fn saved() -> WarmMachine {
         WarmMachine {
             format: FORMAT,
             qemu_version: "QEMU emulator version 7.2.22".into(),
