@@ -201,7 +201,7 @@ mod tests {
             line.join(" "),
             "/usr/bin/qemu-system-x86_64 -nodefaults -no-user-config -display none \
              -machine q35 -name db \
-             -accel tcg,thread=multi -smp 2 -m 1024M \
+             -accel tcg,thread=multi,tb-size=64 -smp 2 -m 1024M \
              -drive file=/v/state/vms/db/disk.qcow2,if=virtio,format=qcow2,discard=unmap \
              -netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=udp:127.0.0.1:5353-:53 \
              -device virtio-net-pci,netdev=net0 \
