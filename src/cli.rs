@@ -32,6 +32,9 @@ pub enum Command {
     Test(TestArgs),
     /// Open a shell in the VM of a kept run.
     Ssh(SshArgs),
+    /// Resume the VM a failed run left in a bundle (`vmrun test --capture-failures`) and
+    /// run COMMAND in it over SSH, or a shell; the bundle stays as it is.
+    Open(OpenArgs),
     /// Manage persistent VMs run as systemd user units.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -124,6 +127,10 @@ pub struct TestArgs {
     /// On failure, keep the VM up (until Ctrl-C) and print how to get in.
     #[arg(long)]
     pub keep: bool,
+    /// When a run fails, times out or is interrupted, save its VM as it was into
+    /// DIR/RUN_ID.vmrun, for `vmrun open`.
+    #[arg(long, value_name = "DIR")]
+    pub capture_failures: Option<PathBuf>,
     /// End the command after this long (exit 124); default: `test.timeout`.
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<String>,
@@ -199,6 +206,21 @@ pub struct SshArgs {
     pub run_id: String,
     /// A command to run instead of a login shell.
     #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The bundle, `RUN_ID.vmrun`.
+    pub bundle: PathBuf,
+    /// Print what is in the bundle instead of opening it.
+    #[arg(long)]
+    pub info: bool,
+    /// With --info: as JSON.
+    #[arg(long, requires = "info")]
+    pub json: bool,
+    /// A command to run instead of a login shell.
+    #[arg(last = true, value_name = "COMMAND", conflicts_with = "info")]
     pub command: Vec<String>,
 }
 

@@ -88,6 +88,11 @@ pub enum Error {
     #[diagnostic(transparent)]
     Vm(#[from] crate::vm::Error),
 
+    /// `vmrun open`: a refused bundle is BAD_INPUT.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Open(#[from] crate::open::Error),
+
     /// Starting QEMU in an isolated network namespace (`vmrun isolate`).
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -120,6 +125,7 @@ impl Error {
             Error::Sync(e) => e.exit_code(),
             Error::Vm(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
+            Error::Open(e) => e.exit_code(),
         }
     }
 }

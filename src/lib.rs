@@ -22,6 +22,7 @@ pub mod image;
 pub mod lock_file;
 pub mod name;
 pub mod net;
+pub mod open;
 pub mod path_error;
 pub mod paths;
 pub mod pipe;

@@ -2,13 +2,16 @@
 //! (see [`crate::wait`]) checks [`received`], the work tears down what it made, and vmrun
 //! exits with 128 + the signal.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// How many stop requests came: a wait that goes on after one (a capture) ends at the next.
+static COUNT: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn record(signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
+    // Only atomic operations: async-signal-safe.
     RECEIVED.store(signal, Ordering::SeqCst);
+    COUNT.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Installs the handlers (once, at the start of a command that runs VMs).
@@ -30,6 +33,11 @@ pub fn received() -> Option<i32> {
         0 => None,
         signal => Some(signal),
     }
+}
+
+/// How many stop requests came so far.
+pub fn count() -> u32 {
+    COUNT.load(Ordering::SeqCst)
 }
 
 /// The signal's name, as `kill -l` spells it with `SIG`.

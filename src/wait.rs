@@ -43,6 +43,8 @@ pub struct Watch<'a> {
     qemu: Option<&'a QemuProcess>,
     /// For a QEMU that is not vmrun's child: says when it is gone.
     gone: Option<&'a dyn Fn() -> Option<Stop>>,
+    /// Stop requests that came before the wait and do not end it (see [`Watch::past_stop`]).
+    tolerated: u32,
 }
 
 impl<'a> Watch<'a> {
@@ -51,6 +53,7 @@ impl<'a> Watch<'a> {
         Watch {
             qemu: None,
             gone: None,
+            tolerated: 0,
         }
     }
 
@@ -59,6 +62,7 @@ impl<'a> Watch<'a> {
         Watch {
             qemu: Some(qemu),
             gone: None,
+            tolerated: 0,
         }
     }
 
@@ -68,13 +72,26 @@ impl<'a> Watch<'a> {
         Watch {
             qemu: None,
             gone: Some(gone),
+            tolerated: 0,
         }
     }
 
-    /// `Err` once the wait must end early. A stop request wins over QEMU's exit: Ctrl-C
-    /// reaches QEMU too, and the user asked for the stop.
+    /// This wait, going on past the stop requests that came so far: what an interrupted run
+    /// still does before it ends (saving its VM for `--capture-failures`). Another request
+    /// ends it.
+    pub fn past_stop(self) -> Watch<'a> {
+        Watch {
+            tolerated: signals::count(),
+            ..self
+        }
+    }
+
+    /// `Err` once the wait must end early. A stop request wins over QEMU's exit: the user
+    /// asked for the stop.
     pub fn check(&self) -> Result<(), Stop> {
-        if let Some(signal) = signals::received() {
+        if signals::count() > self.tolerated
+            && let Some(signal) = signals::received()
+        {
             return Err(Stop::Signal(signal));
         }
         if let Some(exited) = self.qemu.and_then(QemuProcess::exited) {

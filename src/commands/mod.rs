@@ -4,6 +4,7 @@ mod bake;
 mod doctor;
 mod images;
 mod isolate;
+mod open;
 mod seed;
 mod ssh;
 mod test;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Images(args) => images::run(args),
         Command::Test(args) => test::run(args),
         Command::Ssh(args) => ssh::run(args),
+        Command::Open(args) => open::run(args),
         Command::Vm(command) => vm::run(command),
         Command::Doctor(args) => doctor::run(args),
         Command::Isolate(_) | Command::RsyncRelay(_) => unreachable!("handled above"),

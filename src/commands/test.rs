@@ -101,6 +101,16 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
             ));
         }
     };
+    let capture = match args.capture_failures {
+        Some(dir) => {
+            run::capture::prepare(&dir)?;
+            Some(run::capture::Capture {
+                dir,
+                image_name: image_label.to_owned(),
+            })
+        }
+        None => None,
+    };
     let size = config.vm.size_or(image.manifest.size());
     let boot = if args.cold {
         Boot::Cold
@@ -129,6 +139,7 @@ pub(super) fn run(args: TestArgs) -> Result<ExitCode, Error> {
         timeout,
         boot_timeout,
         keep: args.keep,
+        capture,
     };
     let started = (SystemTime::now(), Instant::now());
     let mut reports = schedule::run_all(&plan, schedule, &home.runs(), &qemu, &sink);

@@ -14,6 +14,16 @@ pub enum Command {
     Argv(Vec<String>),
 }
 
+impl Command {
+    /// The words the guest runs: a shell command line through `sh -c`.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Shell(line) => vec!["sh".to_owned(), "-c".to_owned(), line.clone()],
+            Command::Argv(argv) => argv.clone(),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(CommandVisitor)

@@ -105,7 +105,11 @@ impl QemuProcess {
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err);
+            .stderr(err)
+            // Its own process group: a Ctrl-C in the terminal reaches vmrun, which ends QEMU
+            // by pid when it is done with it (an interrupted run may first save the VM, for
+            // `--capture-failures`), and not QEMU at the same instant.
+            .process_group(0);
         // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, getppid,
         // _exit), and the descriptors are open: their owners outlive this call.
         unsafe {

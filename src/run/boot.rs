@@ -90,7 +90,7 @@ impl Boot {
             Boot::Resume(_) => {
                 let qmp = dir.file(machine::QMP_SOCKET);
                 let state = incoming.expect("a resumed QEMU was given its state");
-                warm::resume(&qmp, StateFile::Inherited(state), &Watch::qemu(process))
+                warm::resume(&qmp, StateFile::Inherited(state), true, &Watch::qemu(process))
                     .map_err(Error::Resume)
             }
         }

@@ -5,6 +5,7 @@
 
 mod artifacts;
 pub mod boot;
+pub mod capture;
 mod output;
 mod run_dir;
 pub mod schedule;
@@ -13,7 +14,7 @@ mod tail;
 
 pub use boot::Boot;
 pub use output::PrefixedLines;
-pub use run_dir::{reap_orphans, run_ids, ssh_config};
+pub use run_dir::{RunDir, reap_orphans, run_ids, ssh_config};
 pub use summary::{Failure, Outcome, Phase, RunReport, summary_table};
 pub use tail::{TAIL_BYTES, Tail};
 
@@ -27,7 +28,7 @@ use crate::disk::{self, Overlay};
 use crate::events::{Event, Sink};
 use crate::net::forward::Forward;
 use crate::net::{Network, isolate};
-use crate::qemu::args::{Accel, Machine, MachineSize};
+use crate::qemu::args::{Accel, Machine, MachineSize, Ram};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::{Console, last_lines};
 use crate::ssh;
@@ -146,6 +147,8 @@ pub struct RunPlan {
     pub boot_timeout: Duration,
     /// On failure, keep the VM up until vmrun is interrupted.
     pub keep: bool,
+    /// On failure, save the VM into a bundle (`--capture-failures`).
+    pub capture: Option<capture::Capture>,
 }
 
 /// Runs `plan` once in a new VM, as run `index` of its schedule. Never returns before the VM
@@ -206,6 +209,9 @@ pub fn run_once(
                         Outcome::Failed(Failure::new(e, code))
                     }
                 });
+            if let (Some(capture), false, Some(vm)) = (&plan.capture, outcome.passed(), &vm) {
+                capture::save(plan, capture, &dir, vm, qemu, &report, &outcome, sink);
+            }
             if let (true, false, Some(vm)) = (plan.keep, outcome.passed(), &vm) {
                 keep_until_interrupted(&dir, vm, sink);
             }
@@ -311,8 +317,9 @@ fn drive(
 
         let command_line = ssh::remote_command_line(GUEST_PROJECT_DIR, &plan.env, &plan.command);
         let deadline = plan.timeout.map(|t| Instant::now() + t);
+        let pause = capture::Pause::new(plan, dir);
         let result = report.time(Phase::Command, || {
-            session.exec(&command_line, out, err, deadline, &watch)
+            session.exec(&command_line, out, err, deadline, &watch, &|| pause.now())
         })?;
         let outcome = match result {
             ssh::Ended::Exited(code) => Outcome::Exited(code),
@@ -353,7 +360,12 @@ fn start_qemu(
             console: console.fd(),
             network: plan.network,
             forwards: vec![Forward::ssh(port)],
-            control: None,
+            // A run that may be captured has the monitor that saves it, and the RAM and
+            // generation device its bundle is resumed with (a resume brings its own).
+            control: plan
+                .capture
+                .as_ref()
+                .map(|_| crate::warm::machine::control(dir.path(), Ram::Anonymous, None)),
             persistent: None,
         };
         let (process, incoming) = plan.boot.spawn(&machine, dir, qemu, console)?;
@@ -453,6 +465,7 @@ mod tests {
             timeout: None,
             boot_timeout: Duration::from_secs(1),
             keep: false,
+            capture: None,
         }
     }
 

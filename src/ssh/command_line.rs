@@ -42,10 +42,7 @@ pub fn remote_command_line(dir: &str, env: &BTreeMap<String, String>, command: &
         env.iter()
             .map(|(name, value)| sh_quote(&format!("{name}={value}"))),
     );
-    match command {
-        Command::Shell(line) => words.extend(["sh".to_owned(), "-c".to_owned(), sh_quote(line)]),
-        Command::Argv(argv) => words.extend(argv.iter().map(|arg| sh_quote(arg))),
-    }
+    words.extend(command.argv().iter().map(|arg| sh_quote(arg)));
     words.join(" ")
 }
 
@@ -105,7 +102,7 @@ mod tests {
             ),
             concat!(
                 r"cd '/home/vmrun/project' && exec env -- 'A=1' 'B=two words' ",
-                r"sh -c 'pytest -q && echo '\''ok'\'''"
+                r"'sh' '-c' 'pytest -q && echo '\''ok'\'''"
             )
         );
         assert_eq!(

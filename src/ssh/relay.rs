@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::Scope;
 use std::time::Duration;
 
-use super::session::{Streams, wait_fd};
+use super::session::{Abandon, Streams, wait_fd};
 use super::{Ended, Error, Session, signal_number};
 use crate::fd_passing;
 use crate::path_error::PathError;
@@ -143,7 +143,11 @@ impl Relay {
             }
             if let Ok((connection, _)) = self.listener.accept() {
                 let run = |line: &str, streams: Streams, stop: &mut Stop| {
-                    session.run(line, Some(KILL_LINE), streams, None, stop)
+                    let abandon = Abandon {
+                        before: &|| {},
+                        kill_line: Some(KILL_LINE),
+                    };
+                    session.run(line, abandon, streams, None, stop)
                 };
                 answer(&connection, &self.finished, Box::new(run));
             }

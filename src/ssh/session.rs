@@ -38,6 +38,16 @@ pub struct Session {
     port: u16,
 }
 
+/// What happens when a command is given up (its deadline passed, or a stop request came).
+pub(super) struct Abandon<'a> {
+    /// Called first, before anything reaches the guest: a run whose failing VM is captured
+    /// pauses it here, with the command as it was.
+    pub before: &'a dyn Fn(),
+    /// Run on a channel of its own before the command's channel is closed, for a command
+    /// that closing its channel does not end.
+    pub kill_line: Option<&'a str>,
+}
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -202,6 +212,7 @@ impl Session {
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
         watch: &Watch,
+        before_abandon: &dyn Fn(),
     ) -> Result<Ended, Error> {
         let streams = Streams {
             stdin: None,
@@ -210,18 +221,20 @@ impl Session {
         };
         let mut stop = || watch.check().map_err(Error::from);
         let line = killed_on_close(command_line);
-        self.run(&line, None, streams, deadline, &mut stop)
+        let abandon = Abandon {
+            before: before_abandon,
+            kill_line: None,
+        };
+        self.run(&line, abandon, streams, deadline, &mut stop)
     }
 
     /// Runs `remote_line` as the guest user's shell gets it and connects its streams to
     /// `streams`, until it ends, `deadline` passes or `stop` fails (asked at every turn; its
-    /// failure is returned). Then the command is abandoned: `kill_line`, if given, runs on a
-    /// channel of its own first (for a command that closing its channel does not end), and
-    /// the command's channel is closed.
+    /// failure is returned). Then the command is abandoned (see [`Abandon`]).
     pub(super) fn run(
         &self,
         remote_line: &str,
-        kill_line: Option<&str>,
+        abandon: Abandon,
         mut streams: Streams,
         deadline: Option<Instant>,
         stop: &mut dyn FnMut() -> Result<(), Error>,
@@ -234,7 +247,7 @@ impl Session {
             .exec(remote_line)
             .map_err(self.failed("start the command"))?;
         self.inner.set_blocking(false);
-        let outcome = self.follow(&mut channel, &mut streams, deadline, stop, kill_line);
+        let outcome = self.follow(&mut channel, &mut streams, deadline, stop, abandon);
         self.inner.set_blocking(true);
         // Freeing a channel that is not closed yet waits for it, as long as the session's
         // timeout allows: after an abandon that is the short one.
@@ -251,7 +264,7 @@ impl Session {
         streams: &mut Streams,
         deadline: Option<Instant>,
         stop: &mut dyn FnMut() -> Result<(), Error>,
-        kill_line: Option<&str>,
+        abandon: Abandon,
     ) -> Result<Ended, Error> {
         let mut buffer = vec![0u8; 32 * 1024];
         let mut input = streams.stdin.map(|from| Input {
@@ -277,12 +290,12 @@ impl Session {
                 }
             }
             if let Err(stopped) = stop() {
-                self.abandon(channel, kill_line);
+                self.abandon(channel, &abandon);
                 return Err(stopped);
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                self.abandon(channel, kill_line);
+                self.abandon(channel, &abandon);
                 return Ok(Ended::TimedOut);
             }
             // Reading one stream can bring the other's data in from the socket: then there is
@@ -380,14 +393,15 @@ impl Session {
         }
     }
 
-    /// Runs `kill_line` (if any) to its end, then closes the channel, waiting only briefly
-    /// for the guest each time. Closing the channel ends a command run by [`Self::exec`];
-    /// the guest confirms once the command is gone, and until it does, libssh2 waits for it
-    /// when the channel and the session are freed.
-    fn abandon(&self, channel: &mut Channel, kill_line: Option<&str>) {
+    /// Calls `abandon.before`, runs its kill line (if any) to its end, then closes the
+    /// channel, waiting only briefly for the guest each time. Closing the channel ends a
+    /// command run by [`Self::exec`]; the guest confirms once the command is gone, and until
+    /// it does, libssh2 waits for it when the channel and the session are freed.
+    fn abandon(&self, channel: &mut Channel, abandon: &Abandon) {
+        (abandon.before)();
         self.inner.set_blocking(true);
         self.inner.set_timeout(millis(ABANDON_TIMEOUT));
-        if let Some(line) = kill_line
+        if let Some(line) = abandon.kill_line
             && let Ok(mut kill) = self.inner.channel_session()
             && kill.exec(line).is_ok()
         {

@@ -309,6 +309,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         &mut std::io::sink(),
         Some(Instant::now() + c.boot_timeout),
         &watch,
+        &|| {},
     )?;
     drop(session);
     // Runs set the clock through the agent: it must be up in the saved machine.
@@ -387,7 +388,8 @@ fn set_ignore_shared(qmp: &mut Qmp, state: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
+/// Waits until the migration `qmp` started (a save) completed.
+pub fn wait_for_migration(qmp: &mut Qmp, watch: &Watch) -> Result<(), Error> {
     let mut status = String::new();
     let done = watch.until(Instant::now() + MIGRATION_TIMEOUT, POLL, || {
         let info = qmp.execute("query-migrate", None)?;
@@ -431,7 +433,14 @@ const HANDED_STATE: &str = "warm-state";
 /// After QEMU was started with `-incoming defer` (see [`WarmState::clone_machine`]): loads
 /// the state from `state` and lets the guest run. The guest then still has the saved clock
 /// and random state: see [`refresh_clone`]. `watch` watches the resuming QEMU.
-pub fn resume(qmp_path: &Path, state: StateFile, watch: &Watch) -> Result<(), Error> {
+/// `ram_left_out`: the state was saved with its RAM left out (a warm state, whose RAM is its
+/// file), rather than carrying it (a captured run's).
+pub fn resume(
+    qmp_path: &Path,
+    state: StateFile,
+    ram_left_out: bool,
+    watch: &Watch,
+) -> Result<(), Error> {
     let deadline = Instant::now() + MIGRATION_TIMEOUT;
     let mut last = None;
     let qmp = watch.until(deadline, RESUME_POLL, || match Qmp::connect(qmp_path) {
@@ -450,7 +459,7 @@ pub fn resume(qmp_path: &Path, state: StateFile, watch: &Watch) -> Result<(), Er
             Error::from,
         ));
     };
-    ignore_shared_ram(&mut qmp)?;
+    set_ignore_shared(&mut qmp, ram_left_out)?;
     let uri = match state {
         StateFile::Inherited(fd) => format!("fd:{fd}"),
         StateFile::Handed(file) => {
