@@ -15,6 +15,7 @@ pub mod events;
 pub mod exit_code;
 pub mod external;
 pub mod fd_passing;
+pub mod framed;
 pub mod guest_text;
 pub mod hex;
 pub mod human_size;

@@ -4,8 +4,10 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::framed;
 
 /// Largest size of a member that is a small text file (manifest, keys, machine record).
 const SMALL: u64 = 1 << 20;
@@ -105,11 +107,19 @@ impl Serialize for Member {
 
 impl<'de> Deserialize<'de> for Member {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Member::from_name(&name).ok_or_else(|| {
-            let shown: String = name.escape_debug().take(80).collect();
-            de::Error::custom(format!("`{shown}` is not a file an image export may hold"))
-        })
+        framed::deserialize_member(deserializer, Member::from_name, "an image export")
+    }
+}
+
+impl framed::Member for Member {
+    fn name(self) -> &'static str {
+        Member::name(self)
+    }
+    fn mode(self) -> u32 {
+        Member::mode(self)
+    }
+    fn max_size(self) -> u64 {
+        Member::max_size(self)
     }
 }
 
