@@ -3,6 +3,7 @@
 pub mod atomic_file;
 pub mod bake;
 pub mod bounded_lines;
+pub mod bundle;
 pub mod child;
 pub mod cli;
 pub mod commands;
