@@ -1,10 +1,5 @@
 //! The bundle among framed files: its magic and version, and the two files it holds.
 
-use std::fmt;
-
-use serde::de::Deserializer;
-use serde::{Deserialize, Serialize, Serializer};
-
 use crate::framed::{self, Fault, Kind};
 
 pub const MAGIC: &[u8; 8] = b"VMRUNBDL";
@@ -62,20 +57,4 @@ impl framed::Member for Member {
     }
 }
 
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for Member {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        framed::deserialize_member(deserializer, Member::from_name, "a bundle")
-    }
-}
+framed::by_name!(Member, "a bundle");

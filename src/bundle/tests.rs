@@ -110,6 +110,15 @@ fn refused(bytes: &[u8], key: &SealKey) -> String {
 
 /// A bundle of the same files whose header is `change`d, sealed with `key`.
 fn resealed(bytes: &[u8], key: &SealKey, change: impl Fn(&mut Header)) -> Vec<u8> {
+    rewritten(bytes, key, |json| {
+        let mut header: Header = serde_json::from_str(json).unwrap();
+        change(&mut header);
+        serde_json::to_string(&header).unwrap()
+    })
+}
+
+/// A bundle of the same files whose header's JSON is `change`d, sealed with `key`.
+fn rewritten(bytes: &[u8], key: &SealKey, change: impl Fn(&str) -> String) -> Vec<u8> {
     let mut inner = Vec::new();
     zstd::stream::read::Decoder::new(&bytes[12..])
         .unwrap()
@@ -117,14 +126,13 @@ fn resealed(bytes: &[u8], key: &SealKey, change: impl Fn(&mut Header)) -> Vec<u8
         .unwrap();
     let mut reader = &inner[..];
     let raw = BUNDLE.read_header(&mut reader).unwrap();
-    let mut header: Header = serde_json::from_slice(&raw.json).unwrap();
-    change(&mut header);
-    let json = serde_json::to_vec(&header).unwrap();
+    let json = change(std::str::from_utf8(&raw.json).unwrap());
     let mut out = Vec::new();
     BUNDLE.write_prelude(&mut out).unwrap();
     let mut encoder = zstd::stream::write::Encoder::new(&mut out, 1).unwrap();
+    let seal = key.seal(json.as_bytes());
     BUNDLE
-        .write_header(&mut encoder, &json, &key.seal(&json))
+        .write_header(&mut encoder, json.as_bytes(), &seal)
         .unwrap();
     encoder.write_all(reader).unwrap();
     encoder.finish().unwrap();
@@ -289,24 +297,10 @@ fn unknown_members_and_fields_are_refused() {
     let f = fixture();
     let bytes = fs::read(&f.bundle).unwrap();
     let renamed = |from: &str, to: &str| {
-        let mut inner = Vec::new();
-        zstd::stream::read::Decoder::new(&bytes[12..])
-            .unwrap()
-            .read_to_end(&mut inner)
-            .unwrap();
-        let mut reader = &inner[..];
-        let raw = BUNDLE.read_header(&mut reader).unwrap();
-        let json = String::from_utf8(raw.json).unwrap().replace(from, to);
-        let mut out = Vec::new();
-        BUNDLE.write_prelude(&mut out).unwrap();
-        let mut encoder = zstd::stream::write::Encoder::new(&mut out, 1).unwrap();
-        let seal = key().seal(json.as_bytes());
-        BUNDLE
-            .write_header(&mut encoder, json.as_bytes(), &seal)
-            .unwrap();
-        encoder.write_all(reader).unwrap();
-        encoder.finish().unwrap();
-        refused(&out, &key())
+        refused(
+            &rewritten(&bytes, &key(), |json| json.replace(from, to)),
+            &key(),
+        )
     };
     let err = renamed("\"state\"", "\"../x\"");
     assert!(
@@ -356,6 +350,9 @@ fn small_bundle() -> Vec<u8> {
     fs::read(&bundle).unwrap()
 }
 
+/// Whether `bytes` open as a bundle of the files [`small_bundle`] holds. What does not open
+/// leaves nothing written; what opens is those files (a flipped bit zstd does not read, such
+/// as one in its window size, changes nothing).
 fn try_open(bytes: &[u8]) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("p.vmrun");
@@ -364,8 +361,12 @@ fn try_open(bytes: &[u8]) -> bool {
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
     let opened = extract(&bundle, &key(), &out, &quiet).is_ok();
-    if !opened {
-        assert_eq!(names_in(&out), Vec::<String>::new());
+    match opened {
+        true => {
+            assert_eq!(fs::read(out.join("disk.qcow2")).unwrap(), b"disk");
+            assert_eq!(fs::read(out.join("state")).unwrap(), [0u8; 100]);
+        }
+        false => assert_eq!(names_in(&out), Vec::<String>::new()),
     }
     opened
 }
@@ -382,7 +383,8 @@ proptest! {
         prop_assert!(!try_open(&with_magic));
     }
 
-    /// A bundle with a byte flipped, or cut, is refused without a panic.
+    /// A bundle with a byte flipped is refused without a panic, or opens as it was; one cut
+    /// short is refused.
     #[test]
     fn mangled_bundles_never_panic(
         at in any::<prop::sample::Index>(),
@@ -393,7 +395,7 @@ proptest! {
         let mut flipped = good.clone();
         let i = at.index(flipped.len());
         flipped[i] ^= flip;
-        prop_assert!(!try_open(&flipped));
+        try_open(&flipped);
         prop_assert!(!try_open(&good[..cut.index(good.len())]));
     }
 }

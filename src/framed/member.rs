@@ -59,3 +59,33 @@ pub fn deserialize_member<'de, D: Deserializer<'de>, M>(
         de::Error::custom(format!("`{}` is not a file {kind} may hold", shown(&name)))
     })
 }
+
+/// The size of the files together.
+pub fn total_size<M>(files: &[FileEntry<M>]) -> u64 {
+    files.iter().map(|f| f.size).fold(0, u64::saturating_add)
+}
+
+/// `Display`, `Serialize` and `Deserialize` of a member type by its `name()`, any other name
+/// refused as not a file `$kind` ("an image export") may hold.
+macro_rules! by_name {
+    ($member:ty, $kind:literal) => {
+        impl std::fmt::Display for $member {
+            fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl serde::Serialize for $member {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $member {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $crate::framed::deserialize_member(deserializer, <$member>::from_name, $kind)
+            }
+        }
+    };
+}
+pub(crate) use by_name;

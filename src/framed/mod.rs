@@ -23,7 +23,8 @@ mod write;
 
 pub use copy::{CHUNK, copy_member, expect_end, hash};
 pub use fault::Fault;
-pub use member::{FileEntry, Member, check_files, deserialize_member};
+pub(crate) use member::by_name;
+pub use member::{FileEntry, Member, check_files, deserialize_member, total_size};
 pub use write::write;
 
 use std::io::{self, Read, Write};

@@ -81,10 +81,7 @@ impl Header {
 
     /// The size of the files together.
     pub fn total_size(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|f| f.size)
-            .fold(0, u64::saturating_add)
+        framed::total_size(&self.files)
     }
 }
 

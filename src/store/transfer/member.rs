@@ -2,11 +2,6 @@
 //! entry it is written to, its mode and its largest size. A name in a file that is not one of
 //! these is refused, so an import writes nowhere but these places inside its staging directory.
 
-use std::fmt;
-
-use serde::de::Deserializer;
-use serde::{Deserialize, Serialize, Serializer};
-
 use crate::framed;
 
 /// Largest size of a member that is a small text file (manifest, keys, machine record).
@@ -93,23 +88,7 @@ impl Member {
     }
 }
 
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for Member {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        framed::deserialize_member(deserializer, Member::from_name, "an image export")
-    }
-}
+framed::by_name!(Member, "an image export");
 
 impl framed::Member for Member {
     fn name(self) -> &'static str {
