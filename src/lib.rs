@@ -3,6 +3,7 @@
 pub mod atomic_file;
 pub mod bake;
 pub mod bounded_lines;
+pub mod bundle;
 pub mod child;
 pub mod cli;
 pub mod commands;
@@ -15,6 +16,7 @@ pub mod events;
 pub mod exit_code;
 pub mod external;
 pub mod fd_passing;
+pub mod framed;
 pub mod guest_text;
 pub mod hex;
 pub mod human_size;

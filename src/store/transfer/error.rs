@@ -5,14 +5,13 @@ use std::path::PathBuf;
 
 use crate::exit_code::{BAD_INPUT, INTERNAL};
 use crate::path_error::PathError;
-use crate::sha256::Sha256;
 
-use super::format::{MAGIC_TEXT, VERSION};
+pub use crate::framed::Fault;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum Error {
     #[error("{file} cannot be imported: {fault}")]
-    #[diagnostic(help("{}", fault.help()))]
+    #[diagnostic(help("{}", help(fault)))]
     Invalid { file: String, fault: Fault },
 
     #[error("{file} cannot be imported: its layer `{member}` is refused")]
@@ -78,39 +77,11 @@ impl Error {
     }
 }
 
-/// What is wrong with a file given to `images import`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Fault {
-    #[error("it is not a vmrun image export (it does not start with `{MAGIC_TEXT}`)")]
-    NotAnExport,
-    #[error("it is format version {version}; this vmrun reads versions 1 to {VERSION}")]
-    NewerFormat { version: u32 },
-    #[error("it is cut short: {what}")]
-    CutShort { what: String },
-    #[error("it is damaged: {what}")]
-    Damaged { what: String },
-    #[error("its header is invalid: {what}")]
-    Header { what: String },
-    #[error(
-        "`{member}` does not match its sha256 in the header (expected {expected}, got {actual})"
-    )]
-    Digest {
-        member: &'static str,
-        expected: Sha256,
-        actual: Sha256,
-    },
-    #[error("its header says key {header}, but its image.json says {manifest}")]
-    Key { header: String, manifest: String },
-}
-
-impl Fault {
-    fn help(&self) -> &'static str {
-        match self {
-            Fault::NotAnExport => "make one with: vmrun images export NAME -o FILE",
-            Fault::NewerFormat { .. } => {
-                "import it with the vmrun that exported it, or a newer one"
-            }
-            _ => "export the image again; nothing was stored",
-        }
+/// What to do about a file `images import` refused.
+fn help(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::NotAnExport => "make one with: vmrun images export NAME -o FILE",
+        Fault::NewerFormat { .. } => "import it with the vmrun that exported it, or a newer one",
+        _ => "export the image again; nothing was stored",
     }
 }

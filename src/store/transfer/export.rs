@@ -2,27 +2,20 @@
 //! chain, hashed, then written after the header into one zstd stream, to a file (whole or
 //! not at all) or to standard output.
 
-use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::Error;
 use super::format::{self, FileEntry, Header};
-use super::input::CHUNK;
 use super::member::Member;
 use crate::atomic_file::{Existing, NewFile};
 use crate::disk::{self, DiskFormat};
-use crate::events::{Event, Sink, phase};
+use crate::events::{Sink, phase};
+use crate::framed;
 use crate::name::ImageName;
-use crate::path_error::PathError;
 use crate::sha256::Sha256;
 use crate::store::{BakedImage, Store};
 use crate::warm::WarmState;
-
-/// zstd's level, measured on the default image (730 MiB of files, 2 threads): level 1 gave
-/// 254 MB in 11.9 s, level 3 232 MB in 15.0 s, level 6 219 MB in 37.9 s. Level 3 is 9%
-/// smaller for a few seconds more; beyond it, 5% less costs two and a half times as long.
-const LEVEL: i32 = 3;
 
 /// Where an export goes: a file, or standard output (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +58,7 @@ pub fn export(
         let files = files
             .iter()
             .map(|(member, path)| {
-                let (size, sha256) = hash(path)?;
+                let (size, sha256) = framed::hash(path)?;
                 Ok(FileEntry {
                     name: *member,
                     size,
@@ -147,15 +140,6 @@ fn members(image: &BakedImage, name: &ImageName) -> Result<Vec<(Member, PathBuf)
     Ok(files)
 }
 
-/// The size and sha256 of the file at `path`.
-fn hash(path: &Path) -> Result<(u64, Sha256), Error> {
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let size = File::open(path)
-        .and_then(|mut file| io::copy(&mut file, &mut hasher))
-        .map_err(PathError::at("read", path))?;
-    Ok((size, Sha256::finish(hasher)))
-}
-
 /// Writes the prelude, then the header and the files through zstd, to `out` (named `to`).
 fn write(
     out: &mut dyn Write,
@@ -164,45 +148,20 @@ fn write(
     to: &Path,
     sink: Sink,
 ) -> Result<(), Error> {
-    let write_error = |e| PathError::at("write", to)(e);
-    format::write_prelude(out).map_err(write_error)?;
-    let mut encoder = zstd::stream::write::Encoder::new(out, LEVEL).map_err(write_error)?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    encoder.multithread(threads).map_err(write_error)?;
-    encoder.include_checksum(true).map_err(write_error)?;
-    format::write_header(&mut encoder, header).map_err(write_error)?;
-    let total = header.total_size();
-    let mut done = 0;
-    let mut buf = vec![0u8; CHUNK];
-    for (entry, (_, path)) in header.files.iter().zip(files) {
-        // Exactly the size hashed: the file must not have changed since.
-        let mut file = File::open(path)
-            .map_err(PathError::at("read", path))?
-            .take(entry.size);
-        let mut copied = 0;
-        loop {
-            let n = file.read(&mut buf).map_err(PathError::at("read", path))?;
-            if n == 0 {
-                break;
-            }
-            encoder.write_all(&buf[..n]).map_err(write_error)?;
-            copied += n as u64;
-            done += n as u64;
-            sink(Event::Bytes {
-                done,
-                total: Some(total),
-            });
-        }
-        if copied != entry.size {
-            return Err(PathError::at("read", path)(io::Error::other(
-                "it changed while it was exported",
-            ))
-            .into());
-        }
-    }
-    encoder
-        .finish()
-        .and_then(|out| out.flush())
-        .map_err(write_error)?;
+    let json = serde_json::to_vec(header).expect("header serializes");
+    let sizes: Vec<(u64, &Path)> = header
+        .files
+        .iter()
+        .zip(files)
+        .map(|(entry, (_, path))| (entry.size, path.as_path()))
+        .collect();
+    framed::write(
+        out,
+        &format::EXPORT,
+        (&json, Sha256::of(&json).bytes()),
+        &sizes,
+        to,
+        sink,
+    )?;
     Ok(())
 }

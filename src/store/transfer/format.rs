@@ -1,28 +1,16 @@
-//! The export file, byte by byte. Version 1:
-//!
-//! ```text
-//! "VMRUNIMG"          8 bytes, the magic
-//! version             u32, big-endian
-//! zstd stream of:
-//!   header length     u32, big-endian, at most MAX_HEADER
-//!   header            JSON: {"key", "name", "files": [{"name", "size", "sha256"}, ...]}
-//!   header sha256     32 bytes, of the header's JSON bytes
-//!   the files         each exactly `size` bytes, in the header's order
-//! ```
-//!
-//! The magic and version come before the compression, so a file that is no export, or one
-//! from a newer vmrun, is named as such before anything is decompressed. The header lists
-//! every file before its bytes, so an import checks names and sizes before it writes, and
-//! each file's digest as it is written. Nothing follows the last file.
+//! The export file: the framing of [`crate::framed`] with magic `VMRUNIMG`, version 1,
+//! and a header `{"key", "name", "files": [{"name", "size", "sha256"}, ...]}` whose trailer
+//! is its sha256.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::Fault;
 use super::member::Member;
+use crate::framed::{self, Kind, check_files, damaged, shown};
 use crate::sha256::Sha256;
+
+pub use crate::framed::{Fault, Reading, from_stream, read_exact};
 
 pub const MAGIC: &[u8; 8] = b"VMRUNIMG";
 /// The magic as messages show it.
@@ -30,7 +18,16 @@ pub const MAGIC_TEXT: &str = "VMRUNIMG";
 /// The format this vmrun writes, and the newest it reads.
 pub const VERSION: u32 = 1;
 /// The largest header: a few hundred bytes in practice.
-pub const MAX_HEADER: u32 = 64 << 10;
+pub const MAX_HEADER: u32 = framed::MAX_HEADER;
+
+/// An export among framed files.
+pub const EXPORT: Kind = Kind {
+    magic: MAGIC,
+    version: VERSION,
+    max_header: MAX_HEADER,
+    not_this_kind: || Fault::NotAnExport,
+    newer: |version| Fault::NewerFormat { version },
+};
 
 /// What an export holds: the image's key, the name it was exported under, and its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +39,7 @@ pub struct Header {
     pub files: Vec<FileEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileEntry {
-    pub name: Member,
-    pub size: u64,
-    pub sha256: Sha256,
-}
+pub type FileEntry = framed::FileEntry<Member>;
 
 impl Header {
     /// Whether the header describes an image this vmrun can store: each member at most once
@@ -65,20 +56,7 @@ impl Header {
         if let Err(e) = crate::name::check("image", &self.name) {
             return bad(e.to_string());
         }
-        let mut seen = HashSet::new();
-        for file in &self.files {
-            if !seen.insert(file.name) {
-                return bad(format!("it lists `{}` twice", file.name));
-            }
-            if file.size > file.name.max_size() {
-                return bad(format!(
-                    "`{}` is {} bytes, more than the {} it may be",
-                    file.name,
-                    file.size,
-                    file.name.max_size()
-                ));
-            }
-        }
+        let seen = check_files(&self.files).map_err(|what| Fault::Header { what })?;
         let required = [
             Member::Manifest,
             Member::HostKey,
@@ -103,10 +81,7 @@ impl Header {
 
     /// The size of the files together.
     pub fn total_size(&self) -> u64 {
-        self.files
-            .iter()
-            .map(|f| f.size)
-            .fold(0, u64::saturating_add)
+        framed::total_size(&self.files)
     }
 }
 
@@ -115,113 +90,31 @@ pub fn is_store_key(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// At most 80 characters of untrusted text, with control characters made visible.
-fn shown(text: &str) -> String {
-    text.escape_debug().take(80).collect()
-}
-
 /// Writes the magic and the version: what comes before the compressed stream.
 pub fn write_prelude(out: &mut (impl Write + ?Sized)) -> io::Result<()> {
-    out.write_all(MAGIC)?;
-    out.write_all(&VERSION.to_be_bytes())
+    EXPORT.write_prelude(out)
 }
 
 /// Writes the header, its length before it and its digest after it.
 pub fn write_header(out: &mut (impl Write + ?Sized), header: &Header) -> io::Result<()> {
     let json = serde_json::to_vec(header).expect("header serializes");
-    let len = u32::try_from(json.len())
-        .ok()
-        .filter(|&len| len <= MAX_HEADER)
-        .ok_or_else(|| io::Error::other("the header is too long"))?;
-    out.write_all(&len.to_be_bytes())?;
-    out.write_all(&json)?;
-    out.write_all(Sha256::of(&json).bytes())
+    EXPORT.write_header(out, &json, Sha256::of(&json).bytes())
 }
 
 /// Reads the magic and the version; returns the version (1..=[`VERSION`]).
 pub fn read_prelude(input: &mut impl Read) -> Result<u32, Reading> {
-    let mut magic = [0u8; 8];
-    read_exact(input, &mut magic, "its start")?;
-    if &magic != MAGIC {
-        return Err(Fault::NotAnExport.into());
-    }
-    let mut version = [0u8; 4];
-    read_exact(input, &mut version, "its format version")?;
-    match u32::from_be_bytes(version) {
-        0 => Err(damaged("its format version is 0")),
-        version if version > VERSION => Err(Fault::NewerFormat { version }.into()),
-        version => Ok(version),
-    }
+    EXPORT.read_prelude(input)
 }
 
 /// Reads the header from the decompressed stream and checks it ([`Header::check`]).
 pub fn read_header(input: &mut impl Read) -> Result<Header, Reading> {
-    let mut len = [0u8; 4];
-    read_exact(input, &mut len, "its header")?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_HEADER {
-        return Err(damaged(&format!(
-            "its header is {len} bytes long (at most {MAX_HEADER})"
-        )));
-    }
-    let mut json = vec![0u8; len as usize];
-    read_exact(input, &mut json, "its header")?;
-    let mut digest = [0u8; 32];
-    read_exact(input, &mut digest, "its header")?;
-    if Sha256::of(&json).bytes() != &digest {
+    let raw = EXPORT.read_header(input)?;
+    if Sha256::of(&raw.json).bytes() != &raw.trailer {
         return Err(damaged("its header does not match the header's sha256"));
     }
-    let header: Header = serde_json::from_slice(&json).map_err(|e| Fault::Header {
-        what: e.to_string(),
-    })?;
+    let header: Header = framed::parse(&raw.json)?;
     header.check()?;
     Ok(header)
-}
-
-/// Why reading failed: the file is at fault, or reading it failed.
-#[derive(Debug)]
-pub enum Reading {
-    Fault(Fault),
-    Io(io::Error),
-}
-
-impl From<Fault> for Reading {
-    fn from(fault: Fault) -> Reading {
-        Reading::Fault(fault)
-    }
-}
-
-fn damaged(what: &str) -> Reading {
-    Fault::Damaged { what: what.into() }.into()
-}
-
-/// Fills `buf`; an end of input first is the file being cut short inside `what`.
-pub fn read_exact(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), Reading> {
-    input.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => Fault::CutShort {
-            what: format!("it ends inside {what}"),
-        }
-        .into(),
-        _ => from_stream(e),
-    })
-}
-
-/// A failure of the decompressing reader: the compressed data is broken (or cut short,
-/// which zstd says as a frame it cannot finish), unless reading the input itself failed.
-pub fn from_stream(e: io::Error) -> Reading {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => Fault::CutShort {
-            what: "its compressed data ends before its files do".into(),
-        }
-        .into(),
-        io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
-            Fault::Damaged {
-                what: format!("its compressed data is broken ({e})"),
-            }
-            .into()
-        }
-        _ => Reading::Io(e),
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 //! entry it is written to, its mode and its largest size. A name in a file that is not one of
 //! these is refused, so an import writes nowhere but these places inside its staging directory.
 
-use std::fmt;
-
-use serde::de::{self, Deserializer};
-use serde::{Deserialize, Serialize, Serializer};
+use crate::framed;
 
 /// Largest size of a member that is a small text file (manifest, keys, machine record).
 const SMALL: u64 = 1 << 20;
@@ -91,25 +88,17 @@ impl Member {
     }
 }
 
-impl fmt::Display for Member {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+framed::by_name!(Member, "an image export");
 
-impl Serialize for Member {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
+impl framed::Member for Member {
+    fn name(self) -> &'static str {
+        Member::name(self)
     }
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        Member::from_name(&name).ok_or_else(|| {
-            let shown: String = name.escape_debug().take(80).collect();
-            de::Error::custom(format!("`{shown}` is not a file an image export may hold"))
-        })
+    fn mode(self) -> u32 {
+        Member::mode(self)
+    }
+    fn max_size(self) -> u64 {
+        Member::max_size(self)
     }
 }
 
