@@ -71,6 +71,9 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Disk(#[from] disk::Error),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Warm(#[from] warm::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -101,6 +104,7 @@ impl Error {
                 BAD_INPUT
             }
             Error::Store(e) => e.exit_code(),
+            Error::Disk(e) => e.exit_code(),
             Error::Warm(e) => e.exit_code(),
             Error::Isolate(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
@@ -246,7 +250,9 @@ fn base_disk(image: &BakedImage, header: &Header) -> Result<PathBuf, Error> {
             Some(warm) => warm.disk,
             None => {
                 let dir = image.dir.join(warm::DIR);
-                return Err(PathError::at("read", &dir)(std::io::ErrorKind::NotFound.into()).into());
+                return Err(
+                    PathError::at("read", &dir)(std::io::ErrorKind::NotFound.into()).into(),
+                );
             }
         },
     })
@@ -293,9 +299,9 @@ fn run_ssh(config: &Path, command: &[String]) -> Result<i32, Error> {
     let status = ssh_command
         .status()
         .map_err(PathError::at("run", Path::new("ssh")))?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
+    Ok(status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    }))
 }
 
 #[cfg(test)]
@@ -322,6 +328,9 @@ mod tests {
 
         let err = attach_disk(Path::new("b.vmrun"), &raw, &base).unwrap_err();
         assert_eq!(err.exit_code(), crate::exit_code::BAD_INPUT);
-        assert!(err.to_string().contains("b.vmrun cannot be opened"), "{err}");
+        assert!(
+            err.to_string().contains("b.vmrun cannot be opened"),
+            "{err}"
+        );
     }
 }

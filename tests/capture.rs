@@ -68,7 +68,11 @@ fn a_failed_run_opens_with_its_files_and_the_processes_it_left_running() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     let found = bundles(into.path());
-    assert_eq!(found.len(), 2, "one bundle per failed run: {found:?}\n{err}");
+    assert_eq!(
+        found.len(),
+        2,
+        "one bundle per failed run: {found:?}\n{err}"
+    );
     assert!(err.contains("open it with: vmrun open"), "{err}");
 
     let bundle = &found[0];
@@ -86,7 +90,11 @@ fn a_failed_run_opens_with_its_files_and_the_processes_it_left_running() {
         assert!(said.contains(&token), "the marker is there: {said}");
         assert!(said.contains("sleep 600"), "the process still runs: {said}");
     }
-    assert_eq!(common::sha256_file(bundle), before, "opening changes no byte");
+    assert_eq!(
+        common::sha256_file(bundle),
+        before,
+        "opening changes no byte"
+    );
 
     // What is in it, for people and for programs.
     let info = vmrun(&common::test_home(), &["open", "--info", "--json"])
@@ -104,7 +112,11 @@ fn a_failed_run_opens_with_its_files_and_the_processes_it_left_running() {
         .arg(bundle)
         .output()
         .unwrap();
-    assert!(text(&info.stdout).contains(run_id), "{}", text(&info.stdout));
+    assert!(
+        text(&info.stdout).contains(run_id),
+        "{}",
+        text(&info.stdout)
+    );
 }
 
 #[test]
@@ -131,7 +143,10 @@ fn a_hung_command_is_still_hung_when_opened_and_moves_to_a_home_that_imported_th
     let opened = open(&common::test_home(), bundle, &["sh", "-c", check]);
     let said = text(&opened.stdout);
     assert!(opened.status.success(), "{}", text(&opened.stderr));
-    assert!(said.contains("sleep 900"), "the hung command is there: {said}");
+    assert!(
+        said.contains("sleep 900"),
+        "the hung command is there: {said}"
+    );
 
     // Another home: without the image, the bundle says which one to import and how.
     let other = tempfile::tempdir().unwrap();
@@ -189,7 +204,9 @@ fn cut_and_flipped_bundles_are_refused() {
         ("not a bundle", b"#!/bin/sh\necho hi\n".to_vec()),
     ];
     for (what, content) in cases {
-        let path = broken.path().join(format!("{}.vmrun", what.replace(' ', "-")));
+        let path = broken
+            .path()
+            .join(format!("{}.vmrun", what.replace(' ', "-")));
         std::fs::write(&path, content).unwrap();
         let out = open(&common::test_home(), &path, &["true"]);
         let err = text(&out.stderr);

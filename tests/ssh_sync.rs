@@ -158,6 +158,7 @@ fn run_in(
             &mut err,
             Some(Instant::now() + Duration::from_secs(60)),
             &Watch::signals(),
+            &|| {},
         )
         .unwrap();
     (outcome, out.text(), err.text())
@@ -296,6 +297,7 @@ fn exit_codes_and_signals_come_back(session: &Session) {
             &mut std::io::sink(),
             None,
             &Watch::signals(),
+            &|| {},
         )
         .unwrap();
     assert_eq!(outcome, Ended::Exited(0));
@@ -337,7 +339,14 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
         &GuestCommand::Shell("echo first; echo early >&2; sleep 2; echo second".into()),
     );
     let outcome = session
-        .exec(&command, &mut out, &mut err, None, &Watch::signals())
+        .exec(
+            &command,
+            &mut out,
+            &mut err,
+            None,
+            &Watch::signals(),
+            &|| {},
+        )
         .unwrap();
     let ended = Instant::now();
     assert_eq!(outcome, Ended::Exited(0));
@@ -378,6 +387,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             Some(started + Duration::from_secs(3)),
             &Watch::signals(),
+            &|| {},
         )
         .unwrap();
     assert_eq!(outcome, Ended::TimedOut);
@@ -419,6 +429,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             None,
             &Watch::qemu(&stand_in),
+            &|| {},
         )
         .unwrap_err();
     let ssh::Error::Stopped(Stop::QemuExited(exited)) = &outcome else {

@@ -39,7 +39,8 @@ pub struct Header {
     pub files: Vec<FileEntry>,
 }
 
-/// The image the run used: its store key (which the seal's key is found by) and its name.
+/// The image the run used: its store key (which the seal's key is found by) and how the run
+/// named it (a name in its store, or the source it was baked from), to say what to import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRef {
@@ -48,7 +49,7 @@ pub struct ImageRef {
 }
 
 /// The machine the state was saved from: a resume needs the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRecord {
     pub accel: Accel,
@@ -56,6 +57,9 @@ pub struct MachineRecord {
     pub memory_mib: u64,
     pub boot: BootKind,
     pub network: Network,
+    /// The VM generation id (vmgenid) the guest had: the resume keeps it, so the guest sees
+    /// no new generation.
+    pub generation: String,
 }
 
 /// Whether the run booted the image, or resumed its warm state.
@@ -103,10 +107,8 @@ impl Header {
                 "is not 64 lowercase hex digits",
             );
         }
-        if let Err(e) = crate::name::check("image", &self.image.name) {
-            return bad("image.name", &self.image.name, e.reason);
-        }
         for (field, text) in [
+            ("image.name", &self.image.name),
             ("qemu_version", &self.qemu_version),
             ("outcome", &self.outcome),
         ] {
@@ -125,6 +127,10 @@ impl Header {
         if !MEMORY_MIB.contains(&machine.memory_mib) {
             let value = machine.memory_mib.to_string();
             return bad("machine.memory_mib", &value, "is not 64 to 262144");
+        }
+        if !is_uuid(&machine.generation) {
+            let what = "is not a UUID such as 6f1c2a9e-0b4d-4c3e-9a7f-2d5e8b1c0a34";
+            return bad("machine.generation", &machine.generation, what);
         }
         let bytes: usize = self.command.iter().map(String::len).sum();
         if self.command.len() > MAX_ARGS || bytes > MAX_COMMAND_BYTES {
@@ -168,6 +174,16 @@ impl Header {
     pub fn total_size(&self) -> u64 {
         framed::total_size(&self.files)
     }
+}
+
+/// 8-4-4-4-12 hex digits, as QEMU takes a vmgenid `guid`.
+fn is_uuid(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 fn is_lower_hex(text: &str) -> bool {

@@ -28,5 +28,8 @@ pub use read::{Sealed, extract, read_header};
 pub use seal::SealKey;
 pub use write::write;
 
+/// A bundle's file name ends in `.vmrun`: `RUN_ID.vmrun`.
+pub const EXTENSION: &str = "vmrun";
+
 #[cfg(test)]
 mod tests;

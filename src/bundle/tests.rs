@@ -33,6 +33,7 @@ fn header() -> Header {
             memory_mib: 1024,
             boot: BootKind::Warm,
             network: Network::None,
+            generation: "6f1c2a9e-0b4d-4c3e-9a7f-2d5e8b1c0a34".into(),
         },
         command: vec!["sh".into(), "-c".into(), "exit 3".into()],
         outcome: "exit 3".into(),
@@ -254,7 +255,7 @@ fn headers_out_of_bounds_are_refused_by_field() {
             &|h| h.image.key = "../etc".into(),
             "image.key `../etc` is not 64",
         ),
-        (&|h| h.image.name = "../x".into(), "image.name `../x`"),
+        (&|h| h.image.name = "x\ny".into(), "image.name `x\\ny`"),
         (&|h| h.machine.cpus = 0, "machine.cpus `0` is not 1 to 64"),
         (&|h| h.machine.memory_mib = 1, "machine.memory_mib `1`"),
         (

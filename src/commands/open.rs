@@ -12,13 +12,9 @@ pub(super) fn run(args: OpenArgs) -> Result<ExitCode, Error> {
     let home = Home::from_env()?;
     if args.info {
         let (sealed, verified) = crate::open::info(&args.bundle, &home)?;
-        let bytes = std::fs::metadata(&args.bundle).map_or(0, |m| m.len());
         match args.json {
-            true => println!(
-                "{:#}",
-                bundle::info_json(&sealed, verified, bytes)
-            ),
-            false => print!("{}", bundle::info_text(&sealed, verified, bytes)),
+            true => println!("{:#}", bundle::info_json(&sealed, verified)),
+            false => print!("{}", bundle::info_text(&sealed, verified)),
         }
         return Ok(ExitCode::SUCCESS);
     }

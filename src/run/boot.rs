@@ -90,8 +90,13 @@ impl Boot {
             Boot::Resume(_) => {
                 let qmp = dir.file(machine::QMP_SOCKET);
                 let state = incoming.expect("a resumed QEMU was given its state");
-                warm::resume(&qmp, StateFile::Inherited(state), true, &Watch::qemu(process))
-                    .map_err(Error::Resume)
+                warm::resume(
+                    &qmp,
+                    StateFile::Inherited(state),
+                    true,
+                    &Watch::qemu(process),
+                )
+                .map_err(Error::Resume)
             }
         }
     }

@@ -60,10 +60,7 @@ pub struct Pause {
 impl Pause {
     pub fn new(plan: &RunPlan, dir: &RunDir) -> Pause {
         Pause {
-            qmp: plan
-                .capture
-                .as_ref()
-                .map(|_| dir.file(machine::QMP_SOCKET)),
+            qmp: plan.capture.as_ref().map(|_| dir.file(machine::QMP_SOCKET)),
             paused: Cell::new(false),
         }
     }
@@ -79,21 +76,24 @@ impl Pause {
     }
 }
 
+/// A run that did not pass, with its VM still there.
+pub struct Failed<'a> {
+    pub dir: &'a RunDir,
+    pub vm: &'a QemuProcess,
+    pub qemu: &'a Path,
+    pub report: &'a RunReport,
+    pub outcome: &'a Outcome,
+}
+
 /// Saves the failed run's VM into `capture.dir` and says where, or says why it could not:
 /// the run's outcome stays what it was either way.
-pub fn save(
-    plan: &RunPlan,
-    capture: &Capture,
-    dir: &RunDir,
-    vm: &QemuProcess,
-    qemu: &Path,
-    report: &RunReport,
-    outcome: &Outcome,
-    sink: Sink,
-) {
+pub fn save(plan: &RunPlan, capture: &Capture, failed: &Failed, sink: Sink) {
     let started = Instant::now();
-    let path = capture.dir.join(format!("{}.{}", dir.id(), bundle::EXTENSION));
-    match write(plan, capture, dir, (vm, qemu), report, outcome, &path, sink) {
+    let dir = failed.dir;
+    let path = capture
+        .dir
+        .join(format!("{}.{}", dir.id(), bundle::EXTENSION));
+    match write(plan, capture, failed, &path, sink) {
         Ok(bytes) => sink(Event::Notice(format!(
             "run {} captured: {} ({} MiB, {:.1}s); open it with: vmrun open {}",
             dir.id(),
@@ -117,17 +117,20 @@ pub fn save(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write(
     plan: &RunPlan,
     capture: &Capture,
-    dir: &RunDir,
-    (vm, qemu): (&QemuProcess, &Path),
-    report: &RunReport,
-    outcome: &Outcome,
+    failed: &Failed,
     path: &Path,
     sink: Sink,
 ) -> Result<u64, Error> {
+    let Failed {
+        dir,
+        vm,
+        qemu,
+        report,
+        outcome,
+    } = *failed;
     // An interrupted run is saved all the same; another Ctrl-C ends the saving.
     let watch = Watch::qemu(vm).past_stop();
     let mut qmp = Qmp::connect(&dir.file(machine::QMP_SOCKET))?;
@@ -209,7 +212,7 @@ fn write(
 }
 
 /// Whether `dir` is fit to receive bundles: created if missing, and a directory.
-pub fn prepare(dir: &Path) -> Result<(), PathError> {
+pub fn prepare(dir: &Path) -> Result<(), super::Error> {
     fs::create_dir_all(dir).map_err(PathError::at("create", dir))?;
     File::open(dir)
         .and_then(|f| f.metadata())
@@ -217,5 +220,5 @@ pub fn prepare(dir: &Path) -> Result<(), PathError> {
             true => Ok(()),
             false => Err(std::io::ErrorKind::NotADirectory.into()),
         })
-        .map_err(PathError::at("open", dir))
+        .map_err(|e| PathError::at("open", dir)(e).into())
 }

@@ -210,7 +210,14 @@ pub fn run_once(
                     }
                 });
             if let (Some(capture), false, Some(vm)) = (&plan.capture, outcome.passed(), &vm) {
-                capture::save(plan, capture, &dir, vm, qemu, &report, &outcome, sink);
+                let failed = capture::Failed {
+                    dir: &dir,
+                    vm,
+                    qemu,
+                    report: &report,
+                    outcome: &outcome,
+                };
+                capture::save(plan, capture, &failed, sink);
             }
             if let (true, false, Some(vm)) = (plan.keep, outcome.passed(), &vm) {
                 keep_until_interrupted(&dir, vm, sink);

@@ -75,7 +75,12 @@ impl Vms {
             .expect("a first start that resumes has a warm state");
         let state = fs::File::open(&warm.state).map_err(PathError::at("open", &warm.state))?;
         let watch = Watch::signals();
-        warm::resume(&layout.qmp_socket(), StateFile::Handed(&state), true, &watch)?;
+        warm::resume(
+            &layout.qmp_socket(),
+            StateFile::Handed(&state),
+            true,
+            &watch,
+        )?;
         warm::refresh_clone(&layout.agent_socket())?;
         Ok(())
     }

@@ -118,8 +118,16 @@ fn main() {
     }
     println!("{runs} rounds, image `bench` (1 GiB guest)");
     show("vmrun test -- false", &mut failing, "s");
-    show("vmrun test --capture-failures DIR -- false", &mut capturing, "s");
-    show("  of which the capture (as vmrun reports it)", &mut captures, "s");
+    show(
+        "vmrun test --capture-failures DIR -- false",
+        &mut capturing,
+        "s",
+    );
+    show(
+        "  of which the capture (as vmrun reports it)",
+        &mut captures,
+        "s",
+    );
     show("bundle size", &mut sizes, "MiB");
     show("vmrun open BUNDLE -- true", &mut opens, "s");
     show("vmrun test -- true (warm)", &mut warm, "s");
