@@ -55,10 +55,12 @@ fn a_failed_run_opens_with_its_files_and_the_processes_it_left_running() {
     let token = common::unique_token();
     let into = tempfile::tempdir().unwrap();
     // Two runs at once, both failing: each is captured under its own id. The command leaves
-    // a marker and a process detached from its session, then fails.
+    // a marker and a process detached from its session (once it is: until then, it would
+    // end with the command's process group), then fails.
     let script = format!(
         "echo {token} > /var/tmp/marker; \
-         setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /var/tmp/left-running; \
+         setsid sleep 600 </dev/null >/dev/null 2>&1 & pid=$!; echo $pid > /var/tmp/left-running; \
+         until tr '\\0' ' ' < /proc/$pid/cmdline | grep -q 'sleep 600'; do sleep 0.1; done; \
          exit 3"
     );
     let out = failing_runs(
