@@ -158,7 +158,7 @@ fn run_in(
             &mut err,
             Some(Instant::now() + Duration::from_secs(60)),
             &Watch::signals(),
-            &|| {},
+            &|| true,
         )
         .unwrap();
     (outcome, out.text(), err.text())
@@ -297,7 +297,7 @@ fn exit_codes_and_signals_come_back(session: &Session) {
             &mut std::io::sink(),
             None,
             &Watch::signals(),
-            &|| {},
+            &|| true,
         )
         .unwrap();
     assert_eq!(outcome, Ended::Exited(0));
@@ -345,7 +345,7 @@ fn output_is_streamed_and_kept_apart(session: &Session) {
             &mut err,
             None,
             &Watch::signals(),
-            &|| {},
+            &|| true,
         )
         .unwrap();
     let ended = Instant::now();
@@ -387,7 +387,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             Some(started + Duration::from_secs(3)),
             &Watch::signals(),
-            &|| {},
+            &|| true,
         )
         .unwrap();
     assert_eq!(outcome, Ended::TimedOut);
@@ -429,7 +429,7 @@ fn deadline_and_stop_end_the_command(session: &Session) {
             &mut std::io::sink(),
             None,
             &Watch::qemu(&stand_in),
-            &|| {},
+            &|| true,
         )
         .unwrap_err();
     let ssh::Error::Stopped(Stop::QemuExited(exited)) = &outcome else {

@@ -65,14 +65,21 @@ impl Pause {
         }
     }
 
+    /// Whether the guest was paused.
+    pub fn done(&self) -> bool {
+        self.paused.get()
+    }
+
     /// Stops the guest's CPUs; a failure is left to the capture, which stops them again.
-    pub fn now(&self) {
+    /// Returns whether the guest still answers.
+    pub fn now(&self) -> bool {
         if let (Some(qmp), false) = (&self.qmp, self.paused.get())
             && let Ok(mut qmp) = Qmp::connect(qmp)
             && qmp.execute("stop", None).is_ok()
         {
             self.paused.set(true);
         }
+        !self.paused.get()
     }
 }
 

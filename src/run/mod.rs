@@ -327,7 +327,11 @@ fn drive(
         let pause = capture::Pause::new(plan, dir);
         let result = report.time(Phase::Command, || {
             session.exec(&command_line, out, err, deadline, &watch, &|| pause.now())
-        })?;
+        });
+        if pause.done() {
+            session.expect_no_answer();
+        }
+        let result = result?;
         let outcome = match result {
             ssh::Ended::Exited(code) => Outcome::Exited(code),
             ssh::Ended::Signalled(name) => Outcome::Signalled(name),

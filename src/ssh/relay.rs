@@ -144,7 +144,7 @@ impl Relay {
             if let Ok((connection, _)) = self.listener.accept() {
                 let run = |line: &str, streams: Streams, stop: &mut Stop| {
                     let abandon = Abandon {
-                        before: &|| {},
+                        before: &|| true,
                         kill_line: Some(KILL_LINE),
                     };
                     session.run(line, abandon, streams, None, stop)

@@ -29,6 +29,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Closing the channel of a command that is being abandoned: best effort, never long.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest timeout libssh2 takes, in milliseconds (0 would be none at all): for a guest
+/// that cannot answer.
+const NO_WAIT: u32 = 1;
 /// libssh2's code for "would block" in non-blocking mode.
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 
@@ -41,8 +44,9 @@ pub struct Session {
 /// What happens when a command is given up (its deadline passed, or a stop request came).
 pub(super) struct Abandon<'a> {
     /// Called first, before anything reaches the guest: a run whose failing VM is captured
-    /// pauses it here, with the command as it was.
-    pub before: &'a dyn Fn(),
+    /// pauses it here, with the command as it was. Returns whether the guest still answers
+    /// (not once paused: then nothing waits for it).
+    pub before: &'a dyn Fn() -> bool,
     /// Run on a channel of its own before the command's channel is closed, for a command
     /// that closing its channel does not end.
     pub kill_line: Option<&'a str>,
@@ -212,7 +216,7 @@ impl Session {
         stderr: &mut dyn Write,
         deadline: Option<Instant>,
         watch: &Watch,
-        before_abandon: &dyn Fn(),
+        before_abandon: &dyn Fn() -> bool,
     ) -> Result<Ended, Error> {
         let streams = Streams {
             stdin: None,
@@ -254,6 +258,13 @@ impl Session {
         drop(channel);
         self.inner.set_timeout(millis(REQUEST_TIMEOUT));
         outcome
+    }
+
+    /// The guest will not answer any more (it was paused, to be saved): what is still sent to
+    /// it, closing channels and the session, waits for it at most a moment, not
+    /// [`REQUEST_TIMEOUT`].
+    pub fn expect_no_answer(&self) {
+        self.inner.set_timeout(NO_WAIT);
     }
 
     /// Passes input and output on until the channel closes, the deadline passes, or `stop`
@@ -398,9 +409,12 @@ impl Session {
     /// command run by [`Self::exec`]; the guest confirms once the command is gone, and until
     /// it does, libssh2 waits for it when the channel and the session are freed.
     fn abandon(&self, channel: &mut Channel, abandon: &Abandon) {
-        (abandon.before)();
+        let answers = (abandon.before)();
         self.inner.set_blocking(true);
-        self.inner.set_timeout(millis(ABANDON_TIMEOUT));
+        self.inner.set_timeout(match answers {
+            true => millis(ABANDON_TIMEOUT),
+            false => NO_WAIT,
+        });
         if let Some(line) = abandon.kill_line
             && let Ok(mut kill) = self.inner.channel_session()
             && kill.exec(line).is_ok()

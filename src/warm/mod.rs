@@ -309,7 +309,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
         &mut std::io::sink(),
         Some(Instant::now() + c.boot_timeout),
         &watch,
-        &|| {},
+        &|| true,
     )?;
     drop(session);
     // Runs set the clock through the agent: it must be up in the saved machine.
