@@ -216,3 +216,46 @@ fn cut_and_flipped_bundles_are_refused() {
         assert!(err.contains("cannot be opened"), "{what}: {err}");
     }
 }
+
+#[test]
+fn an_interrupted_run_is_captured_with_its_command_still_running() {
+    use std::io::{BufRead, BufReader};
+    let into = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let mut child = vmrun(
+        &common::test_home(),
+        &["test", "--image", common::baked_image()],
+    )
+    .arg("--capture-failures")
+    .arg(into.path())
+    .args([
+        "--",
+        "sh",
+        "-c",
+        "echo started; echo $$ > /var/tmp/interrupted; exec sleep 900",
+    ])
+    .current_dir(project.path())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Once the command runs, vmrun is asked to stop, as Ctrl-C or a CI's cancel would.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    // SAFETY: kill(2) of the vmrun this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let found = bundles(into.path());
+    assert_eq!(found.len(), 1, "{err}");
+
+    let check = "pid=$(cat /var/tmp/interrupted); tr '\\0' ' ' < /proc/$pid/cmdline; echo";
+    let opened = open(&common::test_home(), &found[0], &["sh", "-c", check]);
+    assert!(opened.status.success(), "{}", text(&opened.stderr));
+    assert!(
+        text(&opened.stdout).contains("sleep 900"),
+        "{}",
+        text(&opened.stdout)
+    );
+}
