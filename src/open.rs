@@ -25,7 +25,7 @@ use crate::qemu::args::{Control, Incoming, Machine, MachineSize, Ram, command_li
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::Console;
 use crate::run::RunDir;
-use crate::ssh::{self, GUEST_HOST, sh_quote};
+use crate::ssh::{self, system_ssh_args};
 use crate::store::{self, BakedImage, Store};
 use crate::wait::Watch;
 use crate::warm::{self, StateFile, machine};
@@ -285,17 +285,8 @@ fn attach_disk(bundle: &Path, disk: &Path, base: &Path) -> Result<(), Error> {
 /// The system ssh into the VM, with the files written for it: `command` (each word quoted
 /// for the guest's shell), or an interactive shell.
 fn run_ssh(config: &Path, command: &[String]) -> Result<i32, Error> {
-    let ssh = crate::tools::find("ssh")?;
-    let mut ssh_command = Command::new(ssh);
-    ssh_command.arg("-F").arg(config);
-    if command.is_empty() {
-        ssh_command.arg("-t");
-    }
-    ssh_command.arg(GUEST_HOST);
-    if !command.is_empty() {
-        let line: Vec<String> = command.iter().map(|w| sh_quote(w)).collect();
-        ssh_command.arg("--").arg(line.join(" "));
-    }
+    let mut ssh_command = Command::new(crate::tools::find("ssh")?);
+    ssh_command.args(system_ssh_args(config, command));
     let status = ssh_command
         .status()
         .map_err(PathError::at("run", Path::new("ssh")))?;

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 use crate::cli::SshArgs;
 use crate::error::Error;
 use crate::paths::Home;
-use crate::ssh::{GUEST_HOST, sh_quote};
+use crate::ssh::system_ssh_args;
 use crate::tools;
 
 pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
@@ -25,23 +25,8 @@ pub(super) fn run(args: SshArgs) -> Result<ExitCode, Error> {
             args.run_id
         )));
     };
-    let ssh = tools::find("ssh")?;
-    let mut command = Command::new(ssh);
-    command.arg("-F").arg(&config);
-    if args.command.is_empty() {
-        command.arg("-t");
-    }
-    command.arg(GUEST_HOST);
-    // ssh joins its arguments into one string for the remote shell: quote each word.
-    if !args.command.is_empty() {
-        command.arg("--").arg(
-            args.command
-                .iter()
-                .map(|w| sh_quote(w))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-    }
+    let mut command = Command::new(tools::find("ssh")?);
+    command.args(system_ssh_args(&config, &args.command));
     let source = command.exec();
     Err(Error::Exec {
         program: "ssh",

@@ -3,6 +3,7 @@
 //! is offered.
 
 use crate::path_error::PathError;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -26,6 +27,17 @@ pub struct ClientFiles {
 pub fn known_hosts_line(port: u16, host_key_line: &str) -> String {
     let key: Vec<&str> = host_key_line.split_whitespace().take(2).collect();
     format!("[127.0.0.1]:{port} {}", key.join(" "))
+}
+
+/// The system ssh's arguments with the files at `ssh_config`: `command` is one remote
+/// command, each word quoted for the guest's shell so it arrives as the same argv; none, a
+/// login shell.
+pub fn system_ssh_args(ssh_config: &Path, command: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["-F".into(), ssh_config.as_os_str().to_owned()];
+    // `--`: nothing after it is taken as an option of ssh's.
+    args.extend(["--".into(), GUEST_HOST.into()]);
+    args.extend(command.iter().map(|word| super::sh_quote(word).into()));
+    args
 }
 
 impl ClientFiles {
@@ -123,6 +135,19 @@ fn write_private(path: &Path, text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_ssh_gets_the_config_and_quoted_words() {
+        let command = ["uname".to_owned(), "-a".to_owned(), "it's $HOME".to_owned()];
+        let text: Vec<String> = system_ssh_args(Path::new("/s/db/ssh/ssh_config"), &command)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            text.join(" "),
+            "-F /s/db/ssh/ssh_config -- guest 'uname' '-a' 'it'\\''s $HOME'"
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 

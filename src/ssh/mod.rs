@@ -14,7 +14,7 @@ mod session;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line};
+pub use client_files::{ClientFiles, GUEST_HOST, known_hosts_line, system_ssh_args};
 pub use command_line::{remote_command_line, sh_quote};
 pub use host_key::HostKey;
 pub use relay::Relay;

@@ -4,17 +4,13 @@
 //! true` in the same round. Prints medians (and the range) of RUNS rounds (default 3).
 //! Run with `cargo bench --bench capture` (the image is baked first, in VMRUN_TEST_HOME).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+#[path = "support.rs"]
+mod support;
 
-fn vmrun(home: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(VMRUN);
-    cmd.args(args).current_dir(dir).env("VMRUN_HOME", home);
-    cmd
-}
+use support::vmrun;
 
 fn timed(mut cmd: Command) -> (Duration, Output) {
     let started = Instant::now();
@@ -51,23 +47,10 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let home: PathBuf = std::env::var_os("VMRUN_TEST_HOME")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home"));
+    let home = support::home();
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("README"), "a small project\n").unwrap();
-    let bake = vmrun(
-        &home,
-        project.path(),
-        &["bake", "--image", "debian:bookworm", "--name", "bench"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        bake.status.success(),
-        "bake: {}",
-        String::from_utf8_lossy(&bake.stderr)
-    );
+    support::bake_bench_image(&home, project.path());
 
     let (mut failing, mut capturing, mut captures, mut sizes, mut opens, mut warm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);

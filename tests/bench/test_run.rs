@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use vmrun::paths::Home;
 
-const VMRUN: &str = env!("CARGO_BIN_EXE_vmrun");
+#[path = "support.rs"]
+mod support;
+
+use support::vmrun;
 
 struct Sample {
     took: Duration,
@@ -131,38 +134,19 @@ fn median(samples: &[Sample]) -> &Sample {
     sorted[sorted.len() / 2]
 }
 
-fn vmrun(home: &Path, project: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(VMRUN);
-    cmd.args(args).env("VMRUN_HOME", home).current_dir(project);
-    cmd
-}
-
 fn main() {
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let home = std::env::var_os("VMRUN_TEST_HOME")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmrun-home"));
+    let home = support::home();
     let accel = match std::env::var("VMRUN_ACCEL").as_deref() {
         Ok("kvm") => "kvm",
         _ => "tcg",
     };
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("README"), "a small project\n").unwrap();
-    let bake = vmrun(
-        &home,
-        project.path(),
-        &["bake", "--image", "debian:bookworm", "--name", "bench"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        bake.status.success(),
-        "bake: {}",
-        String::from_utf8_lossy(&bake.stderr)
-    );
+    support::bake_bench_image(&home, project.path());
     let entry = std::fs::canonicalize(Home::under(&home).images().join("bench")).unwrap();
     let on_disk = |file: &str| {
         use std::os::unix::fs::MetadataExt;
