@@ -260,6 +260,18 @@ pub fn saving_machine(
     }
 }
 
+/// What the saved guest does before it is saved: waits for its boot to finish, and reads
+/// the programs every run starts into its page cache (rsync for the sync, perl for the
+/// reseed, env and sh for the command line, cat for its watchdog, date for the clock). The
+/// cache is saved with the RAM, which clones share through the host's page cache: each
+/// clone would otherwise read them from disk into RAM of its own. Measured by hand against
+/// dropping the cache before the save (4 rounds each, taking turns, on a busy machine):
+/// `vmrun test -- true` 2.14-2.63 s against 2.83-3.38 s, three clones' summed PSS 403-406
+/// MiB against 417-470 MiB, for 219 MiB on disk against 215 MiB.
+const SETTLE: &str = "sudo systemctl is-system-running --wait >/dev/null; \
+                      rsync --version >/dev/null; perl -e 1; env true; sh -c true; \
+                      cat /dev/null; date >/dev/null; sync";
+
 /// Boots the provisioned image, lets it settle, and saves its state into `entry/warm`.
 pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let dir = c.image.dir.join(DIR);
@@ -299,12 +311,10 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let target = c.image.ssh_target(port)?;
     let session = ssh::wait_ready(&target, Instant::now() + c.boot_timeout, &watch)?;
     sink(Event::Detail(
-        "settling (systemctl is-system-running --wait), dropping caches".into(),
+        "settling (systemctl is-system-running --wait), reading what runs use".into(),
     ));
-    let settle = "sudo systemctl is-system-running --wait >/dev/null; sync; \
-                  echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null";
     session.exec(
-        settle,
+        SETTLE,
         &mut std::io::sink(),
         &mut std::io::sink(),
         Some(Instant::now() + c.boot_timeout),
