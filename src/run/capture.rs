@@ -168,7 +168,7 @@ fn write(
         run_id: dir.id().to_owned(),
         image: ImageRef {
             key: plan.image.manifest.key.clone(),
-            name: capture.image_name.clone(),
+            name: header_text(&capture.image_name),
         },
         qemu_version: warm::qemu_version(qemu)?,
         machine: MachineRecord {
@@ -183,7 +183,7 @@ fn write(
             generation,
         },
         command: plan.command.argv(),
-        outcome: outcome.describe(),
+        outcome: header_text(&outcome.describe()),
         exit_code: match outcome {
             Outcome::Exited(code) => Some(*code),
             _ => None,
@@ -218,6 +218,12 @@ fn write(
     Ok(bytes)
 }
 
+/// Text as a bundle's header holds it: no control characters, at most 200 characters. An
+/// image source's URL can be longer, and a guest names the signal that killed a command.
+fn header_text(text: &str) -> String {
+    crate::guest_text::line(text).chars().take(200).collect()
+}
+
 /// Whether `dir` is fit to receive bundles: created if missing, and a directory.
 pub fn prepare(dir: &Path) -> Result<(), super::Error> {
     fs::create_dir_all(dir).map_err(PathError::at("create", dir))?;
@@ -228,4 +234,18 @@ pub fn prepare(dir: &Path) -> Result<(), super::Error> {
             false => Err(std::io::ErrorKind::NotADirectory.into()),
         })
         .map_err(|e| PathError::at("open", dir)(e).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_texts_fit_what_a_bundle_header_takes() {
+        let signal = format!("killed by SIG\u{1b}[2J{}", "X".repeat(500));
+        let text = header_text(&signal);
+        assert_eq!(text.chars().count(), 200);
+        assert!(!text.chars().any(char::is_control), "{text}");
+        assert_eq!(header_text("exit 3"), "exit 3");
+    }
 }
