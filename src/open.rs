@@ -54,7 +54,7 @@ pub enum Error {
     },
     #[error("{} was saved by {saved}; this is {now}", .bundle.display())]
     #[diagnostic(help("open it where the same QEMU version is installed"))]
-    Qemu {
+    QemuVersion {
         bundle: PathBuf,
         saved: String,
         now: String,
@@ -80,7 +80,7 @@ pub enum Error {
     Isolate(#[from] isolate::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Qemu_(#[from] process::Error),
+    Qemu(#[from] process::Error),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ssh(#[from] ssh::Error),
@@ -100,7 +100,7 @@ impl Error {
         use crate::exit_code::{BAD_INPUT, INTERNAL, VM_FAILED};
         match self {
             Error::Bundle(e) => e.exit_code(),
-            Error::ImageMissing { .. } | Error::Qemu { .. } | Error::UnsafeLayer { .. } => {
+            Error::ImageMissing { .. } | Error::QemuVersion { .. } | Error::UnsafeLayer { .. } => {
                 BAD_INPUT
             }
             Error::Store(e) => e.exit_code(),
@@ -109,7 +109,7 @@ impl Error {
             Error::Isolate(e) => e.exit_code(),
             Error::Ssh(e) => e.exit_code(),
             Error::Run(e) => e.exit_code(),
-            Error::Qemu_(_) => VM_FAILED,
+            Error::Qemu(_) => VM_FAILED,
             Error::Tool(_) => crate::exit_code::MISSING_TOOL,
             Error::Io(_) => INTERNAL,
         }
@@ -153,7 +153,7 @@ pub fn open(
     sealed.verify(&key)?;
     let now = warm::qemu_version(qemu)?;
     if now != header.qemu_version {
-        return Err(Error::Qemu {
+        return Err(Error::QemuVersion {
             bundle: path.to_owned(),
             saved: header.qemu_version.clone(),
             now,
