@@ -21,7 +21,7 @@ use crate::net::forward::Forward;
 use crate::net::isolate;
 use crate::path_error::PathError;
 use crate::paths::Home;
-use crate::qemu::args::{Control, Incoming, Machine, MachineSize, Ram, command_line};
+use crate::qemu::args::{Control, Incoming, Machine, MachineSize, Ram};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::Console;
 use crate::run::RunDir;
@@ -198,13 +198,7 @@ pub fn open(
     };
     let state_path = dir.file("state");
     let state = fs::File::open(&state_path).map_err(PathError::at("open", &state_path))?;
-    let (program, args) = isolate::command(
-        machine.network,
-        dir.path(),
-        &machine.forwards,
-        qemu,
-        command_line(&machine),
-    )?;
+    let (program, args) = isolate::command(&machine, dir.path(), qemu)?;
     let vm = QemuProcess::spawn_passing(
         &program,
         &args,

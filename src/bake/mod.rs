@@ -24,7 +24,7 @@ use crate::name::ImageName;
 use crate::net::{Network, isolate};
 use crate::path_error::PathError;
 use crate::paths::Home;
-use crate::qemu::args::{Accel, Machine, MachineSize, command_line};
+use crate::qemu::args::{Accel, Machine, MachineSize};
 use crate::qemu::process::{self, QemuProcess};
 use crate::qemu::serial::{Console, Lines, last_lines};
 use crate::seed::{self, SeedIso};
@@ -361,13 +361,7 @@ fn boot_until_verdict(
         dir,
     } = vm;
     let qemu_log = &dir.join("qemu.log");
-    let (program, args) = isolate::command(
-        machine.network,
-        dir,
-        &machine.forwards,
-        qemu,
-        command_line(machine),
-    )?;
+    let (program, args) = isolate::command(machine, dir, qemu)?;
     let mut vm = QemuProcess::spawn(&program, &args, qemu_log, console)?;
     // Bound after `vm`, so dropped before it: a console reader waiting for room in the queue
     // then ends, and dropping `vm` (which waits for the reader) cannot hang.

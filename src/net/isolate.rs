@@ -28,6 +28,7 @@ use std::time::Duration;
 use super::forward::Forward;
 use super::{Network, blocked, slirp4netns};
 use crate::pipe::pipe;
+use crate::qemu::args::{Machine, command_line};
 use crate::tools::{self, MissingTool};
 
 /// How long slirp4netns may take to configure the namespace (it takes milliseconds).
@@ -106,17 +107,17 @@ impl Launch {
     }
 }
 
-/// The program and arguments that start QEMU (`qemu` with `args`) on `network`: QEMU itself,
+/// The program and arguments that start `machine` with `qemu` on its network: QEMU itself,
 /// or, for [`Network::Outbound`], this vmrun's `isolate` around it, with slirp4netns's socket
-/// and the namespace's files in `dir` and `forwards` bound on the host.
+/// and the namespace's files in `dir` and the machine's forwards bound on the host.
 pub fn command(
-    network: Network,
+    machine: &Machine,
     dir: &Path,
-    forwards: &[Forward],
     qemu: &Path,
-    args: Vec<OsString>,
 ) -> Result<(PathBuf, Vec<OsString>), Error> {
-    if network != Network::Outbound {
+    let args = command_line(machine);
+    let forwards = &machine.forwards;
+    if machine.network != Network::Outbound {
         return Ok((qemu.to_owned(), args));
     }
     // Said here, by vmrun, rather than in QEMU's log by the launcher.

@@ -11,7 +11,7 @@ use super::Error;
 use super::run_dir::RunDir;
 use crate::net::isolate;
 use crate::path_error::PathError;
-use crate::qemu::args::{Machine, command_line};
+use crate::qemu::args::Machine;
 use crate::qemu::process::QemuProcess;
 use crate::qemu::serial::Console;
 use crate::store::BakedImage;
@@ -47,12 +47,10 @@ impl Boot {
         qemu: &Path,
         console: Console,
     ) -> Result<(QemuProcess, Option<RawFd>), Error> {
-        let launch =
-            |args| isolate::command(machine.network, dir.path(), &machine.forwards, qemu, args);
         let log = dir.file("qemu.log");
         Ok(match self {
             Boot::Cold => {
-                let (program, args) = launch(command_line(machine))?;
+                let (program, args) = isolate::command(machine, dir.path(), qemu)?;
                 (QemuProcess::spawn(&program, &args, &log, console)?, None)
             }
             Boot::Resume(warm) => {
@@ -61,7 +59,7 @@ impl Boot {
                 let clone = warm
                     .clone_machine(machine, dir.path())
                     .map_err(Error::Resume)?;
-                let (program, args) = launch(command_line(&clone))?;
+                let (program, args) = isolate::command(&clone, dir.path(), qemu)?;
                 let process =
                     QemuProcess::spawn_passing(&program, &args, &log, console, state.as_fd())?;
                 (process, Some(state.as_raw_fd()))

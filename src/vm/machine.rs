@@ -6,7 +6,7 @@ use super::Error;
 use super::layout::VmLayout;
 use super::record::VmRecord;
 use crate::net::isolate;
-use crate::qemu::args::{Control, Machine, Ram, command_line};
+use crate::qemu::args::{Control, Machine, Ram};
 use crate::warm::{self, WarmState};
 
 /// The unit's command: QEMU (for the `outbound` network, in vmrun's isolated namespace, with
@@ -54,13 +54,7 @@ pub fn qemu_argv(
             ..cold
         },
     };
-    let (program, args) = isolate::command(
-        machine.network,
-        &layout.runtime,
-        &machine.forwards,
-        &record.qemu,
-        command_line(&machine),
-    )?;
+    let (program, args) = isolate::command(&machine, &layout.runtime, &record.qemu)?;
     Ok(std::iter::once(program.into_os_string())
         .chain(args)
         .collect())
@@ -70,7 +64,7 @@ pub fn qemu_argv(
 mod tests {
     use super::*;
     use crate::paths::Home;
-    use crate::qemu::args::{Accel, MachineSize};
+    use crate::qemu::args::{Accel, MachineSize, command_line};
     use crate::vm::record::WarmStart;
     use std::path::Path;
 

@@ -297,13 +297,7 @@ pub fn capture(c: &Capture, sink: Sink) -> Result<WarmMachine, Error> {
     let agent_path = scratch.path().join(machine::AGENT_SOCKET);
     let line = command_line(&machine);
     let qemu_log = scratch.path().join("qemu.log");
-    let (program, args) = isolate::command(
-        machine.network,
-        scratch.path(),
-        &machine.forwards,
-        c.qemu,
-        line.clone(),
-    )?;
+    let (program, args) = isolate::command(&machine, scratch.path(), c.qemu)?;
     let vm = QemuProcess::spawn(&program, &args, &qemu_log, console)?;
     let watch = Watch::qemu(&vm);
 
