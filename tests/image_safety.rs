@@ -110,10 +110,16 @@ fn with_luks(dir: &Path) -> Hostile {
     // qemu-img times PBKDF2 on its thread's CPU clock to choose the iteration count, and
     // gives up ("Unable to get accurate CPU usage") when a busy machine leaves that at 0 ms.
     let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
-    let created = (0..5)
-        .map(|_| run_qemu_img(&create))
+    // Seen to fail five times in a row on a busy machine: more tries, a moment apart.
+    let created = (0..30)
+        .map(|attempt| {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            run_qemu_img(&create)
+        })
         .find(|out| !stderr(out).contains("Unable to get accurate CPU usage"))
-        .expect("qemu-img never got a CPU time for PBKDF2 in five tries");
+        .expect("qemu-img never got a CPU time for PBKDF2 in 30 tries");
     assert!(created.status.success(), "{}", stderr(&created));
     Hostile {
         path,
